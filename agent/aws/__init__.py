@@ -1,0 +1,1 @@
+"""agent.aws (see DESIGN.md)."""

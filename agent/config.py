@@ -1,0 +1,327 @@
+"""The settings file: one validated YAML document (`/etc/jada-agent/agent.yml`).
+
+This module owns the schema of every section and the rules for reading it. Each section is a
+frozen dataclass; a field's annotation is its type, its default is the packaged default, and its
+``metadata`` may mark it as a duration (``"90m"``) or restrict it to ``choices``. Every error names
+the file, the dotted key and what was expected, and unknown keys are errors (a typo must not
+silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PATH = Path(os.environ.get("JADA_AGENT_CONFIG", "/etc/jada-agent/agent.yml"))
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """A settings or rule file is wrong; the message names the file, the key and the expectation."""
+
+    def __init__(
+        self, file: str | os.PathLike[str] | None, key: str, expected: str, got: Any = None
+    ):
+        self.file = str(file) if file is not None else "<settings>"
+        self.key = key
+        self.expected = expected
+        shown = "" if got is None else f" (got {_show(got)})"
+        super().__init__(f"{self.file}: {key}: expected {expected}{shown}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_duration(value: Any, *, file: Any = None, key: str = "duration") -> float:
+    """Seconds from ``30``, ``"45s"``, ``"90m"``, ``"6h"`` or ``"7d"``."""
+    if isinstance(value, bool):
+        raise ConfigError(file, key, "a duration such as 30s, 90m, 6h or 7d", value)
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ConfigError(file, key, "a non-negative duration", value)
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    raise ConfigError(file, key, "a duration such as 30s, 90m, 6h or 7d", value)
+
+
+def duration(default: str | float, **meta: Any) -> Any:
+    """A dataclass field holding seconds, written in the file as ``30s``/``90m``/``6h``/``7d``."""
+    return field(default=parse_duration(default), metadata={"duration": True, **meta})
+
+
+def choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": choices})
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class DynamoSettings:
+    table_prefix: str = "jada-agent"
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    # sqlite: one file on the host (embedded default); dynamodb: a fleet's shared dashboard.
+    backend: str = choice("sqlite", "sqlite", "dynamodb")
+    path: str = "/var/lib/jada-agent/store.db"
+    retention_days: int = 90
+    dynamodb: DynamoSettings = field(default_factory=DynamoSettings)
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    sessions_per_day: int = 5
+    max_turns: int = 30
+    runner: str = choice("anthropic", "anthropic", "command")
+    model: str = "claude-sonnet-4-5"
+    max_tokens: int = 4096
+    anthropic_base_url: str | None = None
+    # systemd's LoadCredential= puts the key here; the role installs it 0600.
+    api_key_file: str = "/var/lib/jada-agent/secrets/anthropic-api-key"
+    # runner=command: argv; {prompt_file}, {max_turns}, {workspace} are substituted.
+    command: list[str] = field(default_factory=list)
+    workspace_root: str = "/var/lib/jada-agent/workspaces"
+    allowed_commands: list[str] = field(default_factory=lambda: ["ls", "cat", "grep", "git"])
+    command_timeout: float = duration("120s")
+    session_timeout: float = duration("2h")
+    watchdog_interval: float = duration("0s")
+
+
+@dataclass(frozen=True)
+class GoogleSettings:
+    # service_account is recommended for servers: none of the user-token expiry modes apply.
+    credential_type: str = choice("authorized_user", "authorized_user", "service_account")
+    token_file: str = "/var/lib/jada-agent/secrets/google-token.json"
+    service_account_file: str = "/var/lib/jada-agent/secrets/google-service-account.json"
+    scopes: list[str] = field(
+        default_factory=lambda: ["https://www.googleapis.com/auth/spreadsheets"]
+    )
+    token_uri: str = "https://oauth2.googleapis.com/token"
+    auth_uri: str = "https://accounts.google.com/o/oauth2/auth"
+    revoke_uri: str = "https://oauth2.googleapis.com/revoke"
+    # Where a newer token (or a rotated client secret) is published for hosts to pull.
+    secret_name: str | None = None
+    parameter_name: str | None = None
+    timeout: float = duration("30s")
+
+
+@dataclass(frozen=True)
+class SheetsSettings:
+    spreadsheet_id: str = ""
+    endpoint: str = "https://sheets.googleapis.com/"
+    timeout: float = duration("30s")
+    max_retries: int = 4
+    retry_base_delay: float = duration("1s")
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    webhook_url: str | None = None
+    sns_topic_arn: str | None = None
+    timeout: float = duration("10s")
+
+
+@dataclass(frozen=True)
+class RemediatorSettings:
+    # Packaged defaults first, local overrides after: a later file overrides a rule by name.
+    rules_dirs: list[str] = field(
+        default_factory=lambda: ["/opt/jada-agent/share/rules.d", "/etc/jada-agent/rules.d"]
+    )
+    state_db: str = "/var/lib/jada-agent/remediator.db"
+    private_data_dir: str = "/var/lib/jada-agent/runner"
+    artifacts_keep: int = 20
+    lock_file: str = "/run/jada-agent/remediation.lock"
+    history_days: int = 90
+    notify: NotifySettings = field(default_factory=NotifySettings)
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    region: str = "us-east-1"
+    lightsail_instance: str | None = None
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    core_units: list[str] = field(default_factory=lambda: ["jada-agent.service"])
+    subsidiary_units: list[str] = field(
+        default_factory=lambda: [
+            "port-sheet-sync.service",
+            "port-sheet-sync.timer",
+            "jada-remediator.service",
+        ]
+    )
+    days: int = 7
+
+
+@dataclass(frozen=True)
+class Settings:
+    host_name: str = ""
+    service_user: str = "jada"
+    state_dir: str = "/var/lib/jada-agent"
+    secrets_dir: str = "/var/lib/jada-agent/secrets"
+    log_dir: str = "/var/log/jada-agent"
+    store: StoreSettings = field(default_factory=StoreSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    google: GoogleSettings = field(default_factory=GoogleSettings)
+    sheets: SheetsSettings = field(default_factory=SheetsSettings)
+    remediator: RemediatorSettings = field(default_factory=RemediatorSettings)
+    aws: AwsSettings = field(default_factory=AwsSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    # Where the settings came from, for error messages and `config check`.
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        names = [_type_name(a) for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(names) + " or null"
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return f"a list of {_type_name(inner)}"
+    return {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "true or false",
+    }.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, meta: Any, file: Any, key: str) -> Any:
+    if meta.get("duration"):
+        return parse_duration(value, file=file, key=key)
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], meta, file, key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(file, key, "a mapping", value)
+        return _build(tp, value, file, key + ".")
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(file, key, _type_name(tp), value)
+        return [_coerce(v, inner, {}, file, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(file, key, "true or false", value)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(file, key, "an integer", value)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(file, key, "a number", value)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(file, key, "a string", value)
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(file, key, "one of " + ", ".join(choices), value)
+        return value
+    raise TypeError(f"unsupported settings type {tp!r} for {key}")
+
+
+def _build(cls: type, data: dict[str, Any], file: Any, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            file, prefix + str(unknown[0]), "one of the known keys: " + ", ".join(sorted(fields))
+        )
+    kwargs = {}
+    for name, value in data.items():
+        f = fields[name]
+        kwargs[name] = _coerce(value, hints[name], f.metadata, file, prefix + name)
+    obj = cls(**kwargs)
+    _check_ranges(obj, file, prefix)
+    return obj
+
+
+_POSITIVE = {
+    "sessions_per_day",
+    "max_turns",
+    "max_tokens",
+    "retention_days",
+    "artifacts_keep",
+    "history_days",
+    "days",
+}
+
+
+def _check_ranges(obj: Any, file: Any, prefix: str) -> None:
+    for f in dataclasses.fields(obj):
+        if f.name in _POSITIVE and getattr(obj, f.name) < 1:
+            raise ConfigError(
+                file, prefix + f.name, "an integer of at least 1", getattr(obj, f.name)
+            )
+
+
+def from_dict(data: dict[str, Any] | None, source: str = "<dict>") -> Settings:
+    """Validate a parsed settings document; raises :class:`ConfigError`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "(top level)", "a mapping of settings sections", data)
+    settings = _build(Settings, data, source)
+    return dataclasses.replace(settings, source=source)
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and validate the settings file (``$JADA_AGENT_CONFIG`` or ``/etc/jada-agent/agent.yml``).
+
+    A missing file at the default path yields the packaged defaults; a missing file that was
+    named explicitly is an error.
+    """
+    explicit = path is not None
+    p = Path(path) if path is not None else DEFAULT_PATH
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(p, "(file)", "an existing settings file") from None
+        return Settings(source=str(p) + " (absent: defaults)")
+    except (PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(p, "(file)", "a readable UTF-8 file", type(exc).__name__) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f"line {where.line + 1}" if where is not None else "(file)"
+        raise ConfigError(p, line, "valid YAML", getattr(exc, "problem", str(exc))) from None
+    return from_dict(data, str(p))
+
+
+def to_dict(settings: Settings) -> dict[str, Any]:
+    data = dataclasses.asdict(settings)
+    data.pop("source", None)
+    return data

@@ -1,0 +1,1 @@
+"""agent.credentials (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""agent.daemon (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""agent.health (see DESIGN.md)."""

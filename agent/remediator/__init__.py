@@ -1,0 +1,1 @@
+"""agent.remediator (see DESIGN.md)."""

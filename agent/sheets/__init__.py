@@ -1,0 +1,1 @@
+"""agent.sheets (see DESIGN.md)."""

@@ -1,0 +1,52 @@
+"""The progress dashboard: tasks, sessions, sync runs and incidents, behind one interface.
+
+``open_store(settings)`` picks the backend named in the settings (``sqlite``, the embedded
+default, or ``dynamodb`` for a fleet).
+"""
+
+from __future__ import annotations
+
+from agent.config import Settings
+from agent.store.model import (
+    INCIDENT_STATUSES,
+    OPEN_STATUSES,
+    SESSION_OUTCOMES,
+    TASK_STATUSES,
+    Incident,
+    Session,
+    Store,
+    StoreError,
+    SyncRun,
+    Task,
+    iso,
+    parse_iso,
+    utcnow,
+)
+
+__all__ = [
+    "INCIDENT_STATUSES",
+    "OPEN_STATUSES",
+    "SESSION_OUTCOMES",
+    "TASK_STATUSES",
+    "Incident",
+    "Session",
+    "Store",
+    "StoreError",
+    "SyncRun",
+    "Task",
+    "iso",
+    "open_store",
+    "parse_iso",
+    "utcnow",
+]
+
+
+def open_store(settings: Settings) -> Store:
+    """Open the store named by ``settings.store`` (creating and migrating it if needed)."""
+    if settings.store.backend == "dynamodb":
+        from agent.store.dynamodb import DynamoStore
+
+        return DynamoStore(settings.store.dynamodb)
+    from agent.store.sqlite import SQLiteStore
+
+    return SQLiteStore(settings.store.path)

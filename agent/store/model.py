@@ -1,0 +1,268 @@
+"""Records of the progress dashboard and the contract every store backend keeps.
+
+Times are timezone-aware UTC ``datetime`` objects everywhere; backends store ISO-8601 strings
+with a ``Z`` so that they sort lexically.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+TASK_STATUSES = ("ready", "running", "blocked", "needs_you", "done", "failed")
+OPEN_STATUSES = ("ready", "running", "blocked", "needs_you")
+SESSION_OUTCOMES = (
+    "running",
+    "completed",
+    "max_turns",
+    "needs_you",
+    "auth_error",
+    "error",
+    "interrupted",
+    "timeout",
+)
+INCIDENT_STATUSES = ("open", "remediating", "escalated", "resolved")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(dt: datetime | None) -> str | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@dataclass
+class Task:
+    id: int
+    title: str
+    body: str = ""
+    priority: int = 0
+    status: str = "ready"
+    kind: str = "task"  # "task" or "needs_you" (a question for a human)
+    depends_on: list[int] = field(default_factory=list)
+    workspace: str | None = None
+    created: datetime = field(default_factory=utcnow)
+    updated: datetime = field(default_factory=utcnow)
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "body": self.body,
+            "priority": self.priority,
+            "status": self.status,
+            "kind": self.kind,
+            "depends_on": list(self.depends_on),
+            "workspace": self.workspace,
+            "created": iso(self.created),
+            "updated": iso(self.updated),
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class Session:
+    id: int
+    task_id: int | None
+    started: datetime
+    ended: datetime | None = None
+    outcome: str = "running"
+    turns: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    exit_code: int | None = None
+    owner: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task_id": self.task_id,
+            "started": iso(self.started),
+            "ended": iso(self.ended),
+            "outcome": self.outcome,
+            "turns": self.turns,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "exit_code": self.exit_code,
+        }
+
+
+@dataclass
+class SyncRun:
+    started: datetime
+    finished: datetime | None = None
+    outcome: str = "ok"  # ok | credential_error | transient | error
+    rows: int = 0
+    requests: int = 0
+    error_class: str | None = None
+    id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "started": iso(self.started),
+            "finished": iso(self.finished),
+            "outcome": self.outcome,
+            "rows": self.rows,
+            "requests": self.requests,
+            "error_class": self.error_class,
+        }
+
+
+@dataclass
+class Incident:
+    id: int
+    rule: str
+    group: dict[str, str]
+    status: str
+    opened: datetime
+    updated: datetime
+    resolved: datetime | None = None
+    cause: str | None = None
+    summary: str = ""
+    remediations: list[dict[str, Any]] = field(default_factory=list)
+    notified: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "rule": self.rule,
+            "group": self.group,
+            "status": self.status,
+            "opened": iso(self.opened),
+            "updated": iso(self.updated),
+            "resolved": iso(self.resolved),
+            "cause": self.cause,
+            "summary": self.summary,
+            "remediations": self.remediations,
+            "notified": iso(self.notified),
+        }
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class Store(abc.ABC):
+    """The progress dashboard. Both backends pass the same contract tests."""
+
+    # ---- tasks
+    @abc.abstractmethod
+    def add_task(
+        self,
+        title: str,
+        body: str = "",
+        priority: int = 0,
+        depends_on: Sequence[int] = (),
+        workspace: str | None = None,
+        status: str = "ready",
+        kind: str = "task",
+        now: datetime | None = None,
+    ) -> Task: ...
+
+    @abc.abstractmethod
+    def get_task(self, task_id: int) -> Task | None: ...
+
+    @abc.abstractmethod
+    def list_tasks(self, statuses: Iterable[str] | None = None) -> list[Task]: ...
+
+    @abc.abstractmethod
+    def set_task_status(
+        self, task_id: int, status: str, note: str | None = None, now: datetime | None = None
+    ) -> Task: ...
+
+    @abc.abstractmethod
+    def add_note(self, task_id: int, text: str, now: datetime | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def next_ready_task(self) -> Task | None:
+        """Highest priority, then oldest, among ready tasks whose dependencies are all done."""
+
+    # ---- sessions
+    @abc.abstractmethod
+    def start_session(
+        self, task_id: int | None, now: datetime | None = None, owner: str | None = None
+    ) -> Session: ...
+
+    @abc.abstractmethod
+    def finish_session(
+        self,
+        session_id: int,
+        outcome: str,
+        turns: int = 0,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        exit_code: int | None = None,
+        now: datetime | None = None,
+    ) -> Session: ...
+
+    @abc.abstractmethod
+    def list_sessions(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[Session]: ...
+
+    # ---- sync runs
+    @abc.abstractmethod
+    def record_sync_run(self, run: SyncRun) -> SyncRun: ...
+
+    @abc.abstractmethod
+    def list_sync_runs(self, limit: int = 50) -> list[SyncRun]: ...
+
+    # ---- incidents (opened and updated by the remediator)
+    @abc.abstractmethod
+    def open_incident(
+        self,
+        rule: str,
+        group: dict[str, str],
+        summary: str = "",
+        now: datetime | None = None,
+    ) -> Incident: ...
+
+    @abc.abstractmethod
+    def update_incident(
+        self,
+        incident_id: int,
+        *,
+        status: str | None = None,
+        cause: str | None = None,
+        summary: str | None = None,
+        remediation: dict[str, Any] | None = None,
+        notified: datetime | None = None,
+        now: datetime | None = None,
+    ) -> Incident: ...
+
+    @abc.abstractmethod
+    def get_incident(self, incident_id: int) -> Incident | None: ...
+
+    @abc.abstractmethod
+    def list_incidents(self, statuses: Iterable[str] | None = None) -> list[Incident]: ...
+
+    # ---- housekeeping
+    @abc.abstractmethod
+    def purge(self, older_than: datetime) -> int:
+        """Delete finished sessions, sync runs, resolved incidents and done tasks older than this."""
+
+    def close(self) -> None:  # noqa: B027 - optional for backends without a connection
+        pass
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,73 @@
+"""The settings file: defaults, durations, and errors that name the file, key and expectation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent import config
+
+
+def test_defaults_match_the_mission_budget() -> None:
+    s = config.from_dict({})
+    assert s.daemon.sessions_per_day == 5
+    assert s.daemon.max_turns == 30
+    assert s.store.backend == "sqlite"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("90m", 5400), ("6h", 21600), ("7d", 604800), (12, 12)]
+)
+def test_durations_accept_s_m_h_d(text, seconds) -> None:
+    assert config.parse_duration(text) == seconds
+
+
+def test_bad_duration_names_file_and_key(tmp_path: Path) -> None:
+    f = tmp_path / "agent.yml"
+    f.write_text("daemon:\n  command_timeout: soon\n")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(f)
+    assert str(e.value).startswith(f"{f}: daemon.command_timeout: expected a duration")
+
+
+def test_unknown_key_is_an_error_listing_known_keys(tmp_path: Path) -> None:
+    f = tmp_path / "agent.yml"
+    f.write_text("daemon:\n  sesions_per_day: 3\n")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(f)
+    assert "daemon.sesions_per_day" in str(e.value)
+    assert "sessions_per_day" in str(e.value)
+
+
+def test_wrong_type_and_choice_and_range(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match=r"daemon\.max_turns: expected an integer"):
+        config.from_dict({"daemon": {"max_turns": "thirty"}}, "x.yml")
+    with pytest.raises(config.ConfigError, match=r"google\.credential_type: expected one of"):
+        config.from_dict({"google": {"credential_type": "api_key"}}, "x.yml")
+    with pytest.raises(
+        config.ConfigError, match=r"daemon\.sessions_per_day: expected an integer of at least 1"
+    ):
+        config.from_dict({"daemon": {"sessions_per_day": 0}}, "x.yml")
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "agent.yml"
+    f.write_text("daemon:\n  max_turns: [1,\n")
+    with pytest.raises(config.ConfigError, match=r"line \d+: expected valid YAML"):
+        config.load(f)
+
+
+def test_config_check_command_exit_codes(tmp_path: Path) -> None:
+    good = tmp_path / "good.yml"
+    good.write_text("daemon:\n  sessions_per_day: 3\n")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("store:\n  backend: mysql\n")
+    run = [sys.executable, "-m", "agent", "config", "check"]
+    ok = subprocess.run([*run, str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    ko = subprocess.run([*run, str(bad)], capture_output=True, text=True)
+    assert ko.returncode == 64
+    assert f"{bad}: store.backend: expected one of sqlite, dynamodb" in ko.stderr

@@ -1,0 +1,66 @@
+"""The SQLite dashboard: picking order, dependencies, incidents, migrations, purge."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from agent.store import StoreError, SyncRun
+from agent.store.sqlite import MIGRATIONS, SQLiteStore
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(tmp_path / "store.db")
+    yield s
+    s.close()
+
+
+def test_next_task_is_highest_priority_then_oldest_with_dependencies_done(store) -> None:
+    t0 = datetime(2026, 5, 13, tzinfo=UTC)
+    a = store.add_task("a", priority=1, now=t0)
+    b = store.add_task("b", priority=5, depends_on=[a.id], now=t0 + timedelta(seconds=1))
+    c = store.add_task("c", priority=1, now=t0 + timedelta(seconds=2))
+    assert store.next_ready_task().id == a.id  # b waits for a; a is older than c
+    store.set_task_status(a.id, "done")
+    assert store.next_ready_task().id == b.id
+    store.set_task_status(b.id, "done")
+    assert store.next_ready_task().id == c.id
+
+
+def test_needs_you_tasks_are_never_picked(store) -> None:
+    store.add_task("answer me", kind="needs_you", status="needs_you")
+    assert store.next_ready_task() is None
+
+
+def test_unknown_dependency_is_refused(store) -> None:
+    with pytest.raises(StoreError, match="dependency 99"):
+        store.add_task("x", depends_on=[99])
+
+
+def test_incident_lifecycle(store) -> None:
+    inc = store.open_incident("sheet-sync-token", {"status": "400"}, "3 failures in 90m")
+    inc = store.update_incident(inc.id, status="remediating", remediation={"status": "successful"})
+    inc = store.update_incident(inc.id, status="resolved", cause="revoked_or_expired")
+    assert inc.status == "resolved" and inc.resolved is not None
+    assert inc.remediations == [{"status": "successful"}]
+    assert store.list_incidents(["open"]) == []
+
+
+def test_reopening_runs_no_migration_twice(tmp_path) -> None:
+    SQLiteStore(tmp_path / "s.db").close()
+    s = SQLiteStore(tmp_path / "s.db")
+    assert s.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_purge_keeps_open_work(store) -> None:
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    done = store.add_task("old done", now=old)
+    store.set_task_status(done.id, "done", now=old)
+    keep = store.add_task("old open", now=old)
+    store.record_sync_run(SyncRun(started=old, finished=old, outcome="ok"))
+    removed = store.purge(datetime(2021, 1, 1, tzinfo=UTC))
+    assert removed == 2
+    assert store.get_task(done.id) is None and store.get_task(keep.id) is not None
