@@ -1,0 +1,502 @@
+"""Reading a systemd journal and finding its recurring failure signatures.
+
+This module owns three things: streaming entries out of ``journalctl -o json`` (live or an export)
+and ``journalctl -o short-iso`` text; attributing each entry to the unit it came from; and the
+analysis — normalising failure lines into signatures, grouping them per unit, counting them,
+finding their cadence ("every 30 min since ...") and bucketing failures into a timeline.
+
+It is built for size: a week's export of a million entries is streamed line by line, the few
+fields we need are pulled out with compiled byte regexes (no full JSON decode unless a value is
+escaped), and a signature is computed once per distinct raw message (bounded cache).
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import re
+import statistics
+import subprocess
+from array import array
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+# One entry as the analysis sees it: (epoch seconds, unit or "", priority or -1, message).
+Entry = tuple[float, str, int, str]
+
+
+class JournalError(ValueError):
+    """A journal file cannot be read; the message names the file, the line and the expected form."""
+
+
+# --------------------------------------------------------------------------- normalisation
+
+# Order matters: the alternation tries timestamps before plain numbers, and keeps an HTTP status
+# code (it is the identity of an error, not a counter).
+_NORMALISE = re.compile(
+    r"(?P<ts>\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:[.,]\d+)?)?(?:Z|[+-]\d\d:?\d\d)?)"
+    r"|(?P<time>\b\d\d:\d\d:\d\d(?:\.\d+)?\b)"
+    r"|(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
+    r"|(?P<ip>\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b)"
+    r"|(?P<http>\bHTTP(?: Error)? [1-5]\d\d\b)"
+    r"|(?P<hex>\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}\b)"
+    r"|(?P<num>\d+(?:\.\d+)?)"
+)
+_TOKENS = {
+    "ts": "<TS>",
+    "time": "<TIME>",
+    "uuid": "<ID>",
+    "ip": "<IP>",
+    "hex": "<HEX>",
+    "num": "<N>",
+}
+
+
+def _replace(m: re.Match[str]) -> str:
+    kind = m.lastgroup or "num"
+    if kind == "http":
+        return m.group(0)
+    return _TOKENS[kind]
+
+
+def normalise(message: str) -> str:
+    """The signature of a log line: numbers, timestamps, ids, addresses and hex replaced."""
+    return _NORMALISE.sub(_replace, message.strip())[:300]
+
+
+# A failure line: an error word, or systemd reporting a non-zero exit / a kill.
+_FAILURE = re.compile(
+    r"\b(?:error|errors|failed|failure|fatal|exception|traceback|denied|refused|timed out|timeout"
+    r"|critical|panic|unhealthy|segfault|oom|killed)\b"
+    r"|code=(?:exited|killed|dumped), status=(?!0/)",
+    re.IGNORECASE,
+)
+# A line that proves a unit did its job.
+_SUCCESS = re.compile(r"\bsync ok\b|Deactivated successfully|\bsucceeded\b|^Finished ")
+# The daemon's session end line: session 12 task 3 ended outcome=max_turns turns=30 exit=1 (...)
+_SESSION_END = re.compile(r"\bsession (\d+) task (\S+) ended outcome=(\w+)")
+# A unit named inside a message from systemd itself ("port-sheet-sync.service: Main process ...").
+_UNIT_IN_MESSAGE = re.compile(r"([A-Za-z0-9@:_.\\-]+\.(?:service|timer|socket|mount|path|scope))\b")
+
+_MANAGER_UNITS = {"init.scope", "", "-.slice"}
+
+
+_DIGITS = b"0123456789"
+_PLAIN, _FAIL, _OK, _SESSION = 0, 1, 2, 3
+
+
+def _classify(message: str) -> int:
+    if _FAILURE.search(message):
+        return _FAIL
+    if _SESSION_END.search(message):
+        return _SESSION
+    if _SUCCESS.search(message):
+        return _OK
+    return _PLAIN
+
+
+def is_failure(message: str) -> bool:
+    return _FAILURE.search(message) is not None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+_J_TS = re.compile(rb'"__REALTIME_TIMESTAMP"\s*:\s*"(\d+)"')
+_J_MSG = re.compile(rb'"MESSAGE"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
+_J_MSG_OTHER = re.compile(rb'"MESSAGE"\s*:\s*[\[n]')
+
+_SHORT = re.compile(
+    r"^(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)\s+"
+    r"(?P<host>\S+)\s+(?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?:\s?(?P<msg>.*)$"
+)
+
+
+def _unit_for(explicit: str, ident: str, message: str) -> str:
+    """Attribute an entry: the unit systemd names, else a unit in the message, else the ident."""
+    if explicit and explicit not in _MANAGER_UNITS:
+        return explicit
+    m = _UNIT_IN_MESSAGE.search(message[:200])
+    if m:
+        return m.group(1)
+    if ident and ident not in ("systemd", "kernel"):
+        return ident if "." in ident else ident + ".service"
+    return explicit or ident or ""
+
+
+def _decode_json_string(raw: bytes) -> str:
+    if b"\\" not in raw:
+        return raw.decode("utf-8", "replace")
+    return json.loads(b'"' + raw + b'"')
+
+
+def _json_message(line: bytes, path: str, lineno: int) -> str:
+    """The MESSAGE of a record whose value is not a plain string (bytes array or null)."""
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        raise JournalError(f"{path}: line {lineno}: expected one JSON object ({exc})") from None
+    value = record.get("MESSAGE")
+    if isinstance(value, list):
+        return bytes(v & 0xFF for v in value if isinstance(v, int)).decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _field(line: bytes, key: bytes) -> str:
+    """The plain (unescaped) string value of ``key`` in one JSON line, or ""."""
+    i = line.find(key)
+    if i < 0:
+        return ""
+    i += len(key)
+    j = line.find(b'"', i)
+    return line[i:j].decode("utf-8", "replace") if j > i else ""
+
+
+def iter_json(stream: IO[bytes], path: str = "<journal>") -> Iterator[Entry]:
+    """Entries of a ``journalctl -o json`` stream (one object per line).
+
+    journalctl writes compact JSON (``"KEY":"value"``), so the few fields we need are found with
+    ``bytes.find``; a MESSAGE with escapes is decoded by the JSON decoder, and a MESSAGE that is
+    not a string (a byte array or null) by decoding the whole record.
+    """
+    msg_s = _J_MSG.search
+    for lineno, line in enumerate(stream, 1):
+        if len(line) < 3:
+            continue
+        i = line.find(b'"__REALTIME_TIMESTAMP":"')
+        if i < 0:
+            m = _J_TS.search(line)  # spaced JSON (an export re-written by another tool)
+            if m is None:
+                if line.lstrip()[:1] != b"{":
+                    raise JournalError(
+                        f"{path}: line {lineno}: expected a journalctl -o json object with "
+                        f"__REALTIME_TIMESTAMP, got {line[:60]!r}"
+                    )
+                continue  # an object without a timestamp cannot be placed in time
+            ts = int(m.group(1)) / 1e6
+        else:
+            j = line.find(b'"', i + 24)
+            ts = int(line[i + 24 : j]) / 1e6
+        k = line.find(b'"MESSAGE":"')
+        if k >= 0:
+            e = line.find(b'"', k + 11)
+            if line.find(b"\\", k + 11, e) >= 0:  # the value has escapes: decode it properly
+                mm = msg_s(line, k)
+                message = _decode_json_string(mm.group(1)) if mm else ""
+            else:
+                message = line[k + 11 : e].decode("utf-8", "replace")
+        elif _J_MSG_OTHER.search(line):
+            message = _json_message(line, path, lineno)
+        else:
+            mm = msg_s(line)
+            if mm is None:
+                continue
+            message = _decode_json_string(mm.group(1))
+        explicit = _field(line, b'"UNIT":"') or _field(line, b'"USER_UNIT":"')
+        if not explicit:
+            explicit = _field(line, b'"_SYSTEMD_UNIT":"')
+        ident = _field(line, b'"SYSLOG_IDENTIFIER":"') if explicit in _MANAGER_UNITS else ""
+        p = line.find(b'"PRIORITY":"')
+        prio = line[p + 12] - 48 if p >= 0 else -1
+        yield ts, _unit_for(explicit, ident, message), prio, message
+
+
+def _parse_ts(text: str) -> float:
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    elif len(text) > 5 and text[-5] in "+-" and text[-3] != ":":
+        text = text[:-2] + ":" + text[-2:]
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def iter_short_iso(stream: IO[bytes], path: str = "<journal>") -> Iterator[Entry]:
+    """Entries of ``journalctl -o short-iso`` (or ``short-iso-precise``) text."""
+    bad = 0
+    for lineno, raw in enumerate(stream, 1):
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        if not line or line.startswith("-- "):
+            continue  # "-- Boot ... --", "-- No entries --"
+        m = _SHORT.match(line)
+        if m is None:
+            bad += 1
+            if bad > 10 and bad > lineno // 2:
+                raise JournalError(
+                    f"{path}: line {lineno}: expected 'journalctl -o short-iso' lines such as "
+                    f"'2026-05-13T14:30:00+0000 HOST IDENT[PID]: MESSAGE', got {line[:60]!r}"
+                )
+            continue  # a continuation line of a multi-line message
+        message = m.group("msg")
+        ident = m.group("ident")
+        yield _parse_ts(m.group("ts")), _unit_for("", ident, message), -1, message
+
+
+def open_journal(path: str | Path) -> Iterator[Entry]:
+    """Entries of a saved journal: ``journalctl -o json`` export or ``-o short-iso`` text (.gz ok)."""
+    p = Path(path)
+    try:
+        fh: IO[bytes] = gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")  # noqa: SIM115
+    except OSError as exc:
+        raise JournalError(f"{p}: cannot read the journal file ({exc.strerror})") from None
+    return _entries(fh, str(p))
+
+
+def _entries(fh: IO[bytes], name: str) -> Iterator[Entry]:
+    with fh:
+        head = fh.peek(64)[:64] if hasattr(fh, "peek") else b""
+        first = head.lstrip()[:1]
+        if first == b"{":
+            yield from iter_json(fh, name)
+        elif first == b"" and not head:
+            return
+        else:
+            yield from iter_short_iso(fh, name)
+
+
+def read_live(
+    since: float,
+    until: float | None = None,
+    units: Iterable[str] = (),
+    journalctl: str = "journalctl",
+) -> Iterator[Entry]:
+    """Entries of this host's journal (``journalctl -o json``) for the given units and window."""
+    cmd = [journalctl, "-o", "json", "--no-pager", "--since", f"@{int(since)}"]
+    if until is not None:
+        cmd += ["--until", f"@{int(until)}"]
+    for unit in units:
+        cmd += ["-u", unit]
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as exc:
+        raise JournalError(f"{journalctl}: cannot run ({exc.strerror})") from None
+    assert proc.stdout is not None
+    try:
+        yield from iter_json(proc.stdout, "journalctl")
+    finally:
+        proc.stdout.close()
+        _, err = proc.communicate()
+        if proc.returncode not in (0, None, -13):
+            raise JournalError(
+                f"journalctl exited {proc.returncode}: {err.decode(errors='replace').strip()[:200]}"
+            )
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+@dataclass
+class _Signature:
+    unit: str
+    signature: str
+    sample: str
+    count: int = 0
+    first: float = 0.0
+    last: float = 0.0
+    times: array = field(default_factory=lambda: array("d"))
+
+
+@dataclass
+class _UnitStats:
+    entries: int = 0
+    failures: int = 0
+    first: float = 0.0
+    last: float = 0.0
+    last_failure: float | None = None
+    last_success: float | None = None
+
+
+def cadence(times: Iterable[float]) -> tuple[float, float] | None:
+    """``(period_s, since)`` when occurrences are regular, else None.
+
+    Regular: at least three occurrences and at least 80 % of the gaps in the final run within
+    10 % (or 5 s) of their median. ``since`` is where that regular run starts, so an early
+    stray occurrence does not hide a pattern that set in later.
+    """
+    ts = sorted(times)
+    if len(ts) < 3:
+        return None
+    gaps = [b - a for a, b in itertools.pairwise(ts)]
+    median = statistics.median(gaps)
+    if median < 1:
+        return None
+    tol = max(0.1 * median, 5.0)
+    regular = [abs(g - median) <= tol for g in gaps]
+    if sum(regular) < 0.8 * len(gaps):
+        return None
+    # Walk back from the end while the gaps stay regular (a few odd gaps are tolerated).
+    start, odd = len(gaps), 0
+    for i in range(len(gaps) - 1, -1, -1):
+        if not regular[i]:
+            odd += 1
+            if odd > max(1, len(gaps) // 10):
+                break
+        start = i
+    period = round(median / 60) * 60 if median >= 120 else round(median)
+    return float(period), ts[start]
+
+
+def iso_z(ts: float | None, seconds: bool = True) -> str | None:
+    if ts is None:
+        return None
+    fmt = "%Y-%m-%dT%H:%M:%SZ" if seconds else "%Y-%m-%d %H:%MZ"
+    return datetime.fromtimestamp(ts, UTC).strftime(fmt)
+
+
+def human_period(seconds: float) -> str:
+    s = int(seconds)
+    if s % 86400 == 0:
+        return f"{s // 86400} d"
+    if s % 3600 == 0:
+        return f"{s // 3600} h"
+    if s % 60 == 0:
+        return f"{s // 60} min"
+    return f"{s} s"
+
+
+class JournalAnalysis:
+    """Feed entries with :meth:`add` (or :meth:`feed`); read the findings with :meth:`result`."""
+
+    CACHE_LIMIT = 200_000
+
+    def __init__(self, bucket_s: int = 600, since: float | None = None) -> None:
+        self.bucket_s = bucket_s
+        self.since = since
+        self.entries = 0
+        self.first: float | None = None
+        self.last: float | None = None
+        self._kinds: dict[bytes, int] = {}
+        self._sig_cache: dict[str, str] = {}
+        self._sigs: dict[tuple[str, str], _Signature] = {}
+        self._units: dict[str, _UnitStats] = {}
+        self._buckets: dict[str, dict[int, int]] = {}
+        self._sessions: dict[str, dict[str, int]] = {}
+
+    def feed(self, entries: Iterable[Entry]) -> JournalAnalysis:
+        add = self.add
+        for ts, unit, prio, message in entries:
+            add(ts, unit, prio, message)
+        return self
+
+    def add(self, ts: float, unit: str, prio: int, message: str) -> None:
+        if self.since is not None and ts < self.since:
+            return
+        self.entries += 1
+        if self.first is None or ts < self.first:
+            self.first = ts
+        if self.last is None or ts > self.last:
+            self.last = ts
+        us = self._units.get(unit)
+        if us is None:
+            us = self._units[unit] = _UnitStats(first=ts, last=ts)
+        us.entries += 1
+        if ts > us.last:
+            us.last = ts
+        # Whether a line is a failure, a success or a session end does not depend on its digits,
+        # so classify once per digit-free shape (cheap: bytes.translate) and not once per line.
+        shape = message.encode("utf-8", "surrogatepass").translate(None, _DIGITS)
+        kind = self._kinds.get(shape)
+        if kind is None:
+            if len(self._kinds) >= self.CACHE_LIMIT:
+                self._kinds.clear()  # bounded memory: a journal of unique lines just costs CPU
+            kind = _classify(message)
+            self._kinds[shape] = kind
+        if kind == _SESSION:
+            self._session_line(ts, message)
+        if kind != _FAIL and not 0 <= prio <= 3:
+            if kind == _OK and (us.last_success is None or ts > us.last_success):
+                us.last_success = ts
+            return
+        signature = self._sig_cache.get(message)
+        if signature is None:
+            if len(self._sig_cache) >= self.CACHE_LIMIT:
+                self._sig_cache.clear()
+            signature = self._sig_cache[message] = normalise(message)
+        us.failures += 1
+        if us.last_failure is None or ts > us.last_failure:
+            us.last_failure = ts
+        key = (unit, signature)
+        sig = self._sigs.get(key)
+        if sig is None:
+            sig = self._sigs[key] = _Signature(unit, signature, message[:300], first=ts, last=ts)
+        sig.count += 1
+        sig.times.append(ts)
+        if ts < sig.first:
+            sig.first = ts
+        if ts > sig.last:
+            sig.last = ts
+        b = int(ts // self.bucket_s) * self.bucket_s
+        ub = self._buckets.get(unit)
+        if ub is None:
+            ub = self._buckets[unit] = {}
+        ub[b] = ub.get(b, 0) + 1
+
+    def _session_line(self, ts: float, message: str) -> None:
+        m = _SESSION_END.search(message)
+        if m is None:
+            return
+        day = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+        per_day = self._sessions.setdefault(day, {})
+        outcome = m.group(3)
+        per_day[outcome] = per_day.get(outcome, 0) + 1
+
+    def result(self, min_count: int = 2) -> dict[str, Any]:
+        """Findings as JSON-ready data; ``recurring`` holds signatures seen ``min_count`` times."""
+        recurring = []
+        for sig in self._sigs.values():
+            if sig.count < min_count:
+                continue
+            cad = cadence(sig.times)
+            item: dict[str, Any] = {
+                "unit": sig.unit,
+                "signature": sig.signature,
+                "example": sig.sample,
+                "count": sig.count,
+                "first": iso_z(sig.first),
+                "last": iso_z(sig.last),
+                "cadence_s": cad[0] if cad else None,
+                "regular_since": iso_z(cad[1]) if cad else None,
+            }
+            item["summary"] = describe(item)
+            recurring.append(item)
+        recurring.sort(key=lambda r: (-r["count"], r["unit"], r["signature"]))
+        units = {
+            name: {
+                "entries": s.entries,
+                "failures": s.failures,
+                "first": iso_z(s.first),
+                "last": iso_z(s.last),
+                "last_failure": iso_z(s.last_failure),
+                "last_success": iso_z(s.last_success),
+            }
+            for name, s in sorted(self._units.items())
+        }
+        timeline = {
+            unit: [[iso_z(b), n] for b, n in sorted(buckets.items())]
+            for unit, buckets in sorted(self._buckets.items())
+        }
+        return {
+            "entries": self.entries,
+            "first": iso_z(self.first),
+            "last": iso_z(self.last),
+            "units": units,
+            "recurring": recurring,
+            "timeline": {"bucket_s": self.bucket_s, "units": timeline},
+            "sessions_by_day": {d: dict(v) for d, v in sorted(self._sessions.items())},
+        }
+
+
+def describe(item: dict[str, Any]) -> str:
+    """One line for a person: what, how often, since when."""
+    head = f"{item['unit']}: {item['count']}× '{item['signature']}'"
+    if item.get("cadence_s"):
+        since = item["regular_since"].replace("T", " ")[:16] + "Z"
+        return f"{head}, every {human_period(item['cadence_s'])} since {since}"
+    first = item["first"].replace("T", " ")[:16] + "Z"
+    last = item["last"].replace("T", " ")[:16] + "Z"
+    return f"{head}, between {first} and {last}"
