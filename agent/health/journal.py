@@ -244,10 +244,11 @@ def open_journal(path: str | Path) -> Iterator[Entry]:
         fh: IO[bytes] = gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")  # noqa: SIM115
     except OSError as exc:
         raise JournalError(f"{p}: cannot read the journal file ({exc.strerror})") from None
-    return _entries(fh, str(p))
+    return read_stream(fh, str(p))
 
 
-def _entries(fh: IO[bytes], name: str) -> Iterator[Entry]:
+def read_stream(fh: IO[bytes], name: str) -> Iterator[Entry]:
+    """Entries of an open binary stream in either format (told apart by its first byte)."""
     with fh:
         head = fh.peek(64)[:64] if hasattr(fh, "peek") else b""
         first = head.lstrip()[:1]
