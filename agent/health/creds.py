@@ -14,6 +14,7 @@ a short reason only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -133,7 +134,7 @@ def check_google(settings: Settings, config_path: str | None, timeout: float = 9
         "next_step": data.get("next_step"),
         "detail": "token refreshes" if rc == 0 else f"cause: {cause}",
     }
-    rc2, forecast, _ = _run_json([*base, "credentials", "forecast", "--json"], timeout)
+    _rc2, forecast, _ = _run_json([*base, "credentials", "forecast", "--json"], timeout)
     if isinstance(forecast, dict):
         result["forecast"] = forecast
     return result
@@ -148,10 +149,8 @@ def check_file_modes(settings: Settings) -> list[Check]:
     secrets_dir = Path(settings.secrets_dir)
     paths = [secrets_dir]
     if secrets_dir.is_dir():
-        try:
+        with contextlib.suppress(PermissionError):
             paths += sorted(p for p in secrets_dir.iterdir() if p.is_file())
-        except PermissionError:
-            pass
     for named in (
         settings.daemon.api_key_file,
         settings.google.token_file,
