@@ -8,7 +8,6 @@ reach the loopback fake.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -144,9 +143,12 @@ def access_details(name: str, region: str, lightsail: Any = None) -> dict[str, A
 
 
 def metric_period(start: datetime, end: datetime) -> int:
-    """The finest period (a multiple of 60 s) that keeps a window under MAX_DATAPOINTS points."""
+    """The finest round period (5 min, 10 min, ...) that keeps the window under MAX_DATAPOINTS."""
     seconds = max(60.0, (end - start).total_seconds())
-    return max(300, math.ceil(seconds / MAX_DATAPOINTS / 60.0) * 60)
+    for period in (300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400):
+        if seconds / period < MAX_DATAPOINTS - 1:  # -1: a window rarely starts on a boundary
+            return period
+    return 86400
 
 
 def metric_data(

@@ -70,6 +70,12 @@ def write_access(
     repo = _inside_git_repo(directory.resolve())
     if repo is not None:
         raise LightsailError(f"{directory}: inside the repository {repo}; keys never go there")
+    if len(str(directory.resolve())) + len("/cm-") + 40 >= 104:
+        # ssh refuses a control socket path of 104+ bytes (sun_path); %C expands to 40 hex.
+        raise LightsailError(
+            f"{directory}: path too long for ssh's control socket; use a shorter directory "
+            "(JADA_SSH_TMPDIR)"
+        )
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.chmod(0o700)
     key_file = directory / "id"

@@ -59,6 +59,9 @@ def cmd_health(args: argparse.Namespace) -> int:
     if args.days is not None and args.days < 1:
         raise CliError("--days: expected an integer of at least 1", EXIT_USAGE)
     s = settings(args)
+    from agent.cli.lightsail import _quiet_boto
+
+    _quiet_boto()
     try:
         if args.from_journal:
             report = audit_journal(args.from_journal, s, days=args.days)
@@ -88,6 +91,9 @@ def _write(path: Path, text: str) -> None:
 
 
 def cmd_host_report(args: argparse.Namespace) -> int:
+    from agent.cli.lightsail import _quiet_boto
+
+    _quiet_boto()
     from agent.health.fleet import FleetError, host_report
 
     s = settings(args)

@@ -1,7 +1,7 @@
 """``jada-agent lightsail``: instances, temporary SSH access, and commands run with that access.
 
 - ``lightsail list [--region R]... [--json]``
-- ``lightsail ssh INSTANCE [--port P] [-- COMMAND...]``: a shell (or one command) on the instance
+- ``lightsail ssh [--port P] [--region R] INSTANCE [-- COMMAND...]``: a shell (or one command) on the instance
   with temporary access; the key and certificate are deleted when ssh exits.
 - ``lightsail access INSTANCE --dir DIR [--json]``: write the access into DIR (yours to delete)
   and print the ssh options and Ansible host variables.
@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -39,8 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ssh.add_argument("instance")
     ssh.add_argument("--region")
     ssh.add_argument("--port", type=int, default=None, help="sshd port (default 22)")
+    # Options go before INSTANCE: everything after it is the remote command.
     ssh.add_argument(
-        "remote", nargs=argparse.REMAINDER, help="-- COMMAND to run instead of a shell"
+        "remote", nargs=argparse.REMAINDER, help="[--] COMMAND to run instead of a shell"
     )
     ssh.set_defaults(func=cmd_ssh)
 
@@ -58,6 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=cmd_run)
 
 
+def _quiet_boto() -> None:
+    # boto3 logs "Found credentials in ..." at INFO; the command's own output must stay clean.
+    for name in ("botocore", "boto3", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _port(args: argparse.Namespace) -> int:
     return args.port or int(os.environ.get(PORT_ENV) or 22)
 
@@ -67,6 +75,7 @@ def _strip_dashes(argv: list[str]) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    _quiet_boto()
     from agent.aws.lightsail import LightsailError, list_instances
 
     s = settings(args)
@@ -85,6 +94,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_ssh(args: argparse.Namespace) -> int:
+    _quiet_boto()
     from agent.aws.lightsail import LightsailError, access_details
     from agent.aws.ssh import Terminated, ssh_argv, temporary_access
 
@@ -106,6 +116,7 @@ def cmd_ssh(args: argparse.Namespace) -> int:
 
 
 def cmd_access(args: argparse.Namespace) -> int:
+    _quiet_boto()
     from agent.aws.lightsail import LightsailError, access_details
     from agent.aws.ssh import ansible_vars, ssh_argv, write_access
 

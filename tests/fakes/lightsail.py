@@ -446,6 +446,8 @@ class _Handler(BaseHTTPRequestHandler):
             out = self.fake.handle(op, body, region)
         except _Error as err:
             return self._error(err)
+        except Exception as exc:  # a bug in the fake or its control data: answer, loudly
+            return self._error(_Error("ServiceException", f"fake failed: {exc!r}", 500))
         # The fake's own reply must match botocore's model: fail loudly if it does not.
         try:
             check_shape(out, _MODEL.operation_model(op).output_shape, "reply")
