@@ -1,0 +1,235 @@
+"""Controller side of ``playbooks/health.yml``: per-host reports with Lightsail metrics lined up
+against the failures, and the fleet summary (worst verdict first).
+
+Layout under the reports directory: ``raw/<host>.json`` (what ``jada-agent health --json`` printed
+on the host), ``hosts/<host>.json`` and ``hosts/<host>.html`` (the host report with metrics), and
+``fleet.json``, ``fleet.html``, ``fleet.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from agent.health.report import VERDICT_COLOURS, render_html
+from agent.health.verdict import VERDICT_ORDER
+
+
+class FleetError(ValueError):
+    """A report file is missing or malformed; the message names it and the expected form."""
+
+
+def _ts(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "host"
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FleetError(f"{path}: no such report") from None
+    except (OSError, ValueError) as exc:
+        raise FleetError(
+            f"{path}: expected the JSON of `jada-agent health --json` ({exc})"
+        ) from None
+    if not isinstance(data, dict) or "verdict" not in data or "window" not in data:
+        raise FleetError(
+            f"{path}: expected an object with 'verdict' and 'window' (a health report)"
+        )
+    return data
+
+
+# --------------------------------------------------------------------------- anomalies
+
+
+def anomalies(series: dict[str, list[list[Any]]]) -> list[dict[str, Any]]:
+    """Points that stand out: a failed status check, CPU pegged or far above its usual level,
+    burst capacity nearly spent, network far above its usual level."""
+    out = []
+    for metric, points in series.items():
+        values = [v for _, v in points if v is not None]
+        if not values:
+            continue
+        mean = statistics.fmean(values)
+        sd = statistics.pstdev(values) if len(values) > 1 else 0.0
+        for when, v in points:
+            if v is None:
+                continue
+            why = None
+            if metric.startswith("StatusCheckFailed") and v > 0:
+                why = "status check failed"
+            elif metric == "CPUUtilization" and (v >= 80 or (v > 10 and sd and v > mean + 4 * sd)):
+                why = f"CPU {v:.1f}%"
+            elif metric == "BurstCapacityPercentage" and v < 20:
+                why = f"burst capacity {v:.0f}%"
+            elif metric.startswith("Network") and sd and v > mean + 4 * sd and v > 2 * mean:
+                why = f"{metric} {v:.0f} B"
+            if why:
+                out.append({"metric": metric, "time": when, "value": v, "why": why})
+    return out
+
+
+def line_up(
+    report: dict[str, Any], found: list[dict[str, Any]], period_s: int
+) -> tuple[list[str], list[str]]:
+    """Per unit with failures: how many failure windows coincide with a metric anomaly."""
+    timeline = report.get("journal", {}).get("timeline", {})
+    bucket = int(timeline.get("bucket_s", 600))
+    slack = max(period_s, bucket)
+    marks = sorted((t, a) for a in found if (t := _ts(a["time"])) is not None)
+    failure_times: list[str] = []
+    lines = []
+    for unit, buckets in sorted(timeline.get("units", {}).items()):
+        hits: dict[str, int] = {}
+        total = 0
+        for when, _n in buckets:
+            failure_times.append(when)
+            t = _ts(when)
+            if t is None:
+                continue
+            total += 1
+            near = {a["metric"] for at, a in marks if t - slack <= at <= t + bucket + slack}
+            for m in near:
+                hits[m] = hits.get(m, 0) + 1
+        if not total:
+            continue
+        if hits:
+            parts = ", ".join(f"{m} in {n}" for m, n in sorted(hits.items(), key=lambda x: -x[1]))
+            lines.append(
+                f"{unit}: failures in {total} windows of {bucket // 60} min; anomalies nearby: {parts}"
+            )
+        else:
+            lines.append(
+                f"{unit}: failures in {total} windows of {bucket // 60} min; none coincides with a "
+                "metric anomaly (not a resource or instance problem)"
+            )
+    if not found:
+        lines.append("no metric anomaly in the window (status checks passed, CPU and burst normal)")
+    return lines, failure_times
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def host_report(
+    health_file: Path,
+    out_dir: Path,
+    *,
+    name: str | None = None,
+    instance: str | None = None,
+    region: str = "us-east-1",
+) -> dict[str, Any]:
+    """Add the instance's Lightsail metrics to a host's audit; write ``hosts/<name>.{json,html}``."""
+    report = load_report(health_file)
+    report["host"] = name or report.get("host") or health_file.stem
+    if instance:
+        report["metrics"] = _metrics(report, instance, region)
+    hosts = out_dir / "hosts"
+    hosts.mkdir(parents=True, exist_ok=True)
+    base = hosts / _safe_name(report["host"])
+    base.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    base.with_suffix(".html").write_text(render_html(report))
+    return report
+
+
+def _metrics(report: dict[str, Any], instance: str, region: str) -> dict[str, Any]:
+    from datetime import UTC
+
+    from agent.aws.lightsail import LightsailError, metric_data, metric_period
+
+    start_ts, end_ts = _ts(report["window"].get("since")), _ts(report["window"].get("until"))
+    out: dict[str, Any] = {"instance": instance, "region": region}
+    if start_ts is None or end_ts is None:
+        return out | {"error": "the report has no window"}
+    start = datetime.fromtimestamp(start_ts, UTC)
+    end = datetime.fromtimestamp(end_ts, UTC)
+    period = metric_period(start, end)
+    out["period_s"] = period
+    try:
+        series = metric_data(instance, region, start, end, period=period)
+    except LightsailError as exc:
+        out["error"] = f"metrics not available: {exc}"
+        series = {}
+    found = anomalies(series)
+    lineup, failure_times = line_up(report, found, period)
+    return out | {
+        "series": series,
+        "anomalies": found,
+        "lineup": lineup if series else [],
+        "failure_times": failure_times,
+    }
+
+
+_FLEET_TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Fleet health</title>
+<style>
+body{font:14px/1.45 system-ui,sans-serif;margin:0;background:#f6f8fa;color:#1f2328}
+main{max-width:980px;margin:0 auto;padding:16px 20px}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{border:1px solid #d0d7de;padding:4px 6px;text-align:left;vertical-align:top}
+.v{color:#fff;font-weight:bold;text-transform:uppercase;padding:2px 6px;border-radius:4px}
+</style></head><body><main>
+<h1>Fleet health: {{ counts }}</h1>
+<table><tr><th>host</th><th>verdict</th><th>reasons</th><th>metrics</th></tr>
+{% for h in hosts %}<tr><td><a href="hosts/{{ h.file }}.html">{{ h.host }}</a></td>
+<td><span class="v" style="background:{{ colours.get(h.verdict, '#57606a') }}">{{ h.verdict }}</span></td>
+<td>{% for r in h.reasons %}{{ r }}<br>{% endfor %}</td>
+<td>{% for l in h.lineup %}{{ l }}<br>{% endfor %}{{ h.metrics_error or '' }}</td></tr>
+{% endfor %}</table></main></body></html>
+"""
+
+
+def fleet_report(reports_dir: Path) -> dict[str, Any]:
+    """Summarise ``hosts/*.json``, worst verdict first; write fleet.json, fleet.html, fleet.txt."""
+    files = sorted((reports_dir / "hosts").glob("*.json"))
+    if not files:
+        raise FleetError(f"{reports_dir / 'hosts'}: no host reports (*.json) to summarise")
+    hosts = []
+    for f in files:
+        r = load_report(f)
+        metrics = r.get("metrics") or {}
+        hosts.append(
+            {
+                "host": r.get("host") or f.stem,
+                "file": f.stem,
+                "verdict": r["verdict"],
+                "reasons": r.get("reasons", []),
+                "lineup": metrics.get("lineup", []),
+                "metrics_error": metrics.get("error"),
+                "window": r.get("window"),
+            }
+        )
+    hosts.sort(key=lambda h: (VERDICT_ORDER.get(h["verdict"], 9), h["host"]))
+    tally: dict[str, int] = {}
+    for h in hosts:
+        tally[h["verdict"]] = tally.get(h["verdict"], 0) + 1
+    counts = ", ".join(
+        f"{n} {v}" for v, n in sorted(tally.items(), key=lambda x: VERDICT_ORDER.get(x[0], 9))
+    )
+    lines = [f"fleet: {len(hosts)} host{'s' if len(hosts) != 1 else ''}: {counts}"]
+    for h in hosts:
+        first = h["reasons"][0] if h["reasons"] else ""
+        lines.append(f"{h['verdict'].upper():<9} {h['host']}: {first}")
+        lines += [f"{'':<10}{r}" for r in h["reasons"][1:3]]
+    lines.append(f"reports: {reports_dir / 'fleet.html'}")
+    text = "\n".join(lines) + "\n"
+    summary = {"hosts": hosts, "counts": tally, "worst": hosts[0]["verdict"], "text": text}
+    (reports_dir / "fleet.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (reports_dir / "fleet.txt").write_text(text)
+    env = jinja2.Environment(autoescape=True)
+    (reports_dir / "fleet.html").write_text(
+        env.from_string(_FLEET_TEMPLATE).render(hosts=hosts, counts=counts, colours=VERDICT_COLOURS)
+    )
+    return summary

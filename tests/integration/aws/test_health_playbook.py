@@ -1,0 +1,81 @@
+"""playbooks/health.yml over two hosts (local connection) with metrics from the fake Lightsail."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+from tests.unit.health import journalgen
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_health_playbook_writes_host_reports_and_a_fleet_summary_worst_first(
+    fake_lightsail, tmp_path
+):
+    end = datetime.now(UTC).replace(microsecond=0, second=0, minute=15)
+    degraded = tmp_path / "a.json"
+    journalgen.write(
+        degraded, end=end, days=2, sync_failing_since=end - timedelta(days=1), noise_per_hour=10
+    )
+    healthy = tmp_path / "b.json"
+    journalgen.write(healthy, end=end, days=2, noise_per_hour=10)
+    fake_lightsail.add_instance("jada-a")
+    fake_lightsail.add_instance("jada-b")
+    fake_lightsail.spike("jada-b", "StatusCheckFailed", (end - timedelta(hours=5)).timestamp(), 1)
+
+    def host(instance: str, journal: Path) -> dict:
+        return {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": sys.executable,
+            "lightsail_instance_name": instance,
+            "lightsail_region": "us-east-1",
+            "health_extra_args": ["--from-journal", str(journal)],
+        }
+
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "hosts": {"host-b": host("jada-b", healthy), "host-a": host("jada-a", degraded)}
+                }
+            }
+        )
+    )
+    reports = tmp_path / "reports"
+    env = dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        JADA_AGENT_CONFIG=str(tmp_path / "absent.yml"),
+        PYTHONPATH=str(ROOT),  # the "hosts" run this checkout's agent package
+    )
+    extra = {
+        "health_command": [sys.executable, "-m", "agent"],
+        "health_become": False,
+        "health_reports_dir": str(reports),
+        "health_days": 2,
+    }
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "-f", "4",
+         "playbooks/health.yml", "-e", json.dumps(extra)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=180, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    fleet = json.loads((reports / "fleet.json").read_text())
+    assert [h["host"] for h in fleet["hosts"]] == ["host-a", "host-b"]
+    assert [h["verdict"] for h in fleet["hosts"]] == ["degraded", "healthy"]
+    assert fleet["worst"] == "degraded"
+    a = json.loads((reports / "hosts" / "host-a.json").read_text())
+    assert set(a["metrics"]["series"]) >= {"CPUUtilization", "BurstCapacityPercentage"}
+    assert any("none coincides" in line for line in a["metrics"]["lineup"])
+    b = json.loads((reports / "hosts" / "host-b.json").read_text())
+    assert any(x["metric"] == "StatusCheckFailed" for x in b["metrics"]["anomalies"])
+    assert (reports / "hosts" / "host-a.html").read_text().startswith("<!doctype html>")
+    assert "DEGRADED  host-a: port-sheet-sync.service failing" in r.stdout
