@@ -106,7 +106,6 @@ def is_failure(message: str) -> bool:
 # --------------------------------------------------------------------------- reading
 
 
-_J_TS = re.compile(rb'"__REALTIME_TIMESTAMP"\s*:\s*"(\d+)"')
 _J_MSG = re.compile(rb'"MESSAGE"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
 _J_MSG_OTHER = re.compile(rb'"MESSAGE"\s*:\s*[\[n]')
 
@@ -156,6 +155,33 @@ def _field(line: bytes, key: bytes) -> str:
     return line[i:j].decode("utf-8", "replace") if j > i else ""
 
 
+def _from_record(line: bytes, path: str, lineno: int) -> Entry | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise JournalError(
+            f"{path}: line {lineno}: expected a journalctl -o json object with "
+            f"__REALTIME_TIMESTAMP, got {line[:60]!r}"
+        )
+    try:
+        ts = int(record["__REALTIME_TIMESTAMP"]) / 1e6
+    except (KeyError, TypeError, ValueError):
+        return None  # an object without a timestamp cannot be placed in time
+    value = record.get("MESSAGE")
+    if isinstance(value, list):
+        message = bytes(v & 0xFF for v in value if isinstance(v, int)).decode("utf-8", "replace")
+    else:
+        message = "" if value is None else str(value)
+    explicit = str(
+        record.get("UNIT") or record.get("USER_UNIT") or record.get("_SYSTEMD_UNIT") or ""
+    )
+    ident = str(record.get("SYSLOG_IDENTIFIER") or "")
+    prio = str(record.get("PRIORITY", ""))
+    return ts, _unit_for(explicit, ident, message), int(prio) if prio.isdigit() else -1, message
+
+
 def iter_json(stream: IO[bytes], path: str = "<journal>") -> Iterator[Entry]:
     """Entries of a ``journalctl -o json`` stream (one object per line).
 
@@ -169,18 +195,13 @@ def iter_json(stream: IO[bytes], path: str = "<journal>") -> Iterator[Entry]:
             continue
         i = line.find(b'"__REALTIME_TIMESTAMP":"')
         if i < 0:
-            m = _J_TS.search(line)  # spaced JSON (an export re-written by another tool)
-            if m is None:
-                if line.lstrip()[:1] != b"{":
-                    raise JournalError(
-                        f"{path}: line {lineno}: expected a journalctl -o json object with "
-                        f"__REALTIME_TIMESTAMP, got {line[:60]!r}"
-                    )
-                continue  # an object without a timestamp cannot be placed in time
-            ts = int(m.group(1)) / 1e6
-        else:
-            j = line.find(b'"', i + 24)
-            ts = int(line[i + 24 : j]) / 1e6
+            # Not journalctl's compact form (an export re-written by another tool): decode fully.
+            entry = _from_record(line, path, lineno)
+            if entry is not None:
+                yield entry
+            continue
+        j = line.find(b'"', i + 24)
+        ts = int(line[i + 24 : j]) / 1e6
         k = line.find(b'"MESSAGE":"')
         if k >= 0:
             e = line.find(b'"', k + 11)
@@ -330,13 +351,13 @@ def cadence(times: Iterable[float]) -> tuple[float, float] | None:
     regular = [abs(g - median) <= tol for g in gaps]
     if sum(regular) < 0.8 * len(gaps):
         return None
-    # Walk back from the end while the gaps stay regular (a few odd gaps are tolerated).
-    start, odd = len(gaps), 0
+    # Walk back from the end while the gaps stay regular; a gap of two or three periods is a
+    # missed run (the job succeeded once, or the host was down) and does not break the run.
+    start = len(gaps)
     for i in range(len(gaps) - 1, -1, -1):
-        if not regular[i]:
-            odd += 1
-            if odd > max(1, len(gaps) // 10):
-                break
+        multiple = round(gaps[i] / median)
+        if not regular[i] and not (2 <= multiple <= 3 and abs(gaps[i] - multiple * median) <= tol):
+            break
         start = i
     period = round(median / 60) * 60 if median >= 120 else round(median)
     return float(period), ts[start]

@@ -1,0 +1,141 @@
+"""Recurring failure signatures and their cadence in generated journals."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.health.journal import (
+    JournalAnalysis,
+    JournalError,
+    cadence,
+    normalise,
+    open_journal,
+)
+from tests.unit.health import journalgen
+
+END = datetime(2026, 5, 20, 14, 15, tzinfo=UTC)
+FAIL_FROM = datetime(2026, 5, 13, 14, 30, tzinfo=UTC)
+
+
+def analyse(path: Path) -> dict:
+    return JournalAnalysis().feed(open_journal(path)).result()
+
+
+@pytest.fixture(scope="module")
+def production_json(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("j") / "journal.json"
+    journalgen.write(p, end=END, days=7, sync_failing_since=FAIL_FROM, noise_per_hour=20)
+    return p
+
+
+def test_normalise_replaces_numbers_times_ids_and_hex_but_keeps_http_status():
+    line = (
+        "2026-05-13T14:30:00Z req 5f0c2a1e-1b2c-4d5e-8f90-0123456789ab from 10.1.2.3:443 "
+        "HTTP Error 400 took 0.42s at 12:30:01 id deadbeef01 rows=17"
+    )
+    assert normalise(line) == (
+        "<TS> req <ID> from <IP> HTTP Error 400 took <N>s at <TIME> id <HEX> rows=<N>"
+    )
+
+
+def test_production_pattern_gives_four_signatures_every_30_min_attributed_to_the_sync(
+    production_json,
+):
+    result = analyse(production_json)
+    sync = [r for r in result["recurring"] if r["unit"] == "port-sheet-sync.service"]
+    assert len(sync) == 4  # the sync's own line plus systemd's three about the unit
+    assert {r["cadence_s"] for r in sync} == {1800}
+    assert {r["regular_since"] for r in sync} == {"2026-05-13T14:30:00Z"}
+    token = next(r for r in sync if r["signature"].startswith("[port-sheet] token error"))
+    assert token["count"] == 336  # 7 days x 48 runs
+    assert token["signature"] == (
+        "[port-sheet] token error: HTTP Error 400: invalid_grant: Token has been expired or revoked."
+    )
+    assert "every 30 min since 2026-05-13 14:30Z" in token["summary"]
+    assert not [r for r in result["recurring"] if r["unit"] == "jada-agent.service"]
+
+
+def test_turn_cap_session_lines_are_not_failures_but_are_counted_per_day(production_json):
+    result = analyse(production_json)
+    assert result["units"]["jada-agent.service"]["failures"] == 0
+    assert result["sessions_by_day"]["2026-05-15"] == {"max_turns": 2, "completed": 1}
+
+
+def test_short_iso_text_gives_the_same_signatures_as_json(tmp_path, production_json):
+    text = tmp_path / "journal.txt"
+    journalgen.write(text, fmt="text", end=END, days=7, sync_failing_since=FAIL_FROM,
+                     noise_per_hour=20)  # fmt: skip
+    a = {
+        (r["unit"], r["signature"], r["count"], r["cadence_s"]) for r in analyse(text)["recurring"]
+    }
+    b = {
+        (r["unit"], r["signature"], r["count"], r["cadence_s"])
+        for r in analyse(production_json)["recurring"]
+    }
+    assert a == b
+
+
+def test_historical_bad_request_message_is_its_own_signature(tmp_path):
+    p = tmp_path / "j.json"
+    journalgen.write(p, end=END, days=1, sync_failing_since=END - timedelta(hours=5),
+                     historical_message=True, noise_per_hour=5)  # fmt: skip
+    sigs = {r["signature"] for r in analyse(p)["recurring"]}
+    assert "[port-sheet] token error: HTTP Error 400: Bad Request" in sigs
+
+
+def test_cadence_is_none_for_irregular_occurrences():
+    assert cadence([0, 100, 900, 1000, 5000, 5050]) is None
+    assert cadence([0, 1800]) is None
+
+
+def test_cadence_starts_where_the_regular_run_starts_despite_an_early_stray():
+    times = [0.0] + [50_000.0 + 1800 * i for i in range(30)]
+    period, since = cadence(times)
+    assert (period, since) == (1800.0, 50_000.0)
+
+
+def test_cadence_tolerates_timer_jitter():
+    times = [i * 1800 + (7 if i % 2 else -5) for i in range(20)]
+    assert cadence(times)[0] == 1800.0
+
+
+def test_escaped_and_binary_messages_are_decoded(tmp_path):
+    lines = [
+        {"__REALTIME_TIMESTAMP": "1747146600000000", "_SYSTEMD_UNIT": "x.service",
+         "MESSAGE": 'error: "quoted" \\ path é'},
+        {"__REALTIME_TIMESTAMP": "1747148400000000", "_SYSTEMD_UNIT": "x.service",
+         "MESSAGE": list(b"error: raw bytes \xff")},
+        {"__REALTIME_TIMESTAMP": "1747150200000000", "_SYSTEMD_UNIT": "x.service", "MESSAGE": None},
+    ]  # fmt: skip
+    p = tmp_path / "j.json"
+    p.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
+    entries = list(open_journal(p))
+    assert entries[0][3] == 'error: "quoted" \\ path é'
+    assert entries[1][3] == "error: raw bytes \ufffd"
+    assert entries[2][3] == ""
+
+
+def test_systemd_lines_are_attributed_by_their_unit_field(tmp_path):
+    rec = {"__REALTIME_TIMESTAMP": "1747146600000000", "_SYSTEMD_UNIT": "init.scope",
+           "UNIT": "port-sheet-sync.service", "SYSLOG_IDENTIFIER": "systemd",
+           "MESSAGE": "Failed to start port-sheet-sync.service - Port sheet sync.", "PRIORITY": "3"}  # fmt: skip
+    p = tmp_path / "j.json"
+    p.write_text(json.dumps(rec, separators=(",", ":")) + "\n")
+    ((_, unit, prio, _),) = list(open_journal(p))
+    assert (unit, prio) == ("port-sheet-sync.service", 3)
+
+
+def test_a_file_that_is_no_journal_is_a_clear_error_naming_file_and_line(tmp_path):
+    p = tmp_path / "notes.json"
+    p.write_text('{"__REALTIME_TIMESTAMP":"1747146600000000","MESSAGE":"x"}\nhello world\n')
+    with pytest.raises(JournalError, match=r"notes.json: line 2: expected a journalctl -o json"):
+        list(open_journal(p))
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(JournalError, match="cannot read the journal file"):
+        list(open_journal(tmp_path / "nope.json"))
