@@ -48,7 +48,8 @@ class InstanceNotReady(LightsailError):
 
 
 def client(region: str, timeout: float = 20.0) -> Any:
-    return boto3.client(
+    # A fresh session each time: the default session caches credentials and endpoints.
+    return boto3.session.Session().client(
         "lightsail",
         region_name=region,
         config=Config(

@@ -82,7 +82,8 @@ def check_aws(settings: Settings, timeout: float = 10.0) -> Check:
     except ImportError:
         return out | {"status": "not checked", "detail": "boto3 not installed"}
     try:
-        sts = boto3.client(
+        # A fresh session: the default one caches credentials across calls.
+        sts = boto3.session.Session().client(
             "sts",
             region_name=settings.aws.region,
             config=Config(
@@ -112,10 +113,16 @@ def _run_json(argv: list[str], timeout: float) -> tuple[int, Any, str]:
     return proc.returncode, data, proc.stderr.strip()[-300:]
 
 
-def check_google(settings: Settings, config_path: str | None, timeout: float = 90.0) -> Check:
-    """Google credential through the ``credentials diagnose``/``forecast`` commands (the contract)."""
+def check_google(
+    settings: Settings,
+    config_path: str | None,
+    timeout: float = 90.0,
+    command: list[str] | None = None,
+) -> Check:
+    """Google credential through the ``credentials diagnose``/``forecast`` commands (the contract
+    between agent.health and agent.credentials); ``command`` replaces ``python -m agent``."""
     out: Check = {"name": "google_credential", "source": settings.google.token_file}
-    base = [sys.executable, "-m", "agent"]
+    base = list(command) if command else [sys.executable, "-m", "agent"]
     if config_path:
         base += ["-c", config_path]
     rc, data, err = _run_json([*base, "credentials", "diagnose", "--json"], timeout)
