@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_health)
     hs = p.add_subparsers(dest="health_command", metavar="[REPORT]")
     hr = hs.add_parser("host-report", help="controller: add Lightsail metrics to a host's audit")
-    hr.add_argument("--health", required=True, metavar="FILE", help="the host's `health --json`")
+    hr.add_argument(
+        "--health", required=True, metavar="FILE", help="the host's `health --json` (- for stdin)"
+    )
     hr.add_argument("--out-dir", required=True, metavar="DIR")
     hr.add_argument("--name", help="host name in the reports (default: from the audit)")
     hr.add_argument("--instance", help="Lightsail instance name (none: no metrics)")
@@ -52,7 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_health(args: argparse.Namespace) -> int:
     from agent.health.audit import audit_host, audit_journal
     from agent.health.journal import JournalError
-    from agent.health.report import render_html, render_text
 
     if args.json and args.html:
         raise CliError("--json and --html exclude each other", EXIT_USAGE)
@@ -74,6 +75,8 @@ def cmd_health(args: argparse.Namespace) -> int:
     if args.json:
         print_json(report)
         return 0
+    from agent.health.report import render_html, render_text
+
     if args.html:
         _write(Path(args.html), render_html(report))
         print(f"{report['verdict']}: report written to {args.html}")
@@ -97,18 +100,20 @@ def cmd_host_report(args: argparse.Namespace) -> int:
     from agent.health.fleet import FleetError, host_report
 
     s = settings(args)
+    text = sys.stdin.read() if args.health == "-" else None
     try:
         report = host_report(
-            Path(args.health),
+            Path("<stdin>" if text is not None else args.health),
             Path(args.out_dir),
             name=args.name,
             instance=args.instance,
             region=args.region or s.aws.region,
+            text=text,
         )
     except FleetError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     if args.json:
-        print_json({k: report[k] for k in ("host", "verdict", "reasons", "metrics")})
+        print_json({k: report.get(k) for k in ("host", "verdict", "reasons", "metrics")})
     else:
         print(f"{report['host']}: {report['verdict']}")
     return 0

@@ -35,9 +35,10 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "host"
 
 
-def load_report(path: Path) -> dict[str, Any]:
+def load_report(path: Path, text: str | None = None) -> dict[str, Any]:
+    """A health report from ``path`` (or from ``text``, named ``path`` in errors)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8") if text is None else text)
     except FileNotFoundError:
         raise FleetError(f"{path}: no such report") from None
     except (OSError, ValueError) as exc:
@@ -130,10 +131,18 @@ def host_report(
     name: str | None = None,
     instance: str | None = None,
     region: str = "us-east-1",
+    text: str | None = None,
 ) -> dict[str, Any]:
-    """Add the instance's Lightsail metrics to a host's audit; write ``hosts/<name>.{json,html}``."""
-    report = load_report(health_file)
+    """Add the instance's Lightsail metrics to a host's audit; write ``hosts/<name>.{json,html}``.
+
+    With ``text`` (the audit read from stdin), the audit is also saved as ``raw/<name>.json``.
+    """
+    report = load_report(health_file, text)
     report["host"] = name or report.get("host") or health_file.stem
+    if text is not None:
+        raw = out_dir / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        (raw / f"{_safe_name(report['host'])}.json").write_text(text.rstrip("\n") + "\n")
     if instance:
         report["metrics"] = _metrics(report, instance, region)
     hosts = out_dir / "hosts"
