@@ -88,6 +88,19 @@ PROPAGATE_DIR = Path("/run/systemd/nspawn/propagate")
 # 169.254.0.0/24 and 169.254.255.0/24 are reserved (RFC 3927); 169.254.169.x is the
 # conventional cloud metadata range, keep clear of it.
 SLOTS = tuple(n for n in range(1, 255) if n != 169)
+#: Static ssh options valid for *any* sandbox: OpenSSH expands %h to the target address, and
+#: ``RUN_DIR/_addr/ADDRESS`` links to that machine's state dir (pinned known_hosts, control
+#: sockets that ``down`` closes).  Used where options cannot be per host, e.g. molecule.yml.
+BY_ADDRESS_SSH_OPTIONS: tuple[str, ...] = (
+    f"-o UserKnownHostsFile={RUN_DIR}/_addr/%h/known_hosts",
+    "-o GlobalKnownHostsFile=/dev/null",
+    "-o StrictHostKeyChecking=yes",
+    "-o IdentitiesOnly=yes",
+    "-o ControlMaster=auto",
+    "-o ControlPersist=60s",
+    f"-o ControlPath={RUN_DIR}/_addr/%h/cp-%r",
+    "-o LogLevel=ERROR",
+)
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -669,6 +682,10 @@ def up(name: str, *, timeout: float = BOOT_TIMEOUT) -> Machine:
         hostkey = _personalize(name, merged, state, guest_addr, host_addr)
         known_hosts = state / "known_hosts"
         known_hosts.write_text(f"{guest_addr} {hostkey}\n{name} {hostkey}\n")
+        link = RUN_DIR / "_addr" / guest_addr
+        link.parent.mkdir(exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(f"../{name}")
         _setup_network(netns, slot)
         pid = _boot(name, merged, state, netns)
         m = Machine(
@@ -702,7 +719,7 @@ def list_machines() -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     if not RUN_DIR.is_dir():
         return out
-    for state in sorted(p for p in RUN_DIR.iterdir() if p.is_dir()):
+    for state in sorted(p for p in RUN_DIR.iterdir() if p.is_dir() and NAME_RE.match(p.name)):
         entry: dict[str, object] = {"name": state.name, "state_dir": str(state)}
         with contextlib.suppress(OSError, ValueError):
             entry.update(json.loads((state / "machine.json").read_text()))
@@ -794,6 +811,9 @@ def down(name: str, *, timeout: float = STOP_TIMEOUT) -> None:
     if not _is_mounted(merged):
         shutil.rmtree(data, ignore_errors=True)
     with _flock(RUN_DIR / ".alloc.lock"):
+        link = RUN_DIR / "_addr" / f"169.254.{slot}.2"
+        if slot and link.is_symlink() and os.readlink(link) == f"../{name}":
+            link.unlink()
         shutil.rmtree(state, ignore_errors=True)
         netns_dir = Path("/run/netns")
         if netns_dir.is_dir() and not any(netns_dir.iterdir()) and _is_mounted(netns_dir):
