@@ -53,12 +53,11 @@ def main(argv: list[str] | None = None) -> int:
             machine = harness.up(args.name, timeout=args.timeout)
             print(json.dumps(machine.to_json()))
         elif args.cmd == "down":
-            if args.all:
-                harness.down_all()
-            elif not args.names:
+            if not args.all and not args.names:
                 parser.error("down needs NAME... or --all")
-            for name in args.names:
-                harness.down(name)
+            removed = harness.down_all() if args.all else []
+            removed += [name for name in args.names if harness.down(name)]
+            print(json.dumps({"removed": removed}))
         elif args.cmd == "list":
             print(json.dumps(harness.list_machines(), indent=2))
         elif args.cmd == "ssh":

@@ -779,10 +779,14 @@ def _is_mounted(path: Path) -> bool:
         return any(line.split()[4] == target for line in fh)
 
 
-def down(name: str, *, timeout: float = STOP_TIMEOUT) -> None:
-    """Power off and remove sandbox ``name``.  Idempotent; copes with a half-done ``up``."""
+def down(name: str, *, timeout: float = STOP_TIMEOUT) -> bool:
+    """Power off and remove sandbox ``name``.  Idempotent; copes with a half-done ``up``.
+
+    Returns whether there was anything to remove.
+    """
     _check_name(name)
     state = _state_dir(name)
+    existed = any(p.exists() for p in (state, _data_dir(name), *_cgroup_dirs(name)))
     t0 = time.monotonic()
     pid = slot = 0
     with contextlib.suppress(OSError, ValueError):
@@ -820,6 +824,7 @@ def down(name: str, *, timeout: float = STOP_TIMEOUT) -> None:
             _run(["umount", netns_dir], check=False)
     if pid:
         _log(f"{name} down in {time.monotonic() - t0:.2f}s")
+    return existed
 
 
 def down_all() -> list[str]:
