@@ -1,4 +1,4 @@
-"""Command line for the sandbox harness: ``python -m tests.sandbox {build,up,down,list,ssh,inventory}``.
+"""Command line: ``python -m tests.sandbox {build,up,down,list,ssh,inventory}``.
 
 ``up`` prints the machine as JSON on stdout (progress goes to stderr), so callers can parse it.
 """
@@ -35,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     p_inv.add_argument("-o", "--output", default=None, help="file to write (default stdout)")
     p_inv.add_argument("--format", choices=("ini", "yaml"), default="ini")
     p_inv.add_argument("--group", default="sandbox")
-    p_inv.add_argument("--become-user", default=None,
-                       help="log in as this sudo user (e.g. admin) with become enabled")
+    p_inv.add_argument(
+        "--become-user",
+        default=None,
+        help="log in as this sudo user (e.g. admin) with become enabled",
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     remote: list[str] = []
     if "--" in argv:  # everything after the first "--" is the remote command, verbatim
@@ -70,8 +73,13 @@ def main(argv: list[str] | None = None) -> int:
                 argv_ssh += ["--", *command]
             os.execvp(argv_ssh[0], argv_ssh)
         elif args.cmd == "inventory":
-            text = harness.inventory(args.names, args.output, fmt=args.format, group=args.group,
-                                     become_user=args.become_user)
+            text = harness.inventory(
+                args.names,
+                args.output,
+                fmt=args.format,
+                group=args.group,
+                become_user=args.become_user,
+            )
             if args.output is None:
                 sys.stdout.write(text)
     except harness.SandboxError as exc:

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -205,7 +206,9 @@ def preflight() -> str | None:
     ]
     if missing:
         return (
-            "missing host tools: " + ", ".join(missing) + " (apt-get install --no-install-recommends"
+            "missing host tools: "
+            + ", ".join(missing)
+            + " (apt-get install --no-install-recommends"
             " debootstrap systemd-container eatmydata zstd iproute2 openssh-client)"
         )
     if not all(root.is_dir() for root in CGROUP_ROOTS):
@@ -235,8 +238,13 @@ def _mirror() -> str:
 def cache_key() -> str:
     """Hash of everything that determines the base image's content."""
     recipe = json.dumps(
-        {"recipe": RECIPE_VERSION, "suite": SUITE, "packages": sorted(PACKAGES),
-         "admin": ADMIN_USER, "masked": sorted(MASKED_UNITS)},
+        {
+            "recipe": RECIPE_VERSION,
+            "suite": SUITE,
+            "packages": sorted(PACKAGES),
+            "admin": ADMIN_USER,
+            "masked": sorted(MASKED_UNITS),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
@@ -263,8 +271,15 @@ def _slim_and_configure(root: Path) -> None:
     """Turn a fresh debootstrap tree into the sandbox base image."""
     env = {"PATH": GUEST_PATH, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
     _run(["chroot", root, "apt-get", "clean"], env=env)
-    for sub in ("var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/info",
-                "var/cache/apt", "var/log/apt", "var/cache/debconf"):
+    for sub in (
+        "var/lib/apt/lists",
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/info",
+        "var/cache/apt",
+        "var/log/apt",
+        "var/cache/debconf",
+    ):
         target = root / sub
         if target.is_dir():
             for child in target.iterdir():
@@ -294,8 +309,20 @@ def _slim_and_configure(root: Path) -> None:
         link.symlink_to("/dev/null")
     _write(root / "etc/ssh/sshd_config.d/jada-sandbox.conf", SSHD_DROPIN)
     # Cloud-VM-like admin user with passwordless sudo (key login only).
-    _run(["chroot", root, "useradd", "--create-home", "--shell", "/bin/bash",
-          "--groups", "sudo", ADMIN_USER], env=env)
+    _run(
+        [
+            "chroot",
+            root,
+            "useradd",
+            "--create-home",
+            "--shell",
+            "/bin/bash",
+            "--groups",
+            "sudo",
+            ADMIN_USER,
+        ],
+        env=env,
+    )
     _run(["chroot", root, "usermod", "--password", "*", ADMIN_USER], env=env)
     _write(root / f"etc/sudoers.d/90-{ADMIN_USER}", f"{ADMIN_USER} ALL=(ALL) NOPASSWD:ALL\n", 0o440)
     (root / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
@@ -307,9 +334,21 @@ def _extract(tarball: Path, dest: Path) -> None:
     try:
         zstd = subprocess.Popen(["zstd", "-dc", "-T0", str(tarball)], stdout=subprocess.PIPE)
         tar = subprocess.run(
-            ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
-             "-C", str(tmp), "-xpf", "-"],
-            stdin=zstd.stdout, capture_output=True, text=True, check=False,
+            [
+                "tar",
+                "--numeric-owner",
+                "--xattrs",
+                "--xattrs-include=*",
+                "--acls",
+                "-C",
+                str(tmp),
+                "-xpf",
+                "-",
+            ],
+            stdin=zstd.stdout,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert zstd.stdout is not None
         zstd.stdout.close()
@@ -326,12 +365,23 @@ def _archive(src: Path, tarball: Path) -> None:
     tmp = tarball.with_name(tarball.name + f".tmp{os.getpid()}")
     with open(tmp, "wb") as out:
         tar = subprocess.Popen(
-            ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
-             "-C", str(src), "-cf", "-", "."],
+            [
+                "tar",
+                "--numeric-owner",
+                "--xattrs",
+                "--xattrs-include=*",
+                "--acls",
+                "-C",
+                str(src),
+                "-cf",
+                "-",
+                ".",
+            ],
             stdout=subprocess.PIPE,
         )
-        zstd = subprocess.run(["zstd", "-q", "-T2", "-3"], stdin=tar.stdout, stdout=out,
-                              check=False)
+        zstd = subprocess.run(
+            ["zstd", "-q", "-T2", "-3"], stdin=tar.stdout, stdout=out, check=False
+        )
         assert tar.stdout is not None
         tar.stdout.close()
         if tar.wait() != 0 or zstd.returncode != 0:
@@ -370,8 +420,14 @@ def build(*, force: bool = False) -> Path:
         try:
             mirror = _mirror()
             _log(f"debootstrap {SUITE} from {mirror} (about a minute)")
-            cmd = ["debootstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES),
-                   SUITE, str(tmp), mirror]
+            cmd = [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=" + ",".join(PACKAGES),
+                SUITE,
+                str(tmp),
+                mirror,
+            ]
             if shutil.which("eatmydata"):
                 cmd.insert(0, "eatmydata")
             proc = _run(cmd, check=False, env={**os.environ, "LC_ALL": "C"})
@@ -418,29 +474,36 @@ class Machine:
     @property
     def ssh_options(self) -> list[str]:
         """``-o`` options that pin the host key and isolate the control socket."""
-        return [
-            "-o", f"UserKnownHostsFile={self.known_hosts_file}",
-            "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", "IdentitiesOnly=yes",
-            "-o", "BatchMode=yes",
-            "-o", "ConnectTimeout=5",
-            "-o", "LogLevel=ERROR",
-        ]
+        return _dash_o(
+            f"UserKnownHostsFile={self.known_hosts_file}",
+            "GlobalKnownHostsFile=/dev/null",
+            "StrictHostKeyChecking=yes",
+            "IdentitiesOnly=yes",
+            "BatchMode=yes",
+            "ConnectTimeout=5",
+            "LogLevel=ERROR",
+        )
 
     @property
     def ssh_common_args(self) -> str:
         """String for ``ansible_ssh_common_args``: pinned host key + per-machine ControlPath."""
-        opts = self.ssh_options + [
-            "-o", "ControlMaster=auto",
-            "-o", "ControlPersist=60s",
-            "-o", f"ControlPath={self.state_dir}/cp-%r",
-        ]
-        return shlex.join(opts)
+        extra = _dash_o(
+            "ControlMaster=auto", "ControlPersist=60s", f"ControlPath={self.state_dir}/cp-%r"
+        )
+        return shlex.join(self.ssh_options + extra)
 
     def ssh_argv(self, user: str | None = None) -> list[str]:
-        return ["ssh", "-i", self.identity_file, *self.ssh_options,
-                "-p", str(self.port), "-l", user or self.user, self.address]
+        return [
+            "ssh",
+            "-i",
+            self.identity_file,
+            *self.ssh_options,
+            "-p",
+            str(self.port),
+            "-l",
+            user or self.user,
+            self.address,
+        ]
 
     def run(
         self,
@@ -455,7 +518,11 @@ class Machine:
         remote = cmd if isinstance(cmd, str) else shlex.join(cmd)
         return subprocess.run(
             [*self.ssh_argv(user), "--", remote],
-            input=input, text=True, capture_output=True, check=check, timeout=timeout,
+            input=input,
+            text=True,
+            capture_output=True,
+            check=check,
+            timeout=timeout,
             stdin=None if input is not None else subprocess.DEVNULL,
         )
 
@@ -476,12 +543,17 @@ class Machine:
         return cls(**{k: v for k, v in data.items() if k in fields})  # type: ignore[arg-type]
 
 
+def _dash_o(*options: str) -> list[str]:
+    return [arg for option in options for arg in ("-o", option)]
+
+
 def _nsenter(
     leader: int, cmd: Sequence[str], *, check: bool = False, timeout: float | None = 60
 ) -> subprocess.CompletedProcess[str]:
     argv = ["nsenter", "-t", str(leader), "-a", "env", "-i", f"PATH={GUEST_PATH}", *cmd]
-    return subprocess.run(argv, text=True, capture_output=True, check=check, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        argv, text=True, capture_output=True, check=check, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def _state_dir(name: str) -> Path:
@@ -534,8 +606,17 @@ def _prepare_overlay(name: str, base: Path) -> Path:
     for sub in ("upper", "work", "merged"):
         (data / sub).mkdir(parents=True)
     merged = data / "merged"
-    _run(["mount", "-t", "overlay", f"jada-sandbox-{name}", "-o",
-          f"lowerdir={base},upperdir={data / 'upper'},workdir={data / 'work'}", merged])
+    _run(
+        [
+            "mount",
+            "-t",
+            "overlay",
+            f"jada-sandbox-{name}",
+            "-o",
+            f"lowerdir={base},upperdir={data / 'upper'},workdir={data / 'work'}",
+            merged,
+        ]
+    )
     return merged
 
 
@@ -550,14 +631,15 @@ def _passwd_ids(root: Path, user: str) -> tuple[int, int]:
 def _personalize(name: str, merged: Path, state: Path, address: str, host_address: str) -> str:
     """Inject hostname, hosts, SSH client key and a fresh host key; return the host key line."""
     key = state / "id_ed25519"
-    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"jada-sandbox-{name}",
-          "-f", key])
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"jada-sandbox-{name}", "-f", key])
     pub = (state / "id_ed25519.pub").read_text()
     _write(merged / "etc/hostname", f"{name}\n")
-    _write(merged / "etc/hosts",
-           f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n{address}\t{name}\n"
-           f"{host_address}\tsandbox-controller\n"
-           "::1\tlocalhost ip6-localhost ip6-loopback\n")
+    _write(
+        merged / "etc/hosts",
+        f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n{address}\t{name}\n"
+        f"{host_address}\tsandbox-controller\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )
     for home, user in ((merged / "root", "root"), (merged / "home" / ADMIN_USER, ADMIN_USER)):
         uid, gid = _passwd_ids(merged, user)
         ssh_dir = home / ".ssh"
@@ -602,22 +684,37 @@ def _boot(name: str, merged: Path, state: Path, netns: str) -> int:
     for cg in _cgroup_dirs(name):
         cg.mkdir(exist_ok=True)
         procs.append(str(cg / "cgroup.procs"))
-    nspawn = ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--console=pipe",
-              "--resolv-conf=off", f"--bind={null}:/dev/null", "-M", name, "-D", str(merged),
-              f"--network-namespace-path=/run/netns/{netns}", "-b"]
+    nspawn = [
+        "systemd-nspawn",
+        "--quiet",
+        "--register=no",
+        "--keep-unit",
+        "--console=pipe",
+        "--resolv-conf=off",
+        f"--bind={null}:/dev/null",
+        "-M",
+        name,
+        "-D",
+        str(merged),
+        f"--network-namespace-path=/run/netns/{netns}",
+        "-b",
+    ]
     # The wrapper moves itself into the machine's own cgroups, then becomes nspawn.
     script = "".join(f"echo $$ > {shlex.quote(p)} && " for p in procs) + 'exec "$@"'
     console = open(state / "console.log", "ab")  # noqa: SIM115 - handed to the child
     try:
-        proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", *nspawn],
-                                stdin=subprocess.DEVNULL, stdout=console, stderr=console,
-                                start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", script, "sh", *nspawn],
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=console,
+            start_new_session=True,
+            close_fds=True,
+        )
     finally:
         console.close()
     (state / "pid").write_text(str(proc.pid))
     # Reap it from a daemon thread if we are a long-lived process (pytest), so it never zombies.
-    import threading
-
     threading.Thread(target=proc.wait, daemon=True).start()
     return proc.pid
 
@@ -651,11 +748,13 @@ def _wait_booted(name: str, pid: int, state: Path, deadline: float) -> int:
 
 def _wait_ssh(m: Machine, deadline: float) -> None:
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with socket.create_connection((m.address, m.port), timeout=1) as sock:
-                sock.settimeout(1)
-                if sock.recv(64).startswith(b"SSH-"):
-                    break
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection((m.address, m.port), timeout=1) as sock,
+        ):
+            sock.settimeout(1)
+            if sock.recv(64).startswith(b"SSH-"):
+                break
         time.sleep(0.05)
     last = None
     while time.monotonic() < deadline:
@@ -689,9 +788,17 @@ def up(name: str, *, timeout: float = BOOT_TIMEOUT) -> Machine:
         _setup_network(netns, slot)
         pid = _boot(name, merged, state, netns)
         m = Machine(
-            name=name, address=guest_addr, host_address=host_addr, user="root", port=22,
-            identity_file=str(state / "id_ed25519"), admin_user=ADMIN_USER,
-            state_dir=str(state), known_hosts_file=str(known_hosts), netns=netns, slot=slot,
+            name=name,
+            address=guest_addr,
+            host_address=host_addr,
+            user="root",
+            port=22,
+            identity_file=str(state / "id_ed25519"),
+            admin_user=ADMIN_USER,
+            state_dir=str(state),
+            known_hosts_file=str(known_hosts),
+            netns=netns,
+            slot=slot,
             pid=pid,
         )
         m.leader_pid = _wait_booted(name, pid, state, deadline)
@@ -746,8 +853,9 @@ def _kill_cgroup(cg: Path) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
-    dirs = sorted((p for p in cg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
-                  reverse=True)
+    dirs = sorted(
+        (p for p in cg.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+    )
     for d in [*dirs, cg]:
         for _ in range(20):
             try:
@@ -808,10 +916,9 @@ def down(name: str, *, timeout: float = STOP_TIMEOUT) -> bool:
     shutil.rmtree(PROPAGATE_DIR / name, ignore_errors=True)
     data = _data_dir(name)
     merged = data / "merged"
-    if _is_mounted(merged):
-        if _run(["umount", merged], check=False).returncode != 0:
-            time.sleep(0.2)
-            _run(["umount", "-l", merged], check=False)
+    if _is_mounted(merged) and _run(["umount", merged], check=False).returncode != 0:
+        time.sleep(0.2)
+        _run(["umount", "-l", merged], check=False)
     if not _is_mounted(merged):
         shutil.rmtree(data, ignore_errors=True)
     with _flock(RUN_DIR / ".alloc.lock"):
@@ -835,7 +942,7 @@ def down_all() -> list[str]:
         names |= {p.name for p in machines.iterdir() if p.is_dir()}
     for root in CGROUP_ROOTS:
         if root.is_dir():
-            names |= {p.name[len("machine-"):] for p in root.glob("machine-*") if p.is_dir()}
+            names |= {p.name[len("machine-") :] for p in root.glob("machine-*") if p.is_dir()}
     names = {n for n in names if NAME_RE.match(n)}
     for name in sorted(names):
         down(name)
@@ -857,8 +964,12 @@ def machine(name: str, *, timeout: float = BOOT_TIMEOUT) -> Iterator[Machine]:
 
 
 def inventory(
-    names: Sequence[str], path: str | os.PathLike[str] | None = None, *, fmt: str = "ini",
-    group: str = "sandbox", become_user: str | None = None,
+    names: Sequence[str],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    fmt: str = "ini",
+    group: str = "sandbox",
+    become_user: str | None = None,
 ) -> str:
     """Render an Ansible inventory for the named machines; write it to ``path`` if given.
 
@@ -888,9 +999,7 @@ def inventory(
         for host, hv in hostvars.items():
             parts = [host]
             for key, value in hv.items():
-                if isinstance(value, bool):
-                    value = str(value).lower()
-                text_value = str(value)
+                text_value = str(value)  # the INI parser literal_evals: True, 22 keep their types
                 if " " in text_value or "'" in text_value or '"' in text_value:
                     text_value = "'" + text_value.replace("'", "\\'") + "'"
                 parts.append(f"{key}={text_value}")
