@@ -84,7 +84,20 @@ SOURCES_FILE = Path("/etc/apt/sources.list.d/debian.sources")
 
 NETNS_PREFIX = "jada-"
 IFACE_PREFIX = "jsb"  # host end "jsb<N>", peer "jsb<N>g" renamed to host0 in the netns
-CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
+
+
+def _cgroup_roots() -> tuple[Path, ...]:
+    """Hierarchies a machine gets its own directory in: hybrid (v1 name=systemd + v2 unified,
+    as measured on the project's machines) or, failing that, a pure cgroup v2 mount."""
+    hybrid = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
+    if all(root.is_dir() for root in hybrid):
+        return hybrid
+    if Path("/sys/fs/cgroup/cgroup.controllers").is_file():
+        return (Path("/sys/fs/cgroup"),)
+    return ()
+
+
+CGROUP_ROOTS = _cgroup_roots()
 PROPAGATE_DIR = Path("/run/systemd/nspawn/propagate")
 # 169.254.0.0/24 and 169.254.255.0/24 are reserved (RFC 3927); 169.254.169.x is the
 # conventional cloud metadata range, keep clear of it.
@@ -211,8 +224,8 @@ def preflight() -> str | None:
             + " (apt-get install --no-install-recommends"
             " debootstrap systemd-container eatmydata zstd iproute2 openssh-client)"
         )
-    if not all(root.is_dir() for root in CGROUP_ROOTS):
-        return "need cgroup hierarchies /sys/fs/cgroup/systemd and /sys/fs/cgroup/unified"
+    if not CGROUP_ROOTS:
+        return "need cgroup hierarchies /sys/fs/cgroup/{systemd,unified} or a cgroup2 mount"
     return None
 
 
