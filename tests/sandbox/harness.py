@@ -543,7 +543,12 @@ class Machine:
         self, cmd: Sequence[str], *, check: bool = False, timeout: float | None = 60
     ) -> subprocess.CompletedProcess[str]:
         """Run a command in the guest's namespaces directly (no SSH), as root."""
+        self.leader_pid = _find_leader(self.pid) or self.leader_pid  # changes on reboot
         return _nsenter(self.leader_pid, cmd, check=check, timeout=timeout)
+
+    def wait_ready(self, timeout: float = BOOT_TIMEOUT) -> None:
+        """Wait until systemd is up and SSH answers, e.g. after the guest rebooted."""
+        _wait_booted_and_ssh(self, timeout)
 
     def to_json(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
@@ -689,6 +694,39 @@ def _cgroup_dirs(name: str) -> list[Path]:
     return [root / f"machine-{name}" for root in CGROUP_ROOTS]
 
 
+SUPERVISOR = """\
+stop=0
+child=
+trap 'stop=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT HUP
+while :; do
+    "$@" &
+    child=$!
+    while :; do
+        wait "$child"
+        rc=$?
+        kill -0 "$child" 2>/dev/null || break
+    done
+    if [ "$stop" != 0 ] || [ "$rc" != 133 ]; then
+        exit "$rc"
+    fi
+    echo "jada-sandbox: guest rebooted, booting it again" >&2
+done
+"""
+
+
+def _find_leader(supervisor: int) -> int:
+    """PID of the guest's init: the child of the supervisor's current systemd-nspawn."""
+    for child in _children(supervisor):
+        try:
+            comm = Path(f"/proc/{child}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm == "systemd-nspawn":
+            kids = _children(child)
+            return kids[0] if kids else 0
+    return 0
+
+
 def _boot(name: str, merged: Path, state: Path, netns: str) -> int:
     null = state / "null"
     if not null.exists():
@@ -712,12 +750,13 @@ def _boot(name: str, merged: Path, state: Path, netns: str) -> int:
         f"--network-namespace-path=/run/netns/{netns}",
         "-b",
     ]
-    # The wrapper moves itself into the machine's own cgroups, then becomes nspawn.
-    script = "".join(f"echo $$ > {shlex.quote(p)} && " for p in procs) + 'exec "$@"'
+    # The supervisor moves itself into the machine's own cgroups, runs nspawn, boots again when
+    # the guest reboots (nspawn exits 133) and turns SIGTERM into a clean poweroff of the guest.
+    script = "".join(f"echo $$ > {shlex.quote(p)} || exit 1\n" for p in procs) + SUPERVISOR
     console = open(state / "console.log", "ab")  # noqa: SIM115 - handed to the child
     try:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", script, "sh", *nspawn],
+            ["/bin/sh", "-c", script, "jada-sandbox-supervisor", *nspawn],
             stdin=subprocess.DEVNULL,
             stdout=console,
             stderr=console,
@@ -745,11 +784,7 @@ def _wait_booted(name: str, pid: int, state: Path, deadline: float) -> int:
     while time.monotonic() < deadline:
         if not _pid_alive(pid):
             raise SandboxError(f"systemd-nspawn for {name!r} exited early:\n{_console_tail(state)}")
-        if not leader:
-            kids = _children(pid)
-            leader = kids[0] if kids else 0
-            if leader:
-                (state / "leader").write_text(str(leader))
+        leader = _find_leader(pid)
         if leader:
             proc = _nsenter(leader, ["systemctl", "is-system-running"], timeout=10)
             last = proc.stdout.strip()
@@ -757,6 +792,12 @@ def _wait_booted(name: str, pid: int, state: Path, deadline: float) -> int:
                 return leader
         time.sleep(0.05)
     raise SandboxError(f"{name!r} did not boot (last state {last!r}):\n{_console_tail(state)}")
+
+
+def _wait_booted_and_ssh(m: Machine, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    m.leader_pid = _wait_booted(m.name, m.pid, Path(m.state_dir), deadline)
+    _wait_ssh(m, deadline)
 
 
 def _wait_ssh(m: Machine, deadline: float) -> None:
@@ -814,8 +855,7 @@ def up(name: str, *, timeout: float = BOOT_TIMEOUT) -> Machine:
             slot=slot,
             pid=pid,
         )
-        m.leader_pid = _wait_booted(name, pid, state, deadline)
-        _wait_ssh(m, deadline)
+        _wait_booted_and_ssh(m, deadline - time.monotonic())
         _write(state / "machine.json", json.dumps(m.to_json(), indent=2) + "\n", 0o600)
         _log(f"{name} up at {guest_addr} in {time.monotonic() - t0:.2f}s")
         return m
@@ -948,14 +988,11 @@ def down(name: str, *, timeout: float = STOP_TIMEOUT) -> bool:
 
 
 def down_all() -> list[str]:
-    """Remove every recorded sandbox (and orphaned overlays/cgroups from crashed runs)."""
+    """Remove every sandbox recorded under RUN_DIR/DATA_DIR (other sessions' too)."""
     names = {str(entry["name"]) for entry in list_machines()}
     machines = DATA_DIR / "machines"
     if machines.is_dir():
         names |= {p.name for p in machines.iterdir() if p.is_dir()}
-    for root in CGROUP_ROOTS:
-        if root.is_dir():
-            names |= {p.name[len("machine-") :] for p in root.glob("machine-*") if p.is_dir()}
     names = {n for n in names if NAME_RE.match(n)}
     for name in sorted(names):
         down(name)

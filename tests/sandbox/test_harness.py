@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -206,4 +207,24 @@ def test_machine_context_manager_tears_down() -> None:
     name = "ctx-" + secrets.token_hex(3)
     with harness.machine(name) as m:
         assert m.run("true").returncode == 0
+    assert _leftovers(m) == []
+
+
+def test_guest_reboot_boots_again(sandbox_factory: SandboxFactory) -> None:
+    m = sandbox_factory("reboot")
+    try:
+        old_leader = m.leader_pid
+        m.run("systemctl reboot")  # may or may not return before the connection drops
+        deadline = time.monotonic() + 30
+        while harness._find_leader(m.pid) in (0, old_leader):
+            assert time.monotonic() < deadline, "guest never came back from reboot"
+            time.sleep(0.1)
+        m.wait_ready()
+        assert m.nsenter(["systemctl", "is-system-running"]).stdout.strip() in (
+            "running",
+            "degraded",
+        )
+        assert m.run("hostname", check=True).stdout.strip() == m.name
+    finally:
+        sandbox_factory.destroy(m)
     assert _leftovers(m) == []
