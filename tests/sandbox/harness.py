@@ -677,6 +677,11 @@ def _personalize(name: str, merged: Path, state: Path, address: str, host_addres
 def _setup_network(netns: str, slot: int) -> tuple[str, str]:
     host_addr, guest_addr = f"169.254.{slot}.1", f"169.254.{slot}.2"
     iface, peer = _iface(slot), f"{_iface(slot)}g"
+    # The slot and the name are ours now: anything still using them is a crashed run's leftover.
+    if Path(f"/sys/class/net/{iface}").exists():
+        _run(["ip", "link", "del", iface], check=False)
+    if Path(f"/run/netns/{netns}").exists():
+        _run(["ip", "netns", "del", netns], check=False)
     _run(["ip", "netns", "add", netns])
     _run(["ip", "link", "add", iface, "type", "veth", "peer", "name", peer])
     _run(["ip", "link", "set", peer, "netns", netns])
