@@ -1,1 +1,0 @@
-"""Test suites for jada-agent."""
