@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     hr.set_defaults(func=cmd_host_report)
     fr = hs.add_parser("fleet-report", help="controller: fleet summary from the host reports")
     fr.add_argument("--dir", required=True, metavar="DIR", help="the reports directory")
+    fr.add_argument(
+        "--audits",
+        metavar="FILE",
+        help="JSON {host: {audit, instance, region}} (- for stdin): write the host reports first",
+    )
     add_json_flag(fr)
     fr.set_defaults(func=cmd_fleet_report)
 
@@ -120,9 +125,23 @@ def cmd_host_report(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet_report(args: argparse.Namespace) -> int:
-    from agent.health.fleet import FleetError, fleet_report
+    import json
 
+    from agent.cli.lightsail import _quiet_boto
+    from agent.health.fleet import FleetError, fleet_report, ingest
+
+    _quiet_boto()
     try:
+        if args.audits:
+            source = "<stdin>" if args.audits == "-" else args.audits
+            try:
+                text = sys.stdin.read() if args.audits == "-" else Path(args.audits).read_text()
+                audits = json.loads(text)
+            except (OSError, ValueError) as exc:
+                raise FleetError(
+                    f"{source}: expected JSON {{host: {{audit, ...}}}} ({exc})"
+                ) from None
+            ingest(audits, Path(args.dir), settings(args).aws.region)
         summary = fleet_report(Path(args.dir))
     except FleetError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None

@@ -35,10 +35,13 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "host"
 
 
-def load_report(path: Path, text: str | None = None) -> dict[str, Any]:
+def load_report(path: Path, text: str | dict[str, Any] | None = None) -> dict[str, Any]:
     """A health report from ``path`` (or from ``text``, named ``path`` in errors)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8") if text is None else text)
+        if isinstance(text, dict):
+            data: Any = text
+        else:
+            data = json.loads(path.read_text(encoding="utf-8") if text is None else text)
     except FileNotFoundError:
         raise FleetError(f"{path}: no such report") from None
     except (OSError, ValueError) as exc:
@@ -131,7 +134,7 @@ def host_report(
     name: str | None = None,
     instance: str | None = None,
     region: str = "us-east-1",
-    text: str | None = None,
+    text: str | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Add the instance's Lightsail metrics to a host's audit; write ``hosts/<name>.{json,html}``.
 
@@ -142,7 +145,8 @@ def host_report(
     if text is not None:
         raw = out_dir / "raw"
         raw.mkdir(parents=True, exist_ok=True)
-        (raw / f"{_safe_name(report['host'])}.json").write_text(text.rstrip("\n") + "\n")
+        raw_text = text if isinstance(text, str) else json.dumps(text, indent=1)
+        (raw / f"{_safe_name(report['host'])}.json").write_text(raw_text.rstrip("\n") + "\n")
     if instance:
         report["metrics"] = _metrics(report, instance, region)
     hosts = out_dir / "hosts"
@@ -198,6 +202,31 @@ th,td{border:1px solid #d0d7de;padding:4px 6px;text-align:left;vertical-align:to
 <td>{% for l in h.lineup %}{{ l }}<br>{% endfor %}{{ h.metrics_error or '' }}</td></tr>
 {% endfor %}</table></main></body></html>
 """
+
+
+def ingest(audits: dict[str, Any], out_dir: Path, default_region: str, workers: int = 8) -> None:
+    """Write every host's report from ``{host: {"audit", "instance", "region"}}`` (the playbook
+    hands them over in one go), fetching the hosts' metrics concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not isinstance(audits, dict) or not audits:
+        raise FleetError("audits: expected a mapping of host name to {audit, instance, region}")
+
+    def one(item: tuple[str, Any]) -> None:
+        host, entry = item
+        if not isinstance(entry, dict) or "audit" not in entry:
+            raise FleetError(f"audits.{host}: expected {{audit, instance, region}}")
+        host_report(
+            Path(f"<audit of {host}>"),
+            out_dir,
+            name=host,
+            instance=entry.get("instance") or None,
+            region=entry.get("region") or default_region,
+            text=entry["audit"],
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(audits)))) as pool:
+        list(pool.map(one, sorted(audits.items())))
 
 
 def fleet_report(reports_dir: Path) -> dict[str, Any]:

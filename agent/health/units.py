@@ -8,7 +8,9 @@ systemd's ``MemoryCurrent``.
 
 from __future__ import annotations
 
+import re
 import subprocess
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +38,7 @@ PROPERTIES = (
     "MemoryCurrent",
     "Triggers",
     "NextElapseUSecRealtime",
+    "NextElapseUSecMonotonic",
     "LastTriggerUSec",
 )
 _TIMESTAMPS = {
@@ -49,6 +52,11 @@ _TIMESTAMPS = {
 }
 _NO_VALUE = {"", "n/a", "[not set]", "0", "infinity", "18446744073709551615"}
 CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/memory")
+# Where a unit's process list can be read when no memory controller is available to us.
+PROCS_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d|w|month|y)\b")
+_SPAN_S = {"us": 1e-6, "ms": 1e-3, "s": 1, "min": 60, "h": 3600, "d": 86400, "w": 604800,
+           "month": 2629800, "y": 31557600}  # fmt: skip
 
 
 class UnitsError(RuntimeError):
@@ -109,6 +117,44 @@ def cgroup_memory(control_group: str, roots: Iterable[str] = CGROUP_ROOTS) -> in
     return None
 
 
+def parse_timespan(value: str) -> float | None:
+    """Seconds from a systemd timespan such as ``1h 2min 3.5s`` (None when empty or 0)."""
+    parts = _SPAN.findall(value or "")
+    if not parts:
+        return None
+    return sum(float(n) * _SPAN_S[u] for n, u in parts)
+
+
+def _boot_time(proc: str = "/proc") -> float | None:
+    try:
+        return time.time() - float(Path(f"{proc}/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def processes_rss(control_group: str, roots: Iterable[str] = PROCS_ROOTS) -> int | None:
+    """Sum of the resident memory of a cgroup's processes (fallback without a memory controller)."""
+    if not control_group:
+        return None
+    rel = control_group.lstrip("/")
+    for root in roots:
+        try:
+            pids = Path(root, rel, "cgroup.procs").read_text().split()
+        except OSError:
+            continue
+        total = 0
+        for pid in pids:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+            except (OSError, ValueError):
+                continue  # the process ended meanwhile
+        return total
+    return None
+
+
 def _shape(raw: dict[str, str]) -> dict[str, Any]:
     unit: dict[str, Any] = {
         "unit": raw.get("Id", ""),
@@ -129,16 +175,28 @@ def _shape(raw: dict[str, str]) -> dict[str, Any]:
         unit["main_status"] = int(status) if status.lstrip("-").isdigit() else None
         unit["main_started"] = parse_timestamp(raw.get("ExecMainStartTimestamp", ""))
         unit["main_exited"] = parse_timestamp(raw.get("ExecMainExitTimestamp", ""))
-        mem = cgroup_memory(raw.get("ControlGroup", ""))
+        cg = raw.get("ControlGroup", "")
+        mem, source = cgroup_memory(cg), "cgroup"
         if mem is None and raw.get("MemoryCurrent", "") not in _NO_VALUE:
             try:
-                mem = int(raw["MemoryCurrent"])
+                mem, source = int(raw["MemoryCurrent"]), "systemd"
             except ValueError:
                 mem = None
+        if mem is None and unit["active"] == "active":
+            mem, source = processes_rss(cg), "rss"
         unit["memory_bytes"] = mem
+        unit["memory_source"] = source if mem is not None else None
     if unit["unit"].endswith(".timer"):
         unit["triggers"] = raw.get("Triggers", "").split() or []
         unit["next_elapse"] = parse_timestamp(raw.get("NextElapseUSecRealtime", ""))
+        if unit["next_elapse"] is None:
+            # Monotonic timers (OnUnitActiveSec=) report time since boot.
+            since_boot = parse_timespan(raw.get("NextElapseUSecMonotonic", ""))
+            boot = _boot_time()
+            if since_boot and boot is not None:
+                unit["next_elapse"] = time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(boot + since_boot)
+                )
         unit["last_trigger"] = parse_timestamp(raw.get("LastTriggerUSec", ""))
     return unit
 

@@ -108,3 +108,11 @@ def test_failing_systemctl_reports_its_message(tmp_path):
     script.chmod(0o700)
     with pytest.raises(UnitsError, match="not been booted with systemd"):
         unit_facts(["x.service"], systemctl=str(script))
+
+
+def test_timespans_of_monotonic_timers_parse_to_seconds():
+    from agent.health.units import parse_timespan
+
+    assert parse_timespan("1h 2min 3.5s") == 3723.5
+    assert parse_timespan("250ms") == 0.25
+    assert parse_timespan("0") is None
