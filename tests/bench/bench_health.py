@@ -2,11 +2,11 @@
 
 1. ``jada-agent health --from-journal FILE --json`` on a 7-day ``journalctl -o json`` export of
    1,000,000 entries (``--quick``: 100,000): wall time and the child's peak RSS (target ≤ 10 s,
-   ≤ 200 MB).
+   ≤ 200 MB), plus its CPU time (meaningful when other work shares the cores).
 2. ``playbooks/health.yml`` over 1 and over 4 hosts with ``--forks 4`` (target: 4 hosts ≤ 1.5×
-   one host), Lightsail metrics from the fake API. Hosts are sandbox hosts when the sandbox
-   harness is available (``tests/sandbox``); otherwise local-connection hosts on this machine,
-   which measures Ansible's parallelism but not remote execution (said so in the output).
+   one host), Lightsail metrics from the fake API. Hosts are sandbox hosts (real systemd, SSH,
+   a live audit) when this machine can run them (``tests/sandbox``); otherwise local-connection
+   hosts auditing a saved journal (said so in the output).
 
 Figures are printed and written to ``tests/bench/results/health.json``.
 """
@@ -32,16 +32,26 @@ RESULTS = ROOT / "tests" / "bench" / "results" / "health.json"
 END = datetime(2026, 5, 20, 14, 15, tzinfo=UTC)
 
 
-def _run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MB, exit status) of one child process."""
+def _run_measured(
+    argv: list[str], env: dict[str, str] | None = None
+) -> tuple[float, float, int, float]:
+    """(wall seconds, peak RSS in MB, exit status, CPU seconds) of one child process.
+
+    The CPU time is the child's own (user + system, its children included once they are
+    waited for), meaningful on a busy machine where the wall time also counts waiting for a core.
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
     )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    return wall, usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
 
 
 def bench_journal(entries: int, workdir: Path) -> dict:
@@ -65,7 +75,8 @@ def bench_journal(entries: int, workdir: Path) -> dict:
         str(path),
         "--json",
     ]
-    wall, rss, rc = _run_measured(argv)
+    load = _load()
+    wall, rss, rc, cpu = _run_measured(argv)
     if rc != 0:
         raise SystemExit(f"health --from-journal exited {rc}")
     out = {
@@ -73,58 +84,118 @@ def bench_journal(entries: int, workdir: Path) -> dict:
         "file_mb": round(size_mb, 1),
         "generate_s": round(gen_s, 1),
         "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "load_before": load,
         "peak_rss_mb": round(rss, 1),
         "entries_per_s": round(n / wall),
         "target": "<= 10 s and <= 200 MB for 1,000,000 entries",
     }
-    print(f"health --from-journal: {n:,} entries ({size_mb:.0f} MB) in {wall:.2f} s, "
-          f"peak RSS {rss:.0f} MB ({n / wall:,.0f} entries/s)")  # fmt: skip
+    print(f"health --from-journal: {n:,} entries ({size_mb:.0f} MB) in {wall:.2f} s wall, "
+          f"{cpu:.2f} s CPU, peak RSS {rss:.0f} MB ({n / wall:,.0f} entries/s; load {load})")  # fmt: skip
     path.unlink()
     return out
 
 
-def bench_playbook(workdir: Path, repeats: int) -> dict:
+def _sandbox_hosts(count: int, ca: str | None):
+    """Boot ``count`` sandbox hosts prepared as jada-agent hosts (None when sandboxes can't run)."""
+    try:
+        from tests.sandbox import harness
+    except ImportError:
+        return None
+    if harness.preflight() is not None:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.integration.aws import sandbox_host
+
+    names = [f"bh{i}-{os.getpid() % 10000}" for i in range(count)]
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        machines = list(pool.map(harness.up, names))
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        list(pool.map(lambda m: sandbox_host.prepare(m, ca), machines))
+    sandbox_host.wait_for_failures(machines[-1], 3)
+    return machines
+
+
+def bench_playbook(workdir: Path, repeats: int, use_sandbox: bool) -> dict:
     from tests.fakes.lightsail import FakeLightsail
 
-    journal = workdir / "host-journal.json"
-    journalgen.write(
-        journal, end=END, days=7, sync_failing_since=END - timedelta(days=6), noise_per_hour=20
-    )
-    mode = "local-connection hosts (sandbox harness not available)"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                PYTHONPATH=str(ROOT), JADA_AGENT_CONFIG="/dev/null",
                AWS_ACCESS_KEY_ID="AKIDBENCH", AWS_SECRET_ACCESS_KEY="bench-not-secret",
                AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")  # fmt: skip
     timings: dict[int, list[float]] = {1: [], 4: []}
+    cpu: dict[int, list[float]] = {1: [], 4: []}
+    machines = None
     with FakeLightsail() as fake:
         env["AWS_ENDPOINT_URL_LIGHTSAIL"] = fake.url
-        for i in range(4):
-            fake.add_instance(f"jada-{i}")
-        for hosts in (1, 4, 1, 4)[: 2 * repeats] if repeats > 1 else (1, 4):
-            inv = {"all": {"hosts": {
-                f"host-{i}": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                              "lightsail_instance_name": f"jada-{i}", "lightsail_region": "us-east-1",
-                              "health_extra_args": ["--from-journal", str(journal)]}
-                for i in range(hosts)}}}  # fmt: skip
-            inv_file = workdir / f"inv-{hosts}.yml"
-            inv_file.write_text(yaml.safe_dump(inv))
-            extra = {"health_command": [sys.executable, "-m", "agent"], "health_become": False,
-                     "health_reports_dir": str(workdir / f"reports-{hosts}")}  # fmt: skip
-            argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv_file),
-                    "--forks", "4", "playbooks/health.yml", "-e", json.dumps(extra)]  # fmt: skip
-            wall, _, rc = _run_measured(argv, env)
-            if rc != 0:
-                raise SystemExit(f"health.yml over {hosts} hosts exited {rc}")
-            timings[hosts].append(wall)
+        try:
+            if use_sandbox:
+                machines = _sandbox_hosts(4, None)
+            if machines:
+                from tests.integration.aws.sandbox_host import HEALTH_COMMAND
+
+                mode = "sandbox hosts (systemd-nspawn, SSH), live audit of 1 day, --no-credentials"
+                hostvars = {
+                    f"host-{i}": {"ansible_host": m.address, "ansible_port": m.port,
+                                  "ansible_user": m.user,
+                                  "ansible_ssh_private_key_file": m.identity_file,
+                                  "ansible_ssh_common_args": m.ssh_common_args,
+                                  "ansible_python_interpreter": "/usr/bin/python3",
+                                  "health_extra_args": ["--no-credentials"]}
+                    for i, m in enumerate(machines)
+                }  # fmt: skip
+                extra_base = {"health_command": HEALTH_COMMAND, "health_days": 1}
+            else:
+                journal = workdir / "host-journal.json"
+                journalgen.write(journal, end=END, days=7, sync_failing_since=END - timedelta(days=6),
+                                 noise_per_hour=20)  # fmt: skip
+                mode = "local-connection hosts (no sandbox here): controller-side parallelism only"
+                hostvars = {
+                    f"host-{i}": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                                  "health_extra_args": ["--from-journal", str(journal)]}
+                    for i in range(4)
+                }  # fmt: skip
+                extra_base = {
+                    "health_command": [sys.executable, "-m", "agent"],
+                    "health_become": False,
+                }
+            for i, hv in enumerate(hostvars.values()):
+                fake.add_instance(f"jada-{i}")
+                hv |= {"lightsail_instance_name": f"jada-{i}", "lightsail_region": "us-east-1"}
+            order = (1, 4) * repeats
+            for hosts in order:
+                names = list(hostvars)[:hosts]
+                inv_file = workdir / f"inv-{hosts}.yml"
+                inv_file.write_text(
+                    yaml.safe_dump({"all": {"hosts": {n: hostvars[n] for n in names}}})
+                )
+                extra = extra_base | {"health_reports_dir": str(workdir / f"reports-{hosts}")}
+                argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv_file),
+                        "--forks", "4", "playbooks/health.yml", "-e", json.dumps(extra)]  # fmt: skip
+                wall, _, rc, cpu_s = _run_measured(argv, env)
+                if rc != 0:
+                    raise SystemExit(f"health.yml over {hosts} hosts exited {rc}")
+                timings[hosts].append(wall)
+                cpu[hosts].append(cpu_s)
+        finally:
+            if machines:
+                from tests.sandbox import harness
+
+                for m in machines:
+                    harness.down(m.name)
     one, four = min(timings[1]), min(timings[4])
-    print(f"health.yml ({mode}): 1 host {one:.2f} s, 4 hosts {four:.2f} s, ratio {four / one:.2f} "
-          "(target <= 1.5)")  # fmt: skip
+    print(f"health.yml over {mode}: 1 host {one:.2f} s, 4 hosts {four:.2f} s, ratio "
+          f"{four / one:.2f} (target <= 1.5); controller CPU {min(cpu[1]):.1f} s vs "
+          f"{min(cpu[4]):.1f} s; load {_load()}")  # fmt: skip
     return {
         "mode": mode,
         "one_host_s": round(one, 2),
         "four_hosts_s": round(four, 2),
         "ratio": round(four / one, 2),
+        "controller_cpu_s": {"1": round(min(cpu[1]), 2), "4": round(min(cpu[4]), 2)},
         "runs": {str(k): [round(v, 2) for v in vs] for k, vs in timings.items()},
+        "load_after": _load(),
         "target": "4 hosts <= 1.5 x 1 host (forks 4)",
     }
 
@@ -135,13 +206,16 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="100,000 entries, one playbook run each"
     )
     parser.add_argument("--skip-playbook", action="store_true")
+    parser.add_argument("--no-sandbox", action="store_true", help="local-connection hosts only")
     args = parser.parse_args(argv)
     results: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="bench-health-") as tmp:
         work = Path(tmp)
         results["from_journal"] = bench_journal(100_000 if args.quick else 1_000_000, work)
         if not args.skip_playbook:
-            results["playbook"] = bench_playbook(work, repeats=1 if args.quick else 2)
+            results["playbook"] = bench_playbook(
+                work, repeats=1 if args.quick else 2, use_sandbox=not args.no_sandbox
+            )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written to {RESULTS.relative_to(ROOT)}")
