@@ -217,10 +217,19 @@ def iter_json(stream: IO[bytes], path: str = "<journal>") -> Iterator[Entry]:
             if mm is None:
                 continue
             message = _decode_json_string(mm.group(1))
-        explicit = _field(line, b'"UNIT":"') or _field(line, b'"USER_UNIT":"')
-        if not explicit:
-            explicit = _field(line, b'"_SYSTEMD_UNIT":"')
-        ident = _field(line, b'"SYSLOG_IDENTIFIER":"') if explicit in _MANAGER_UNITS else ""
+        # The unit a process logged from; systemd's own lines (init.scope) name the unit they
+        # are about in UNIT= / USER_UNIT=, which only then is worth a scan of the line.
+        u = line.find(b'"_SYSTEMD_UNIT":"')
+        if u >= 0:
+            ue = line.find(b'"', u + 17)
+            explicit = line[u + 17 : ue].decode("utf-8", "replace")
+        else:
+            explicit = ""
+        ident = ""
+        if explicit in _MANAGER_UNITS:
+            explicit = _field(line, b'"UNIT":"') or _field(line, b'"USER_UNIT":"') or explicit
+            if explicit in _MANAGER_UNITS:
+                ident = _field(line, b'"SYSLOG_IDENTIFIER":"')
         p = line.find(b'"PRIORITY":"')
         prio = line[p + 12] - 48 if p >= 0 else -1
         yield ts, _unit_for(explicit, ident, message), prio, message
