@@ -5,7 +5,7 @@
   controller, add the instance's Lightsail metrics to a host's audit and write its reports.
 - ``health fleet-report --dir DIR``: the fleet summary (worst verdict first) from the host reports.
 
-Exit status of the audit: 0 healthy, 1 degraded, 2 failing (so a script can branch on it);
+Exit status of the audit: 0 healthy, 1 degraded, 2 failing, 3 unknown (a script can branch);
 ``--json`` and ``--html`` always exit 0 when the audit itself ran.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from agent.cli.common import EXIT_USAGE, CliError, add_json_flag, print_json, settings
 
-VERDICT_EXIT = {"healthy": 0, "degraded": 1, "failing": 2}
+VERDICT_EXIT = {"healthy": 0, "degraded": 1, "failing": 2, "unknown": 3}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

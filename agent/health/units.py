@@ -221,7 +221,7 @@ def _show(names: list[str], systemctl: str) -> str:
         err = proc.stderr.strip()
         if "timestamp" not in err:
             break
-    raise UnitsError(f"{systemctl} show failed: {err[:200]}")
+    raise UnitsError(f"{systemctl} show failed: {'; '.join(err.splitlines())[:200]}")
 
 
 def unit_facts(names: Iterable[str], systemctl: str = "systemctl") -> dict[str, dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""The verdict of an audit: ``healthy``, ``degraded`` or ``failing``, with one line per reason.
+"""The verdict of an audit: ``healthy``, ``degraded`` or ``failing``, with one line per reason
+(``unknown`` when a live audit could not read the units' states at all).
 
 The daemon's own health (the core units) is judged apart from its dependents' (the subsidiary
 units): a core that runs while a subsidiary keeps failing is ``degraded`` — the production case of
@@ -13,8 +14,8 @@ from typing import Any
 
 from agent.health.journal import human_period
 
-SEVERITY_ORDER = {"failing": 0, "degraded": 1, "ok": 2, "info": 3}
-VERDICT_ORDER = {"failing": 0, "degraded": 1, "healthy": 2, "unknown": 3}
+SEVERITY_ORDER = {"failing": 0, "degraded": 1, "unknown": 2, "ok": 3, "info": 4}
+VERDICT_ORDER = {"failing": 0, "degraded": 1, "unknown": 2, "healthy": 3}
 DISK_LIMIT_PCT = 90.0
 MEMORY_LIMIT_PCT = 90.0
 
@@ -196,6 +197,8 @@ def decide(report: dict[str, Any], core: list[str], subsidiary: list[str]) -> di
         findings += credential_findings(report["credentials"])
     if report.get("workload"):
         findings += workload_findings(report["workload"])
+    for err in report.get("errors", []):
+        findings.append(_finding("unknown", None, f"audit incomplete: {err}"))
     severities = {f["severity"] for f in findings}
     verdict = (
         "failing"
@@ -204,6 +207,9 @@ def decide(report: dict[str, Any], core: list[str], subsidiary: list[str]) -> di
         if "degraded" in severities
         else "healthy"
     )
+    if verdict == "healthy" and report.get("mode") == "live" and not report.get("units"):
+        # Without the units' states the core's health is not known: never call that healthy.
+        verdict = "unknown"
     core_failing = any(f["severity"] == "failing" and f["unit"] in core_s for f in findings)
     if not core_failing and not any(f["severity"] == "ok" for f in findings):
         # Offline (no unit states): say what the journal shows about the core.
@@ -219,7 +225,9 @@ def decide(report: dict[str, Any], core: list[str], subsidiary: list[str]) -> di
                     )
                 )
     findings.sort(key=lambda f: SEVERITY_ORDER[f["severity"]])
-    reasons = [f["text"] for f in findings if f["severity"] in ("failing", "degraded", "ok")]
+    reasons = [
+        f["text"] for f in findings if f["severity"] in ("failing", "degraded", "unknown", "ok")
+    ]
     report["verdict"] = verdict
     report["reasons"] = reasons
     report["findings"] = findings

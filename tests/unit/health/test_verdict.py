@@ -149,3 +149,11 @@ def test_full_disk_is_degraded():
     report = decide({"units": _units(), "resources": res}, CORE, SUB)
     assert report["verdict"] == "degraded"
     assert "disk / 97.5% used" in report["reasons"]
+
+
+def test_live_audit_without_unit_states_is_unknown_not_healthy():
+    report = decide(
+        {"mode": "live", "units": {}, "errors": ["units: systemctl show failed"]}, CORE, SUB
+    )
+    assert report["verdict"] == "unknown"
+    assert report["reasons"] == ["audit incomplete: units: systemctl show failed"]
