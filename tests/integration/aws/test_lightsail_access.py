@@ -316,3 +316,19 @@ def test_lightsail_run_cleans_up_on_sigterm(fake_lightsail, tmp_path):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     assert list(tmp_path.glob("jada-run-*")) == []
+
+
+def test_cli_access_writes_private_files_and_prints_ansible_vars(fake_lightsail, short_tmp, host_key):
+    fake_lightsail.add_instance("web-1", host_keys=[host_key], public_ip="127.0.0.7")
+    target = short_tmp / "acc"
+    env = dict(os.environ, JADA_AGENT_CONFIG=str(short_tmp / "none"))
+    r = _cli("lightsail", "access", "web-1", "--dir", str(target), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["ansible_vars"]["ansible_host"] == "127.0.0.7"
+    assert "StrictHostKeyChecking=yes" in data["ansible_vars"]["ansible_ssh_common_args"]
+    assert "BEGIN OPENSSH PRIVATE KEY" not in r.stdout  # the key stays in its 0600 file
+    assert stat.S_IMODE((target / "id").stat().st_mode) == 0o600
+    again = _cli("lightsail", "access", "web-1", "--dir", str(target), env=env)
+    assert again.returncode == 64
+    assert "expected a new or empty directory" in again.stderr
