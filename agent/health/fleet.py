@@ -60,7 +60,8 @@ def load_report(path: Path, text: str | dict[str, Any] | None = None) -> dict[st
 
 def anomalies(series: dict[str, list[list[Any]]]) -> list[dict[str, Any]]:
     """Points that stand out: a failed status check, CPU pegged or far above its usual level,
-    burst capacity nearly spent, network far above its usual level."""
+    burst capacity nearly spent, network far above its usual level, a CloudWatch ``*used_percent``
+    (memory, disk) at 90 % or more."""
     out = []
     for metric, points in series.items():
         values = [v for _, v in points if v is not None]
@@ -80,6 +81,8 @@ def anomalies(series: dict[str, list[list[Any]]]) -> list[dict[str, Any]]:
                 why = f"burst capacity {v:.0f}%"
             elif metric.startswith("Network") and sd and v > mean + 4 * sd and v > 2 * mean:
                 why = f"{metric} {v:.0f} B"
+            elif metric.lower().endswith(("used_percent", "utilization")) and v >= 90:
+                why = f"{metric} {v:.0f}%"
             if why:
                 out.append({"metric": metric, "time": when, "value": v, "why": why})
     return out
@@ -135,6 +138,7 @@ def host_report(
     instance: str | None = None,
     region: str = "us-east-1",
     text: str | dict[str, Any] | None = None,
+    cloudwatch: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Add the instance's Lightsail metrics to a host's audit; write ``hosts/<name>.{json,html}``.
 
@@ -147,8 +151,8 @@ def host_report(
         raw.mkdir(parents=True, exist_ok=True)
         raw_text = text if isinstance(text, str) else json.dumps(text, indent=1)
         (raw / f"{_safe_name(report['host'])}.json").write_text(raw_text.rstrip("\n") + "\n")
-    if instance:
-        report["metrics"] = _metrics(report, instance, region)
+    if instance or cloudwatch:
+        report["metrics"] = _metrics(report, instance, region, cloudwatch)
     hosts = out_dir / "hosts"
     hosts.mkdir(parents=True, exist_ok=True)
     base = hosts / _safe_name(report["host"])
@@ -157,7 +161,9 @@ def host_report(
     return report
 
 
-def _metrics(report: dict[str, Any], instance: str, region: str) -> dict[str, Any]:
+def _metrics(
+    report: dict[str, Any], instance: str | None, region: str, cloudwatch: list[Any] | None
+) -> dict[str, Any]:
     from datetime import UTC
 
     from agent.aws.lightsail import LightsailError, metric_data, metric_period
@@ -170,11 +176,22 @@ def _metrics(report: dict[str, Any], instance: str, region: str) -> dict[str, An
     end = datetime.fromtimestamp(end_ts, UTC)
     period = metric_period(start, end)
     out["period_s"] = period
-    try:
-        series = metric_data(instance, region, start, end, period=period)
-    except LightsailError as exc:
-        out["error"] = f"metrics not available: {exc}"
-        series = {}
+    series: dict[str, list[list[Any]]] = {}
+    errors = []
+    if instance:
+        try:
+            series.update(metric_data(instance, region, start, end, period=period))
+        except LightsailError as exc:
+            errors.append(f"Lightsail metrics not available: {exc}")
+    if cloudwatch:
+        from agent.aws.cloudwatch import CloudWatchError, metric_series
+
+        try:
+            series.update(metric_series(cloudwatch, region, start, end, period))
+        except CloudWatchError as exc:
+            errors.append(f"CloudWatch metrics not available: {exc}")
+    if errors:
+        out["error"] = "; ".join(errors)
     found = anomalies(series)
     lineup, failure_times = line_up(report, found, period)
     return out | {
@@ -223,6 +240,7 @@ def ingest(audits: dict[str, Any], out_dir: Path, default_region: str, workers: 
             instance=entry.get("instance") or None,
             region=entry.get("region") or default_region,
             text=entry["audit"],
+            cloudwatch=entry.get("cloudwatch") or None,
         )
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(audits)))) as pool:

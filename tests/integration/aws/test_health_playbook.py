@@ -77,6 +77,9 @@ def test_health_playbook_writes_host_reports_and_a_fleet_summary_worst_first(
     assert any("none coincides" in line for line in a["metrics"]["lineup"])
     b = json.loads((reports / "hosts" / "host-b.json").read_text())
     assert any(x["metric"] == "StatusCheckFailed" for x in b["metrics"]["anomalies"])
-    assert (reports / "hosts" / "host-a.html").read_text().startswith("<!doctype html>")
+    html = (reports / "hosts" / "host-a.html").read_text()
+    assert (
+        html.startswith("<!doctype html>") and "Lightsail metrics" in html and "<polyline" in html
+    )
     assert json.loads((reports / "raw" / "host-a.json").read_text())["verdict"] == "degraded"
     assert "DEGRADED  host-a: port-sheet-sync.service failing" in r.stdout

@@ -318,7 +318,9 @@ def test_lightsail_run_cleans_up_on_sigterm(fake_lightsail, tmp_path):
     assert list(tmp_path.glob("jada-run-*")) == []
 
 
-def test_cli_access_writes_private_files_and_prints_ansible_vars(fake_lightsail, short_tmp, host_key):
+def test_cli_access_writes_private_files_and_prints_ansible_vars(
+    fake_lightsail, short_tmp, host_key
+):
     fake_lightsail.add_instance("web-1", host_keys=[host_key], public_ip="127.0.0.7")
     target = short_tmp / "acc"
     env = dict(os.environ, JADA_AGENT_CONFIG=str(short_tmp / "none"))
