@@ -52,6 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="JSON {host: {audit, instance, region}} (- for stdin): write the host reports first",
     )
+    fr.add_argument(
+        "--unreached",
+        default="",
+        metavar="H1,H2",
+        help="hosts the run could not audit (listed as unknown)",
+    )
     add_json_flag(fr)
     fr.set_defaults(func=cmd_fleet_report)
 
@@ -141,8 +147,11 @@ def cmd_fleet_report(args: argparse.Namespace) -> int:
                 raise FleetError(
                     f"{source}: expected JSON {{host: {{audit, ...}}}} ({exc})"
                 ) from None
-            ingest(audits, Path(args.dir), settings(args).aws.region)
-        summary = fleet_report(Path(args.dir))
+            only = ingest(audits, Path(args.dir), settings(args).aws.region)
+        else:
+            only = None
+        unreached = [h for h in args.unreached.split(",") if h]
+        summary = fleet_report(Path(args.dir), only, unreached)
     except FleetError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     if args.json:

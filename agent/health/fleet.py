@@ -221,7 +221,9 @@ th,td{border:1px solid #d0d7de;padding:4px 6px;text-align:left;vertical-align:to
 """
 
 
-def ingest(audits: dict[str, Any], out_dir: Path, default_region: str, workers: int = 8) -> None:
+def ingest(
+    audits: dict[str, Any], out_dir: Path, default_region: str, workers: int = 8
+) -> list[str]:
     """Write every host's report from ``{host: {"audit", "instance", "region"}}`` (the playbook
     hands them over in one go), fetching the hosts' metrics concurrently."""
     from concurrent.futures import ThreadPoolExecutor
@@ -245,14 +247,31 @@ def ingest(audits: dict[str, Any], out_dir: Path, default_region: str, workers: 
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(audits)))) as pool:
         list(pool.map(one, sorted(audits.items())))
+    return sorted(audits)
 
 
-def fleet_report(reports_dir: Path) -> dict[str, Any]:
-    """Summarise ``hosts/*.json``, worst verdict first; write fleet.json, fleet.html, fleet.txt."""
-    files = sorted((reports_dir / "hosts").glob("*.json"))
-    if not files:
+def fleet_report(
+    reports_dir: Path,
+    only: list[str] | None = None,
+    unreached: list[str] = (),  # type: ignore[assignment]
+) -> dict[str, Any]:
+    """Summarise the host reports, worst verdict first; write fleet.json, fleet.html, fleet.txt.
+
+    ``only``: the hosts of this run (reports left by earlier runs for other hosts are ignored);
+    without it, every ``hosts/*.json``. ``unreached``: hosts the run could not audit.
+    """
+    if only is None:
+        files = sorted((reports_dir / "hosts").glob("*.json"))
+    else:
+        files = [reports_dir / "hosts" / f"{_safe_name(h)}.json" for h in sorted(only)]
+    if not files and not unreached:
         raise FleetError(f"{reports_dir / 'hosts'}: no host reports (*.json) to summarise")
-    hosts = []
+    hosts = [
+        {"host": h, "file": _safe_name(h), "verdict": "unknown", "lineup": [],
+         "reasons": ["not audited: the host failed or was unreachable in this run"],
+         "metrics_error": None, "window": None}
+        for h in unreached
+    ]  # fmt: skip
     for f in files:
         r = load_report(f)
         metrics = r.get("metrics") or {}

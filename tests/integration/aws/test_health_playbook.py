@@ -16,7 +16,7 @@ from tests.unit.health import journalgen
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_health_playbook_writes_host_reports_and_a_fleet_summary_worst_first(
+def test_health_playbook_writes_host_reports_and_a_fleet_summary_worst_first_with_failed_hosts(
     fake_lightsail, tmp_path
 ):
     end = datetime.now(UTC).replace(microsecond=0, second=0, minute=15)
@@ -44,12 +44,19 @@ def test_health_playbook_writes_host_reports_and_a_fleet_summary_worst_first(
         yaml.safe_dump(
             {
                 "all": {
-                    "hosts": {"host-b": host("jada-b", healthy), "host-a": host("jada-a", degraded)}
+                    "hosts": {
+                        "host-b": host("jada-b", healthy),
+                        "host-a": host("jada-a", degraded),
+                        "host-c": host("jada-c", tmp_path / "missing.json"),  # its audit fails
+                    }
                 }
             }
         )
     )
     reports = tmp_path / "reports"
+    (reports / "hosts").mkdir(parents=True)
+    stale = {"host": "old-host", "verdict": "failing", "reasons": ["stale"], "window": {}}
+    (reports / "hosts" / "old-host.json").write_text(json.dumps(stale))  # an earlier run's
     env = dict(
         os.environ,
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -67,10 +74,14 @@ def test_health_playbook_writes_host_reports_and_a_fleet_summary_worst_first(
          "playbooks/health.yml", "-e", json.dumps(extra)],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=180, check=False,
     )  # fmt: skip
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert r.returncode == 2, r.stdout[-3000:] + r.stderr[-2000:]  # host-c failed its audit
     fleet = json.loads((reports / "fleet.json").read_text())
-    assert [h["host"] for h in fleet["hosts"]] == ["host-a", "host-b"]
-    assert [h["verdict"] for h in fleet["hosts"]] == ["degraded", "healthy"]
+    assert [(h["host"], h["verdict"]) for h in fleet["hosts"]] == [
+        ("host-a", "degraded"), ("host-c", "unknown"), ("host-b", "healthy"),
+    ]  # fmt: skip
+    assert fleet["hosts"][1]["reasons"] == [
+        "not audited: the host failed or was unreachable in this run"
+    ]
     assert fleet["worst"] == "degraded"
     a = json.loads((reports / "hosts" / "host-a.json").read_text())
     assert set(a["metrics"]["series"]) >= {"CPUUtilization", "BurstCapacityPercentage"}
