@@ -13,7 +13,7 @@ from typing import Any
 from agent.config import Settings
 from agent.health import verdict as verdict_mod
 from agent.health.creds import credentials as check_credentials
-from agent.health.journal import JournalAnalysis, iso_z, open_journal, read_live, read_stream
+from agent.health.journal import JournalAnalysis, analyse_path, iso_z, read_live, read_stream
 from agent.health.resources import resources
 from agent.health.units import UnitsError, unit_facts
 from agent.health.workload import workload
@@ -109,7 +109,7 @@ def audit_journal(
     if days:
         end = last_timestamp(p)
         since = end - days * 86400 if end is not None else None
-    analysis = JournalAnalysis(bucket_s=BUCKET_S, since=since).feed(open_journal(p))
+    analysis = analyse_path(p, bucket_s=BUCKET_S, since=since)
     report: dict[str, Any] = {
         "host": None,
         "generated": iso_z(time.time()),

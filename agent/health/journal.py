@@ -476,6 +476,46 @@ class JournalAnalysis:
         outcome = m.group(3)
         per_day[outcome] = per_day.get(outcome, 0) + 1
 
+    def merge(self, other: JournalAnalysis) -> JournalAnalysis:
+        """Fold in the analysis of another part of the same journal (parallel reading)."""
+        self.entries += other.entries
+        for attr, pick in (("first", min), ("last", max)):
+            mine, theirs = getattr(self, attr), getattr(other, attr)
+            setattr(
+                self,
+                attr,
+                theirs if mine is None else mine if theirs is None else pick(mine, theirs),
+            )
+        for unit, o in other._units.items():
+            u = self._units.get(unit)
+            if u is None:
+                self._units[unit] = o
+                continue
+            u.entries += o.entries
+            u.failures += o.failures
+            u.first, u.last = min(u.first, o.first), max(u.last, o.last)
+            u.last_failure = _latest(u.last_failure, o.last_failure)
+            u.last_success = _latest(u.last_success, o.last_success)
+        for key, o in other._sigs.items():
+            sig = self._sigs.get(key)
+            if sig is None:
+                self._sigs[key] = o
+                continue
+            if o.first < sig.first:
+                sig.sample = o.sample
+            sig.count += o.count
+            sig.first, sig.last = min(sig.first, o.first), max(sig.last, o.last)
+            sig.times.extend(o.times)
+        for unit, buckets in other._buckets.items():
+            mine_b = self._buckets.setdefault(unit, {})
+            for b, n in buckets.items():
+                mine_b[b] = mine_b.get(b, 0) + n
+        for day, outcomes in other._sessions.items():
+            mine_s = self._sessions.setdefault(day, {})
+            for outcome, n in outcomes.items():
+                mine_s[outcome] = mine_s.get(outcome, 0) + n
+        return self
+
     def result(self, min_count: int = 2) -> dict[str, Any]:
         """Findings as JSON-ready data; ``recurring`` holds signatures seen ``min_count`` times."""
         recurring = []
@@ -520,6 +560,79 @@ class JournalAnalysis:
             "timeline": {"bucket_s": self.bucket_s, "units": timeline},
             "sessions_by_day": {d: dict(v) for d, v in sorted(self._sessions.items())},
         }
+
+
+def _latest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+# Below this size one process reads the file; above it, one process per core reads a part.
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024
+
+
+def _analyse_part(
+    path: str, start: int, end: int, bucket_s: int, since: float | None
+) -> JournalAnalysis:
+    analysis = JournalAnalysis(bucket_s=bucket_s, since=since)
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        head = fh.read(1)
+        fh.seek(start)
+
+        def lines() -> Iterator[bytes]:
+            remaining = end - start
+            for line in fh:
+                yield line
+                remaining -= len(line)
+                if remaining <= 0:
+                    return
+
+        name = f"{path} (part from byte {start})"
+        source = iter_json(lines(), name) if head == b"{" else iter_short_iso(lines(), name)
+        analysis.feed(source)
+    analysis._kinds, analysis._sig_cache = {}, {}  # caches need not travel back
+    return analysis
+
+
+def _split(path: Path, parts: int) -> list[tuple[int, int]]:
+    """Byte ranges of about equal size, each starting at a line start."""
+    size = path.stat().st_size
+    cuts = [0]
+    with path.open("rb") as fh:
+        for i in range(1, parts):
+            fh.seek(size * i // parts)
+            fh.readline()  # finish the line we landed in
+            pos = fh.tell()
+            if pos > cuts[-1] and pos < size:
+                cuts.append(pos)
+    cuts.append(size)
+    return list(itertools.pairwise(cuts))
+
+
+def analyse_path(
+    path: str | Path, bucket_s: int = 600, since: float | None = None, workers: int | None = None
+) -> JournalAnalysis:
+    """Analyse a saved journal, reading a large uncompressed file with one process per core."""
+    import os
+
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise JournalError(f"{p}: cannot read the journal file ({exc.strerror})") from None
+    workers = workers or min(4, os.cpu_count() or 1)
+    if p.suffix == ".gz" or workers < 2 or size < PARALLEL_MIN_BYTES:
+        return JournalAnalysis(bucket_s=bucket_s, since=since).feed(open_journal(p))
+    import multiprocessing
+
+    ranges = _split(p, workers)
+    # fork: the workers inherit the imported modules instead of importing them again.
+    with multiprocessing.get_context("fork").Pool(len(ranges)) as pool:
+        parts = pool.starmap(_analyse_part, [(str(p), a, b, bucket_s, since) for a, b in ranges])
+    merged = parts[0]
+    for part in parts[1:]:
+        merged.merge(part)
+    return merged
 
 
 def describe(item: dict[str, Any]) -> str:

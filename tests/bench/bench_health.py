@@ -14,6 +14,7 @@ Figures are printed and written to ``tests/bench/results/health.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -35,19 +36,48 @@ END = datetime(2026, 5, 20, 14, 15, tzinfo=UTC)
 def _run_measured(
     argv: list[str], env: dict[str, str] | None = None
 ) -> tuple[float, float, int, float]:
-    """(wall seconds, peak RSS in MB, exit status, CPU seconds) of one child process.
+    """(wall seconds, peak RSS in MB summed over the process tree, exit status, CPU seconds).
 
-    The CPU time is the child's own (user + system, its children included once they are
-    waited for), meaningful on a busy machine where the wall time also counts waiting for a core.
+    The CPU time is the child's own plus its waited-for children (user + system): meaningful on a
+    busy machine where the wall time also counts waiting for a core. The RSS is sampled every
+    20 ms over the child and its workers together.
     """
+    import threading
+
+    import psutil
+
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT
     )
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        try:
+            root = psutil.Process(proc.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not done.is_set():
+            total = 0
+            try:
+                for p in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                return
+            peak[0] = max(peak[0], total)
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
+    done.set()
+    sampler.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime
+    rss_mb = max(peak[0] / 2**20, usage.ru_maxrss / 1024)
+    return wall, rss_mb, proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def _load() -> float:

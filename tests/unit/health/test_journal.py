@@ -139,3 +139,16 @@ def test_a_file_that_is_no_journal_is_a_clear_error_naming_file_and_line(tmp_pat
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(JournalError, match="cannot read the journal file"):
         list(open_journal(tmp_path / "nope.json"))
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_reading_in_parallel_parts_gives_the_same_findings(tmp_path, monkeypatch, fmt):
+    from agent.health import journal
+
+    p = tmp_path / f"journal.{fmt}"
+    journalgen.write(p, fmt=fmt, end=END, days=3, sync_failing_since=END - timedelta(days=2),
+                     noise_per_hour=30)  # fmt: skip
+    one = journal.analyse_path(p, workers=1).result()
+    monkeypatch.setattr(journal, "PARALLEL_MIN_BYTES", 1)
+    three = journal.analyse_path(p, workers=3).result()
+    assert three == one
