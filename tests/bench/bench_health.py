@@ -237,14 +237,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-playbook", action="store_true")
     parser.add_argument("--no-sandbox", action="store_true", help="local-connection hosts only")
+    parser.add_argument("--skip-journal", action="store_true")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="playbook runs per size (min kept)"
+    )
     args = parser.parse_args(argv)
     results: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="bench-health-") as tmp:
         work = Path(tmp)
-        results["from_journal"] = bench_journal(100_000 if args.quick else 1_000_000, work)
+        if not args.skip_journal:
+            results["from_journal"] = bench_journal(100_000 if args.quick else 1_000_000, work)
         if not args.skip_playbook:
             results["playbook"] = bench_playbook(
-                work, repeats=1 if args.quick else 2, use_sandbox=not args.no_sandbox
+                work,
+                repeats=args.repeats or (1 if args.quick else 2),
+                use_sandbox=not args.no_sandbox,
             )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
