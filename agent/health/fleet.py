@@ -88,6 +88,10 @@ def anomalies(series: dict[str, list[list[Any]]]) -> list[dict[str, Any]]:
     return out
 
 
+def _windows(n: int) -> str:
+    return "window" if n == 1 else "windows"
+
+
 def line_up(
     report: dict[str, Any], found: list[dict[str, Any]], period_s: int
 ) -> tuple[list[str], list[str]]:
@@ -115,12 +119,13 @@ def line_up(
         if hits:
             parts = ", ".join(f"{m} in {n}" for m, n in sorted(hits.items(), key=lambda x: -x[1]))
             lines.append(
-                f"{unit}: failures in {total} windows of {bucket // 60} min; anomalies nearby: {parts}"
+                f"{unit}: failures in {total} {_windows(total)} of {bucket // 60} min; "
+                f"anomalies nearby: {parts}"
             )
         else:
             lines.append(
-                f"{unit}: failures in {total} windows of {bucket // 60} min; none coincides with a "
-                "metric anomaly (not a resource or instance problem)"
+                f"{unit}: failures in {total} {_windows(total)} of {bucket // 60} min; none "
+                "coincides with a metric anomaly (not a resource or instance problem)"
             )
     if not found:
         lines.append("no metric anomaly in the window (status checks passed, CPU and burst normal)")

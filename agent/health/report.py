@@ -14,6 +14,8 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
+from agent.health.journal import human_period
+
 VERDICT_COLOURS = {
     "healthy": "#1a7f37",
     "degraded": "#b35900",
@@ -284,7 +286,7 @@ svg .anomaly{fill:#b35900}
 {% if report.recurring %}<table><tr><th>unit</th><th>signature</th><th>count</th><th>first</th><th>last</th><th>cadence</th></tr>
 {% for r in report.recurring %}<tr><td>{{ r.unit }}</td><td><code>{{ r.signature }}</code></td>
 <td class="num">{{ r.count }}</td><td>{{ r.first }}</td><td>{{ r.last }}</td>
-<td>{% if r.cadence_s %}every {{ r.cadence_s|int }} s since {{ r.regular_since }}{% else %}irregular{% endif %}</td></tr>
+<td>{% if r.cadence_s %}every {{ r.cadence_s|period }} since {{ r.regular_since }}{% else %}irregular{% endif %}</td></tr>
 {% endfor %}</table>{% else %}<p>None.</p>{% endif %}
 
 {% if report.units %}<h2>Units</h2><table><tr><th>unit</th><th>state</th><th>since</th><th>restarts</th><th>last run / next</th></tr>
@@ -310,6 +312,7 @@ svg .anomaly{fill:#b35900}
 """
 
 _ENV = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
+_ENV.filters["period"] = human_period
 
 
 def metric_charts(report: dict[str, Any]) -> list[Markup]:
