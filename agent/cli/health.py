@@ -159,3 +159,33 @@ def cmd_fleet_report(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(summary["text"])
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m agent.cli.health [-c FILE] health ...``: the same arguments as ``jada-agent``,
+    with only this command loaded — for a host (or a sandbox) that has the package and PyYAML but
+    not the other parts' dependencies."""
+    import logging
+
+    from agent.config import ConfigError
+
+    parser = argparse.ArgumentParser(prog="jada-agent")
+    parser.add_argument("-c", "--config", metavar="FILE")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    register(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"jada-agent: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CliError as exc:
+        print(f"jada-agent: {exc}", file=sys.stderr)
+        return exc.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

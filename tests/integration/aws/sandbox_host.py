@@ -19,7 +19,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 REMOTE_LIB = "/opt/jada-health"
-HEALTH_COMMAND = ["env", f"PYTHONPATH={REMOTE_LIB}", "python3", "-m", "agent"]
+# Only the health command is loaded: the guest has PyYAML but not the other parts' dependencies.
+HEALTH_COMMAND = ["env", f"PYTHONPATH={REMOTE_LIB}", "python3", "-m", "agent.cli.health"]
 SYNC_PERIOD_S = 3
 
 UNITS = {
