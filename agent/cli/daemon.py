@@ -1,9 +1,21 @@
-"""``jada-agent`` sub-commands of agent.daemon (registered by its owner)."""
+"""``jada-agent daemon``: the orchestrator service (unit ``jada-agent.service``, Type=notify)."""
 
 from __future__ import annotations
 
 import argparse
 
+from agent.cli.common import settings
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """No sub-commands yet."""
+    p = sub.add_parser(
+        "daemon",
+        help="run the orchestrator: take tasks from the dashboard and run Claude sessions",
+    )
+    p.set_defaults(func=cmd_daemon)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from agent.daemon.loop import run_daemon
+
+    return run_daemon(settings(args))
