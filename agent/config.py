@@ -106,7 +106,7 @@ class DaemonSettings:
     sessions_per_day: int = 5
     max_turns: int = 30
     runner: str = choice("anthropic", "anthropic", "command")
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
     max_tokens: int = 4096
     anthropic_base_url: str | None = None
     # systemd's LoadCredential= puts the key in $CREDENTIALS_DIRECTORY/anthropic-api-key, which

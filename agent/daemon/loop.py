@@ -29,6 +29,7 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -125,6 +126,7 @@ class Daemon:
         now: Callable[[], datetime] = utcnow,
         runner: AnthropicRunner | CommandRunner | None = None,
         out: Any = None,
+        isolate: bool = False,
     ):
         check_settings(settings)
         self.settings = settings
@@ -132,6 +134,8 @@ class Daemon:
         self.store = store or open_store(settings)
         self.now = now
         self.runner = runner or runner_for(settings)
+        # True in the service: each session runs in a child process (see agent.daemon.session).
+        self.isolate = isolate
         self.out = out or sys.stdout
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.budget = Budget(self.store, self.d.sessions_per_day, now)
@@ -325,7 +329,8 @@ class Daemon:
         if state.spent:
             self.say_once(f"budget spent: {state.describe()}")
             _notify.notify(f"STATUS=budget spent: {state.describe()}")
-            return min(self.d.poll_interval, self._seconds_until(state.rollover) + 0.001)
+            # Nothing can change that before the rollover (a nudge still wakes us to re-check).
+            return self._seconds_until(state.rollover) + 0.001
         task = self.store.next_ready_task()
         if task is None:
             self.say_once(f"no ready task: waiting ({state.left} sessions left today)")
@@ -435,7 +440,7 @@ class Daemon:
             self._in_session.set()
             self._check_in = time.monotonic() + self.d.session_timeout + 60
             try:
-                result = self.runner.run(ctx)
+                result = self._run_child(ctx) if self.isolate else self.runner.run(ctx)
             except SessionInterrupted:
                 result = SessionResult("interrupted", detail="daemon stopping: task stays open")
             except Exception as exc:  # a bug must not kill the daemon or lose the record
@@ -446,6 +451,49 @@ class Daemon:
                 self._check_in = time.monotonic() + 60
         self.finish(task, session.id, result)
         return result
+
+    def _run_child(self, ctx: SessionContext) -> SessionResult:
+        from agent.daemon import session as child
+
+        proc = child.spawn()
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(
+                    child.request(
+                        self.settings, ctx.task, ctx.session, ctx.api_key, str(ctx.workspace.real)
+                    )
+                )
+                proc.stdin.close()
+            try:
+                with self.interruptible():
+                    proc.wait(timeout=self.d.session_timeout + 120)
+            except SessionInterrupted:
+                # Stopping: the child records what it spent and answers "interrupted".
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                return SessionResult("timeout", detail="session process overran session_timeout")
+            got = child.parse_result(proc.stdout.read())
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for f in (proc.stdin, proc.stdout):
+                if f is not None:
+                    f.close()
+        if got is None:
+            return SessionResult(
+                "error", detail=f"session process exited {proc.returncode} without a result"
+            )
+        return got
 
     def finish(self, task: Task, session_id: int, r: SessionResult) -> None:
         # From here on a SIGTERM must not cut the bookkeeping short.
@@ -493,7 +541,7 @@ class Daemon:
 
 def run_daemon(settings: Settings) -> int:
     """``jada-agent daemon``: run the orchestrator until SIGTERM; 0 on a clean stop."""
-    daemon = Daemon(settings)
+    daemon = Daemon(settings, isolate=True)
     try:
         return daemon.run()
     finally:

@@ -33,6 +33,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -268,6 +269,8 @@ class CommandRunner:
                 cwd=ctx.workspace.real,
                 env=env,
                 stdin=subprocess.DEVNULL,
+                # Its output goes to the journal, never into a pipe nobody drains.
+                stdout=sys.stderr.fileno(),
                 start_new_session=True,
             )
         except OSError as exc:

@@ -71,7 +71,7 @@ BLOCK_KEYS = {
     "tool_use": {"type", "id", "name", "input", "cache_control"},
     "tool_result": {"type", "tool_use_id", "content", "is_error", "cache_control"},
 }
-MODELS = ("claude-sonnet-4-5", "claude-opus-4-1", "claude-haiku-4-5")
+MODELS = ("claude-sonnet-4-6", "claude-opus-4-7", "claude-haiku-4-5")
 
 
 def text(value: str) -> dict[str, Any]:
@@ -354,8 +354,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_header("request-id", f"req_fake_{next(self.owner._ids):06d}")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(raw)
+        # Headers and body in one write: two small writes meet the client's delayed ACK (40 ms).
+        self._headers_buffer.append(b"\r\n" + raw)
+        self.flush_headers()
 
     def _error(self, status: int, message: str, retry_after_ms: int | None = None) -> None:
         headers = {}
