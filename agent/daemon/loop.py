@@ -489,6 +489,8 @@ class Daemon:
             for f in (proc.stdin, proc.stdout):
                 if f is not None:
                     f.close()
+        if got is None and self.stop.is_set():
+            return SessionResult("interrupted", detail="daemon stopping: task stays open")
         if got is None:
             return SessionResult(
                 "error", detail=f"session process exited {proc.returncode} without a result"

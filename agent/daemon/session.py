@@ -11,8 +11,10 @@ short: the child answers ``interrupted`` with the turns it had spent.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -84,7 +86,20 @@ class _Interrupter:
             self.armed = False
 
 
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM if the daemon dies (SIGKILL), so no session runs on orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def child_main() -> int:
+    parent = os.getppid()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    if os.getppid() != parent:  # the daemon died before prctl took effect
+        return 1
     req: dict[str, Any] = json.loads(sys.stdin.buffer.read())
     settings = config.from_dict(req["settings"], req["source"])
     intr = _Interrupter()
