@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import textwrap
 from typing import Any
 
@@ -84,7 +85,7 @@ def cmd_add(args: argparse.Namespace) -> int:
                 body=args.body,
                 priority=args.priority,
                 depends_on=args.depends_on,
-                workspace=args.workspace,
+                workspace=os.path.abspath(args.workspace) if args.workspace else None,
                 needs_you=args.needs_you,
             )
         except StoreError as exc:

@@ -230,10 +230,13 @@ class Daemon:
                     # SQLite connections are per thread: this thread has its own.
                     store = store or open_store(self.settings)
                     if store.acquire_lease(LEASE, self.owner, self.d.lease_ttl) is None:
-                        log.error("session lease lost to another daemon: stopping sessions")
+                        # We stalled past the TTL and another daemon took over (and will record
+                        # our session as interrupted). Stop like on SIGTERM; exit 1 so that
+                        # systemd restarts us as a standby.
+                        self.say("session lease lost to another daemon: stopping")
                         self.lost_lease.set()
                         self.leader = False
-                        self.waker.wake()
+                        os.kill(os.getpid(), signal.SIGTERM)
                 except Exception as exc:  # the store is down: keep trying, the lease may expire
                     log.warning("cannot renew the session lease: %s", exc)
         if store is not None:
@@ -365,16 +368,16 @@ class Daemon:
         finally:
             _notify.notify("STOPPING=1")
             self.shutdown()
-        return 0
+        return 1 if self.lost_lease.is_set() else 0
 
     def shutdown(self) -> None:
         self.stop.set()
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=5)
-        if self.leader:
+        if self.leader and not self.lost_lease.is_set():
             with contextlib.suppress(Exception):
                 self.store.release_lease(LEASE, self.owner)
-            self.leader = False
+        self.leader = False
         self.waker.close()
         self.say("jada-agent daemon stopped")
 

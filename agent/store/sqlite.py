@@ -131,8 +131,32 @@ class SQLiteStore(Store):
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("PRAGMA foreign_keys = ON")
         self._migrate()
+        self._adopt_owner()
 
     # ------------------------------------------------------------------ plumbing
+    def _adopt_owner(self) -> None:
+        """Run as root (``sudo jada-agent tasks add``), leave no root-owned file behind.
+
+        The database and its ``-wal``/``-shm`` files take the owner of the state directory, so
+        the daemon, running as the service user, can still write them afterwards.
+        """
+        if self.path == ":memory:" or os.geteuid() != 0:
+            return
+        try:
+            parent = os.stat(Path(self.path).parent)
+        except OSError:
+            return
+        if parent.st_uid == 0:
+            return
+        for suffix in ("", "-wal", "-shm"):
+            f = self.path + suffix
+            try:
+                st = os.stat(f)
+                if st.st_uid == 0:
+                    os.chown(f, parent.st_uid, parent.st_gid)
+            except OSError:
+                continue
+
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):

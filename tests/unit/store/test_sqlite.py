@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +68,49 @@ def test_purge_keeps_open_work(store) -> None:
     removed = store.purge(datetime(2021, 1, 1, tzinfo=UTC))
     assert removed == 2
     assert store.get_task(done.id) is None and store.get_task(keep.id) is not None
+
+
+def _as_user(uid: int, fn) -> int:
+    """Run ``fn`` in a forked child that has dropped to ``uid``; its return value is the exit code."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 99
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            code = fn()
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as root and as the service user")
+def test_root_adding_a_task_leaves_the_store_writable_for_the_service_user() -> None:
+    nobody = 65534
+    top = Path(tempfile.mkdtemp(prefix="jada-own-"))
+    try:
+        top.chmod(0o755)
+        state = top / "state"
+        state.mkdir()
+        os.chown(state, nobody, nobody)
+        db = state / "store.db"
+
+        def daemon_writes() -> int:
+            s = SQLiteStore(db)
+            s.add_task("by the service user")
+            n = len(s.list_tasks())
+            s.close()
+            return n
+
+        # Root adds the first task before the daemon ever ran (sudo jada-agent tasks add).
+        with SQLiteStore(db) as store:
+            store.add_task("added by root")
+            owners = {p.name: p.stat().st_uid for p in state.iterdir()}
+        assert set(owners.values()) == {nobody}, owners
+        assert _as_user(nobody, daemon_writes) == 2
+        with SQLiteStore(db) as store:
+            store.add_task("root again, while the files exist")
+        assert _as_user(nobody, daemon_writes) == 4
+    finally:
+        shutil.rmtree(top)
