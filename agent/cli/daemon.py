@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from agent.cli.common import settings
 
@@ -18,4 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_daemon(args: argparse.Namespace) -> int:
     from agent.daemon.loop import run_daemon
 
+    # The journal is for people: no per-request chatter from the client libraries.
+    for name in ("botocore", "boto3", "urllib3", "httpx", "anthropic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return run_daemon(settings(args))

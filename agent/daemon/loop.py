@@ -213,6 +213,9 @@ class Daemon:
         self.leader = True
         self.lost_lease.clear()
         self.say(f"session lease taken ({self.owner}): this daemon runs sessions")
+        if self.waker.sock is None and self.waker.bind():
+            # The previous holder on this host is gone: its nudges now come here.
+            self.say(f"wake socket {self.waker.path} taken over")
         self.recover_interrupted()
         return True
 

@@ -18,12 +18,26 @@ from tests.fakes.anthropic import FakeAnthropic
 
 KEY = "sk-integration-5f3a9c"
 
+# A stand-in agent command for runner=command: quick to start (the Anthropic SDK alone takes
+# seconds to import), exits 0; with HOLD in its prompt it waits until told to go on.
+AGENT = """
+import os, sys, time
+prompt = open(sys.argv[1]).read()
+if "HOLD" in prompt:
+    open("entered", "w").close()
+    deadline = time.monotonic() + 30
+    while not os.path.exists("release") and time.monotonic() < deadline:
+        time.sleep(0.02)
+sys.exit(0)
+"""
+
 
 class DaemonProcess:
     """A daemon child whose output lines can be awaited."""
 
     def __init__(self, config: Path, env: dict[str, str] | None = None):
         self.lines: list[str] = []
+        self.times: list[float] = []
         self._q: queue.Queue[str] = queue.Queue()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "-c", str(config), "daemon"],
@@ -38,6 +52,7 @@ class DaemonProcess:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
+            self.times.append(time.monotonic())
             self.lines.append(line.rstrip("\n"))
             self._q.put(line)
 
@@ -97,11 +112,20 @@ def config_file(tmp_path, fake_server):
     key.write_text(KEY)
     key.chmod(0o600)
 
-    def make(**daemon) -> Path:
+    agent = tmp_path / "agent.py"
+    agent.write_text(AGENT)
+
+    def make(store: dict | None = None, command_runner: bool = False, **daemon) -> Path:
+        if command_runner:
+            daemon = {
+                "runner": "command",
+                "command": [sys.executable, str(agent), "{prompt_file}"],
+                **daemon,
+            }
         data = {
             "host_name": "itest",
             "state_dir": str(state),
-            "store": {"path": str(state / "store.db")},
+            "store": store or {"path": str(state / "store.db")},
             "daemon": {
                 "anthropic_base_url": fake_server.url,
                 "api_key_file": str(key),
@@ -141,3 +165,27 @@ def cli(config: Path, *argv: str) -> str:
         timeout=30,
     )
     return out.stdout
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    """Fake credentials for moto, for this process and the daemons it starts."""
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env

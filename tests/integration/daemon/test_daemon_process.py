@@ -34,15 +34,14 @@ def _store(cfg):
     return open_store(config.load(cfg))
 
 
-def test_a_task_added_while_idle_is_started_by_the_nudge(config_file, daemons, fake) -> None:
-    cfg = config_file()
-    fake.set_default(DONE)
+def test_a_task_added_while_idle_is_started_by_the_nudge(config_file, daemons) -> None:
+    cfg = config_file(command_runner=True)
     d = daemons(cfg)
     d.wait_for("no ready task: waiting")
     # poll_interval is an hour: only the nudge from `tasks add` can wake the daemon now.
     tid = cli(cfg, "tasks", "add", "nudged").strip()
     d.wait_for(rf"session 1 task {tid} started", timeout=10)
-    d.wait_for(rf"session 1 task {tid} ended outcome=completed turns=1 exit=0")
+    d.wait_for(rf"session 1 task {tid} ended outcome=completed turns=0 exit=0")
     assert d.stop() == 0
     with _store(cfg) as store:
         assert store.get_task(int(tid)).status == "done"
@@ -69,11 +68,21 @@ def test_sigterm_mid_session_records_interrupted_and_exits_cleanly(
         assert store.get_task(1).status == "ready"
 
 
+def _held(workspace_root, task_id: int):
+    return workspace_root / f"task-{task_id}"
+
+
+def _wait_file(path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
 def test_two_daemons_on_one_store_only_one_runs_sessions_and_the_other_takes_over(
-    config_file, daemons, fake
+    config_file, daemons, tmp_path
 ) -> None:
-    cfg = config_file()
-    fake.set_default(DONE)
+    cfg = config_file(command_runner=True)
     a = daemons(cfg)
     a.wait_for("session lease taken")
     b = daemons(cfg)
@@ -87,16 +96,14 @@ def test_two_daemons_on_one_store_only_one_runs_sessions_and_the_other_takes_ove
     assert not any("started" in line for line in b.lines)
     # The holder dies mid-session: the standby sees its pid gone, takes over, and records the
     # dead daemon's session as interrupted (it counts against the day).
-    release, entered = threading.Event(), threading.Event()
-    _blocking_fake(fake, release, entered)
-    cli(cfg, "tasks", "add", "in flight")
+    cli(cfg, "tasks", "add", "in flight", "--body", "HOLD")
     a.wait_for("session 3 task 3 started")
-    assert entered.wait(15)
+    _wait_file(_held(tmp_path / "ws", 3) / "entered")
     a.kill()
-    release.set()
-    fake.set_handler(None)
     b.wait_for("session lease taken", timeout=15)
     b.wait_for("session 3 task 3 ended outcome=interrupted")
+    b.wait_for("session 4 task 3 started")
+    (_held(tmp_path / "ws", 3) / "release").touch()
     b.wait_for(r"session 4 task 3 ended outcome=completed")
     with _store(cfg) as store:
         assert [s.outcome for s in store.list_sessions()][-2:] == ["interrupted", "completed"]
@@ -163,3 +170,29 @@ def test_a_refused_key_pauses_sessions_until_the_question_is_answered(
     d.wait_for("session 2 task 1 ended outcome=completed", timeout=10)
     os.kill(d.pid, signal.SIGTERM)
     assert d.proc.wait(timeout=20) == 0
+
+
+def test_two_daemons_on_a_dynamodb_store_share_one_lease(
+    config_file, daemons, moto_url, aws_env, tmp_path
+) -> None:
+    cfg = config_file(
+        command_runner=True,
+        store={
+            "backend": "dynamodb",
+            "dynamodb": {"table_prefix": f"itest-{tmp_path.name[-20:]}", "endpoint_url": moto_url},
+        },
+    )
+    a = daemons(cfg)
+    a.wait_for("session lease taken", timeout=20)
+    b = daemons(cfg)
+    b.wait_for("standing by", timeout=20)
+    tid = cli(cfg, "tasks", "add", "fleet task").strip()
+    a.wait_for(rf"session 1 task {tid} ended outcome=completed", timeout=20)
+    a.kill()
+    b.wait_for("session lease taken", timeout=15)
+    tid2 = cli(cfg, "tasks", "add", "after failover").strip()
+    b.wait_for(rf"session 2 task {tid2} ended outcome=completed", timeout=20)
+    with _store(cfg) as store:
+        owners = [s.owner.split(":")[1] for s in store.list_sessions()]
+    assert owners == [str(a.pid), str(b.pid)]
+    assert b.stop() == 0

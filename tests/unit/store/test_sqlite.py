@@ -114,3 +114,48 @@ def test_root_adding_a_task_leaves_the_store_writable_for_the_service_user() -> 
         assert _as_user(nobody, daemon_writes) == 4
     finally:
         shutil.rmtree(top)
+
+
+def test_migrating_a_version_1_store_counts_unfinished_dependencies(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for stmt in MIGRATIONS[0].split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+    db.execute("PRAGMA user_version = 1")
+    t = "2026-05-13T00:00:00.000000Z"
+    rows = [
+        (1, "done dep", "done", 0),
+        (2, "open dep", "ready", 0),
+        (3, "waits on 1", "ready", 9),
+        (4, "waits on 1 and 2", "ready", 9),
+    ]
+    for i, title, status, prio in rows:
+        db.execute(
+            "INSERT INTO tasks (id, title, status, priority, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+            (i, title, status, prio, t, t),
+        )
+    db.executemany("INSERT INTO task_deps VALUES (?, ?)", [(3, 1), (4, 1), (4, 2)])
+    db.close()
+    with SQLiteStore(path) as store:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        pending = dict(store.db.execute("SELECT id, pending_deps FROM tasks"))
+        assert pending == {1: 0, 2: 0, 3: 0, 4: 1}
+        assert store.next_ready_task().id == 3
+        store.set_task_status(3, "done")
+        assert store.next_ready_task().id == 2
+        store.set_task_status(2, "done")
+        assert store.next_ready_task().id == 4
+
+
+def test_a_store_newer_than_the_code_is_refused(tmp_path) -> None:
+    SQLiteStore(tmp_path / "s.db").close()
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer than this jada-agent"):
+        SQLiteStore(tmp_path / "s.db")
