@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument(
         "--needs-you",
         action="store_true",
-        help="a task for a person (never given to a session): the body says what to do",
+        help="a task for a person (never given to a session): the body says what to do;"
+        " an open needs-you task with the same title is reused (noted, same id)",
     )
     add_json_flag(add)
     add.set_defaults(func=cmd_add)

@@ -30,7 +30,17 @@ def add_task(
     workspace: str | None = None,
     needs_you: bool = False,
 ) -> tuple[Task, bool]:
-    """Add a task and nudge a local daemon; returns (task, whether a daemon was nudged)."""
+    """Add a task and nudge a local daemon; returns (task, whether a daemon was nudged).
+
+    A needs-you task whose title matches an open one is not added twice (a remediation that
+    runs again must not flood the person): the open task gets a note and is returned.
+    """
+    if needs_you:
+        for open_task in store.list_tasks(["needs_you"]):
+            if open_task.title == title:
+                note = "raised again" + (f": {body}" if body and body != open_task.body else "")
+                store.add_note(open_task.id, note)
+                return store.get_task(open_task.id), False  # type: ignore[return-value]
     task = store.add_task(
         title,
         body=body,

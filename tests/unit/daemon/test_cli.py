@@ -110,3 +110,18 @@ def test_a_bad_settings_file_names_the_key_and_exits_64(tmp_path, capsys) -> Non
     cfg.write_text("daemon:\n  sessions_per_day: many\n")
     assert main(["-c", str(cfg), "status"]) == 64
     assert "daemon.sessions_per_day: expected an integer" in capsys.readouterr().err
+
+
+def test_raising_the_same_needs_you_task_again_reuses_the_open_one(cli) -> None:
+    _, first, _ = cli(
+        "tasks", "add", "Re-authorise the port sheet", "--needs-you", "--body", "run X"
+    )
+    _, again, _ = cli(
+        "tasks", "add", "Re-authorise the port sheet", "--needs-you", "--body", "run Y"
+    )
+    assert first == again
+    _, out, _ = cli("tasks", "show", first.strip(), "--json")
+    assert [n["text"] for n in json.loads(out)["notes"]] == ["raised again: run Y"]
+    cli("tasks", "done", first.strip())
+    _, third, _ = cli("tasks", "add", "Re-authorise the port sheet", "--needs-you")
+    assert third != first  # once answered, a new occurrence is a new task
