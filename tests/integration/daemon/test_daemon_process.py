@@ -10,6 +10,7 @@ import threading
 import time
 
 import psutil
+import pytest
 
 from agent import config
 from agent.store import open_store
@@ -79,6 +80,7 @@ def _wait_file(path, timeout: float = 20) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_two_daemons_on_one_store_only_one_runs_sessions_and_the_other_takes_over(
     config_file, daemons, tmp_path
 ) -> None:
@@ -152,6 +154,7 @@ def test_the_api_key_never_shows_in_the_process_list_or_the_log(config_file, dae
     assert fake.requests[0]["key"] == KEY  # yet the session did use it
 
 
+@pytest.mark.slow
 def test_a_refused_key_pauses_sessions_until_the_question_is_answered(
     config_file, daemons, fake
 ) -> None:
@@ -172,6 +175,7 @@ def test_a_refused_key_pauses_sessions_until_the_question_is_answered(
     assert d.proc.wait(timeout=20) == 0
 
 
+@pytest.mark.slow
 def test_two_daemons_on_a_dynamodb_store_share_one_lease(
     config_file, daemons, moto_url, aws_env, tmp_path
 ) -> None:
