@@ -152,6 +152,9 @@ class DaemonSettings:
                 raise ConfigError(
                     file, f"{prefix}allowed_commands[{i}]", "a bare command name such as git", name
                 )
+        for key in ("workspace_root", "api_key_file"):
+            if not os.path.isabs(getattr(self, key)):
+                raise ConfigError(file, prefix + key, "an absolute path", getattr(self, key))
         if self.lease_ttl < 5:
             raise ConfigError(
                 file, prefix + "lease_ttl", "a duration of at least 5s", self.lease_ttl

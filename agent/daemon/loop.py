@@ -99,15 +99,8 @@ def _key_signature(settings: Settings) -> tuple[str, int, int, int] | None:
 
 def check_settings(settings: Settings) -> None:
     """What the daemon needs beyond the schema; raises ConfigError naming the key."""
-    d = settings.daemon
-    if d.runner == "command" and not d.command:
-        raise ConfigError(
-            settings.source, "daemon.command", "a non-empty argv list when daemon.runner is command"
-        )
-    if not os.path.isabs(d.workspace_root):
-        raise ConfigError(
-            settings.source, "daemon.workspace_root", "an absolute path", d.workspace_root
-        )
+    # The rest is checked when the settings are read (DaemonSettings.check); this one depends
+    # on the top-level state_dir too.
     path = socket_path(settings)
     if len(os.fsencode(path)) > 107:
         raise ConfigError(
@@ -143,7 +136,6 @@ class Daemon:
         self.stop = threading.Event()
         self.leader = False
         self.lost_lease = threading.Event()
-        self._in_session = threading.Event()
         self._interruptible = False
         self._check_in = time.monotonic() + 60  # when the main thread promises to be back
         self._last_said: str | None = None
@@ -443,7 +435,6 @@ class Daemon:
                 progress=lambda t, i, o: self.store.update_session(session.id, t, i, o),
                 interruptible=self.interruptible,
             )
-            self._in_session.set()
             self._check_in = time.monotonic() + self.d.session_timeout + 60
             try:
                 result = self._run_child(ctx) if self.isolate else self.runner.run(ctx)
@@ -453,7 +444,6 @@ class Daemon:
                 log.exception("session %s crashed", session.id)
                 result = SessionResult("error", detail=f"runner crashed: {type(exc).__name__}")
             finally:
-                self._in_session.clear()
                 self._check_in = time.monotonic() + 60
         self.finish(task, session.id, result)
         return result

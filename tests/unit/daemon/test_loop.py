@@ -132,6 +132,10 @@ def test_bad_daemon_settings_name_the_key(daemon_settings) -> None:
         daemon_settings(max_turns="thirty")
     with pytest.raises(ConfigError, match=r"daemon\.runner: expected one of anthropic, command"):
         daemon_settings(runner="openai")
-    settings = daemon_settings(workspace_root="relative/ws")
     with pytest.raises(ConfigError, match=r"daemon\.workspace_root: expected an absolute path"):
+        daemon_settings(workspace_root="relative/ws")
+    settings = daemon_settings(wake_socket="/tmp/" + "x" * 120)
+    with pytest.raises(
+        ConfigError, match=r"daemon\.wake_socket: expected a socket path of at most"
+    ):
         Daemon(settings, store=open_store(settings))
