@@ -98,8 +98,9 @@ def cmd_add(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _line(t: Task) -> str:
-    deps = f" after {','.join(map(str, t.depends_on))}" if t.depends_on else ""
+def _line(t: Task, open_ids: set[int]) -> str:
+    waits = [d for d in t.depends_on if d in open_ids]
+    deps = f"  (waits for {', '.join(map(str, waits))})" if waits else ""
     return f"{t.id:>5}  {t.status:<9} {t.priority:>4}  {t.title}{deps}"
 
 
@@ -111,6 +112,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     wanted = args.status or ["ready", "running", "blocked", "needs_you"]
     with _store(args) as store:
         tasks = store.list_tasks(None if "all" in wanted else wanted)
+        open_ids = {t.id for t in store.list_tasks(["ready", "running", "blocked", "needs_you"])}
     if args.json:
         print_json([t.to_json() for t in tasks])
         return EXIT_OK
@@ -119,7 +121,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{'id':>5}  {'status':<9} {'prio':>4}  title")
     for t in tasks:
-        print(_line(t))
+        print(_line(t, open_ids))
         if t.kind == "needs_you" and t.body:
             # A person reads this: show the exact command, not a truncated summary.
             print(_indented(t.body))
@@ -135,7 +137,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         print_json(task.to_json())
         return EXIT_OK
     print(f"task {task.id}: {task.title}")
-    print(f"  status:    {task.status}{' (needs you)' if task.kind == 'needs_you' else ''}")
+    print(
+        f"  status:    {task.status}{' (a task for a person)' if task.kind == 'needs_you' else ''}"
+    )
     print(f"  priority:  {task.priority}")
     if task.depends_on:
         print(f"  after:     {', '.join(map(str, task.depends_on))}")

@@ -129,6 +129,11 @@ def child_main() -> int:
                 result = runner_for(settings).run(ctx)
             except SessionInterrupted:
                 result = SessionResult("interrupted", detail="daemon stopping: task stays open")
+            except Exception as exc:  # reported as data; the traceback goes to the journal
+                import traceback
+
+                traceback.print_exc()
+                result = SessionResult("error", detail=f"runner crashed: {type(exc).__name__}")
     sys.stdout.write(json.dumps(dataclasses.asdict(result)) + "\n")
     sys.stdout.flush()
     return 0

@@ -43,7 +43,10 @@ def test_tasks_add_prints_the_id_and_list_shows_it(cli) -> None:
         data["depends_on"] == [1] and data["status"] == "ready" and data["daemon_nudged"] is False
     )
     code, out, _ = cli("tasks", "list")
-    assert "write the README" in out and "publish after 1" in out
+    assert "write the README" in out and "publish  (waits for 1)" in out
+    cli("tasks", "done", "1")
+    _, out, _ = cli("tasks", "list")
+    assert "waits for" not in out
 
 
 def test_a_needs_you_task_shows_its_command_in_list_show_and_status(cli) -> None:
@@ -53,7 +56,7 @@ def test_a_needs_you_task_shows_its_command_in_list_show_and_status(cli) -> None
     _, out, _ = cli("tasks", "list", "--status", "needs_you")
     assert "needs_you" in out and "ansible-playbook playbooks/reauth.yml -l jada-1" in out
     _, out, _ = cli("tasks", "show", tid)
-    assert "(needs you)" in out and body in out
+    assert "(a task for a person)" in out and body in out
     _, out, _ = cli("status")
     assert "1 need you" in out and "reauth.yml -l jada-1" in out
     _, out, _ = cli("status", "--json")
