@@ -126,6 +126,10 @@ class DaemonSettings:
     lease_ttl: float = duration("60s")
     # Safety net for a shared store whose tasks are added on other hosts (no nudge reaches us).
     poll_interval: float = duration("5m")
+    # After a session that failed because the API was unavailable, wait this long before the next.
+    error_backoff: float = duration("15m")
+    # A task whose sessions end in a (non-transient) error this many times in a row is failed.
+    max_task_errors: int = 3
 
     def check(self, file: Any, prefix: str) -> None:
         if self.runner == "command" and not self.command:
@@ -338,6 +342,7 @@ _POSITIVE = {
     "sessions_per_day",
     "max_turns",
     "max_tokens",
+    "max_task_errors",
     "retention_days",
     "artifacts_keep",
     "history_days",

@@ -59,6 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     done.add_argument("--note", help="what was done or answered")
     done.set_defaults(func=cmd_done)
 
+    re_ = tsub.add_parser("reopen", help="put a failed or done task back in the queue")
+    re_.add_argument("id", type=int)
+    re_.add_argument("--note", help="why it can run now")
+    re_.set_defaults(func=cmd_reopen)
+
     st = sub.add_parser("status", help="sessions used and left today, queue, needs-you, outcomes")
     add_json_flag(st)
     st.set_defaults(func=cmd_status)
@@ -171,6 +176,21 @@ def cmd_done(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reopen(args: argparse.Namespace) -> int:
+    from agent.daemon import dashboard
+
+    s = settings(args)
+    with open_store(s) as store:
+        task = store.get_task(args.id)
+        if task is None:
+            raise CliError(f"no task {args.id}")
+        if task.kind == "needs_you" or task.status not in ("failed", "done"):
+            raise CliError(f"task {args.id} is {task.status}: only a failed or done task reopens")
+        dashboard.reopen(store, s, args.id, args.note)
+    print(f"task {args.id} ready")
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from agent.daemon import dashboard
 
@@ -188,7 +208,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     q = r["queue"]
     print(
         f"queue: {q['ready']} ready, {q['running']} running, {q['blocked']} blocked,"
-        f" {q['needs_you']} need you"
+        f" {q['needs_you']} need you, {r['failed']} failed"
     )
     if r["next_task"]:
         print(f"next: task {r['next_task']['id']}: {r['next_task']['title']}")

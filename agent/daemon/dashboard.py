@@ -60,6 +60,13 @@ def mark_done(store: Store, settings: Settings, task_id: int, note: str | None =
     return task
 
 
+def reopen(store: Store, settings: Settings, task_id: int, note: str | None = None) -> Task:
+    """Put a failed (or done) task back in the queue."""
+    task = store.set_task_status(task_id, "ready", note=note or "reopened by hand")
+    nudge(socket_path(settings))
+    return task
+
+
 def status_report(store: Store, settings: Settings, now: datetime | None = None) -> dict[str, Any]:
     now = now or utcnow()
     budget = Budget(store, settings.daemon.sessions_per_day).state(now)
@@ -77,6 +84,7 @@ def status_report(store: Store, settings: Settings, now: datetime | None = None)
         "seconds_to_rollover": int((budget.rollover - now).total_seconds()),
         "queue_depth": counts["ready"],
         "queue": {s: counts[s] for s in TASK_STATUSES if s not in ("done", "failed")},
+        "failed": len(store.list_tasks(["failed"])),
         "next_task": {"id": nxt.id, "title": nxt.title} if nxt else None,
         "needs_you": counts["needs_you"],
         "needs_you_tasks": [

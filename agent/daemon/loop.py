@@ -41,7 +41,7 @@ from typing import Any
 
 from agent.config import ConfigError, Settings
 from agent.daemon import _notify
-from agent.daemon.budget import Budget
+from agent.daemon.budget import Budget, iso_short
 from agent.daemon.runners import (
     AnthropicRunner,
     CommandRunner,
@@ -141,6 +141,7 @@ class Daemon:
         self._last_said: str | None = None
         self._purged_day: datetime | None = None
         self._auth_block: tuple[Any, int | None] | None = None
+        self._backoff_until: datetime | None = None
         self._heartbeat: threading.Thread | None = None
         self.watchdog = self.d.watchdog_interval or _notify.watchdog_interval() or 0.0
 
@@ -323,6 +324,14 @@ class Daemon:
                 " no budget is spent until it is replaced"
             )
             return self.d.poll_interval
+        if self._backoff_until is not None:
+            if self.now() < self._backoff_until:
+                self.say_once(
+                    "Anthropic API unavailable: next session not before"
+                    f" {iso_short(self._backoff_until)}"
+                )
+                return self._seconds_until(self._backoff_until)
+            self._backoff_until = None
         state = self.budget.state()
         if state.spent:
             self.say_once(f"budget spent: {state.describe()}")
@@ -493,6 +502,14 @@ class Daemon:
             )
         return got
 
+    def _keeps_failing(self, task_id: int) -> bool:
+        """The task's last ``max_task_errors`` sessions (this one included) all ended in error."""
+        mine = [s for s in self.store.list_sessions() if s.task_id == task_id]
+        last = mine[-self.d.max_task_errors :]
+        return len(last) == self.d.max_task_errors and all(
+            s.outcome == "error" and s.exit_code != 75 for s in last
+        )
+
     def finish(self, task: Task, session_id: int, r: SessionResult) -> None:
         # From here on a SIGTERM must not cut the bookkeeping short.
         self._interruptible = False
@@ -527,9 +544,18 @@ class Daemon:
                 " the next session continues from the progress notes",
                 "interrupted": f"session {session_id} was interrupted after {r.turns} turns",
             }.get(r.outcome, f"session {session_id} ended {r.outcome}: {r.detail}")
-            self.store.set_task_status(task.id, "ready", note=why, now=at)
+            status = "ready"
+            if r.outcome == "error" and not r.transient and self._keeps_failing(task.id):
+                status = "failed"
+                why += (
+                    f"; {self.d.max_task_errors} sessions in a row ended in error: marked failed"
+                    " (see the notes; `jada-agent tasks reopen` to try again)"
+                )
+            self.store.set_task_status(task.id, status, note=why, now=at)
             if r.outcome == "auth_error":
                 self._key_problem("was refused (HTTP 401)", session_id, task)
+            if r.transient:
+                self._backoff_until = at + timedelta(seconds=self.d.error_backoff)
         tokens = f" tokens={r.input_tokens}/{r.output_tokens}" if r.input_tokens else ""
         self.say(
             f"session {session_id} task {task.id} ended outcome={r.outcome} turns={r.turns}"

@@ -23,7 +23,8 @@ anything else               ``error``
 ==========================  ==================================================
 
 Both runners record ``exit_code`` with the same convention: 0 completed/needs_you, 1 max_turns
-(an expected end: the task stays open), 2 error, 77 auth_error, 124 timeout, 143 interrupted.
+(an expected end: the task stays open), 2 error, 75 error because the API was unavailable
+(EX_TEMPFAIL: the daemon backs off), 77 auth_error, 124 timeout, 143 interrupted.
 """
 
 from __future__ import annotations
@@ -72,10 +73,13 @@ class SessionResult:
     summary: str = ""
     question_id: int | None = None
     question: dict[str, str] | None = None
+    # The API was unavailable (5xx/429 after the SDK's retries, no connection): not the task's
+    # fault, so the daemon backs off instead of spending the day's sessions on it.
+    transient: bool = False
 
     def __post_init__(self) -> None:
         if self.exit_code is None:
-            self.exit_code = EXIT_CODES.get(self.outcome, 2)
+            self.exit_code = 75 if self.transient else EXIT_CODES.get(self.outcome, 2)
 
 
 @dataclass
@@ -205,10 +209,14 @@ class AnthropicRunner:
             return result("auth_error", f"the API key was refused (HTTP {exc.status_code})")
         except anthropic.APIStatusError as exc:
             return result(
-                "error", f"Anthropic API answered HTTP {exc.status_code}: {_api_message(exc)}"
+                "error",
+                f"Anthropic API answered HTTP {exc.status_code}: {_api_message(exc)}",
+                transient=exc.status_code >= 500 or exc.status_code in (408, 409, 429),
             )
         except anthropic.APIConnectionError as exc:
-            return result("error", f"cannot reach the Anthropic API: {type(exc).__name__}")
+            return result(
+                "error", f"cannot reach the Anthropic API: {type(exc).__name__}", transient=True
+            )
 
 
 def _block(b: Any) -> dict[str, Any]:

@@ -156,7 +156,7 @@ def test_rate_limits_and_overload_are_retried_by_the_sdk(make_daemon, fake) -> N
     assert [r["status"] for r in fake.requests] == [429, 529, 200]
 
 
-def test_a_persistent_server_error_ends_the_session_as_error_and_keeps_the_task(
+def test_a_persistent_server_error_ends_the_session_as_a_transient_error_keeping_the_task(
     make_daemon, fake
 ) -> None:
     d = make_daemon()
@@ -164,9 +164,10 @@ def test_a_persistent_server_error_ends_the_session_as_error_and_keeps_the_task(
     fake.fail(500, count=10)
     d.step()
     s = _only_session(d)
-    assert (s.outcome, s.exit_code) == ("error", 2)
+    assert (s.outcome, s.exit_code) == ("error", 75)
     assert d.store.get_task(task.id).status == "ready"
     assert "HTTP 500" in log_of(d)
+    assert [r["status"] for r in fake.requests] == [500, 500, 500, 500]  # 1 + 3 SDK retries
 
 
 def test_a_missing_key_spends_no_budget_and_names_the_file(

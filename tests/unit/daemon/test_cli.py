@@ -128,3 +128,17 @@ def test_raising_the_same_needs_you_task_again_reuses_the_open_one(cli) -> None:
     cli("tasks", "done", first.strip())
     _, third, _ = cli("tasks", "add", "Re-authorise the port sheet", "--needs-you")
     assert third != first  # once answered, a new occurrence is a new task
+
+
+def test_only_a_failed_or_done_task_reopens(cli) -> None:
+    cli("tasks", "add", "x")
+    code, _, err = cli("tasks", "reopen", "1")
+    assert code == 1 and "only a failed or done task reopens" in err
+    from agent import config
+
+    with open_store(config.load(cli.config)) as store:
+        store.set_task_status(1, "failed")
+    code, out, _ = cli("tasks", "reopen", "1", "--note", "bug fixed")
+    assert code == 0 and "task 1 ready" in out
+    _, out, _ = cli("tasks", "show", "1", "--json")
+    assert json.loads(out)["status"] == "ready"

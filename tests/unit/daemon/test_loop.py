@@ -139,3 +139,35 @@ def test_bad_daemon_settings_name_the_key(daemon_settings) -> None:
         ConfigError, match=r"daemon\.wake_socket: expected a socket path of at most"
     ):
         Daemon(settings, store=open_store(settings))
+
+
+def test_an_unavailable_api_backs_off_instead_of_spending_the_day(make_daemon, fake, clock) -> None:
+    d = make_daemon(error_backoff="15m")
+    task = d.store.add_task("x")
+    fake.fail(529, count=10)
+    d.step()
+    (s,) = d.store.list_sessions()
+    assert (s.outcome, s.exit_code) == ("error", 75)
+    assert d.step() == pytest.approx(900, abs=1)
+    assert "Anthropic API unavailable: next session not before 2026-05-13T23:15:00Z" in log_of(d)
+    assert len(d.store.list_sessions()) == 1
+    fake.reset()
+    fake.set_default(DONE)
+    clock.advance(minutes=15)
+    d.step()
+    assert d.store.get_task(task.id).status == "done"
+
+
+def test_a_task_that_errors_three_sessions_in_a_row_is_failed(make_daemon, fake) -> None:
+    from tests.fakes.anthropic import error
+
+    d = make_daemon(sessions_per_day=10)
+    task = d.store.add_task("poison")
+    fake.script([error(400, "prompt is too long")] * 3)
+    for _ in range(3):
+        d.step()
+    assert [s.exit_code for s in d.store.list_sessions()] == [2, 2, 2]
+    got = d.store.get_task(task.id)
+    assert got.status == "failed" and "3 sessions in a row ended in error" in got.notes[-1]["text"]
+    assert d.step() is not None  # nothing left to run: the budget is kept
+    assert len(d.store.list_sessions()) == 3
