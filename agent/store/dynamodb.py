@@ -58,6 +58,7 @@ class DynamoStore(Store):
     """The dashboard in one DynamoDB table (created on first use, pay per request)."""
 
     def __init__(self, settings: DynamoSettings, *, client_config: Config | None = None):
+        self.settings = settings
         self.table_name = f"{settings.table_prefix}-store"
         try:
             self.resource = boto3.resource(
@@ -250,11 +251,16 @@ class DynamoStore(Store):
         stamp: str,
         note: str | None = None,
         pending: int | None = None,
-    ) -> None:
-        """Set status (and pending count), keeping the sparse pick index in step."""
+    ) -> bool:
+        """Set status and pending count, keeping the sparse pick index in step.
+
+        Optimistic: the write holds only if the item's version is still the one read, so two
+        hosts finishing two dependencies at once cannot leave a waiting task's count stale.
+        Returns False on a lost race (the caller re-reads and retries).
+        """
         pending = _int(item.get("pending")) if pending is None else pending
         names = {"#s": "status"}
-        values: dict[str, Any] = {":s": status, ":u": stamp, ":p": pending}
+        values: dict[str, Any] = {":s": status, ":u": stamp, ":p": pending, ":one": 1}
         sets = ["#s = :s", "updated = :u", "pending = :p"]
         removes: list[str] = []
         if status == "ready" and item.get("kind", "task") == "task" and pending == 0:
@@ -267,36 +273,47 @@ class DynamoStore(Store):
             sets.append("notes = list_append(if_not_exists(notes, :empty), :n)")
             values[":n"] = [{"at": stamp, "text": note}]
             values[":empty"] = []
-        expr = "SET " + ", ".join(sets)
+        expr = "SET " + ", ".join(sets) + " ADD ver :one"
         if removes:
             expr += " REMOVE " + ", ".join(removes)
-        self.table.update_item(
-            Key={"pk": item["pk"]},
-            UpdateExpression=expr,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-            ConditionExpression="attribute_exists(pk)",
-        )
+        if "ver" in item:
+            cond = "ver = :v"
+            values[":v"] = item["ver"]
+        else:
+            cond = "attribute_exists(pk) AND attribute_not_exists(ver)"
+        try:
+            self.table.update_item(
+                Key={"pk": item["pk"]},
+                UpdateExpression=expr,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ConditionExpression=cond,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
-    def _refresh_dependents(self, item: dict[str, Any], stamp: str) -> None:
-        dependents = [_int(d) for d in item.get("dependents", [])]
-        if not dependents:
-            return
-        waiting = self._batch_get(f"task#{d}" for d in dependents)
-        dep_ids = {d for w in waiting.values() for d in w.get("deps", [])}
-        statuses = {
-            _int(i["id"]): i["status"]
-            for i in self._batch_get(f"task#{d}" for d in dep_ids).values()
-        }
-        for w in waiting.values():
-            pending = sum(statuses.get(_int(d)) != "done" for d in w.get("deps", []))
-            status = w["status"]
-            if status == "blocked" and pending == 0 and item["status"] == "done":
+    def _recompute(self, task_id: int, stamp: str, unblock: bool) -> None:
+        """Re-count a task's unfinished dependencies from their current states, and write it."""
+        for _attempt in range(20):
+            item = self._get(f"task#{task_id}")
+            if item is None:
+                return
+            deps = [_int(d) for d in item.get("deps", [])]
+            states = self._batch_get(f"task#{d}" for d in deps)
+            pending = sum(states.get(f"task#{d}", {}).get("status") != "done" for d in deps)
+            status = item["status"]
+            if unblock and status == "blocked" and pending == 0:
                 status = "ready"
-            if pending != _int(w.get("pending")) or status != w["status"]:
-                self._write_task_state(
-                    w, status, stamp if status != w["status"] else w["updated"], pending=pending
-                )
+            if pending == _int(item.get("pending")) and status == item["status"]:
+                return
+            when = stamp if status != item["status"] else item["updated"]
+            if self._write_task_state(item, status, when, pending=pending):
+                return
+            time.sleep(0.005)
+        raise StoreError(f"task {task_id}: too many concurrent updates")
 
     def set_task_status(
         self, task_id: int, status: str, note: str | None = None, now: datetime | None = None
@@ -304,14 +321,18 @@ class DynamoStore(Store):
         if status not in TASK_STATUSES:
             raise StoreError(f"task status must be one of {', '.join(TASK_STATUSES)}: {status!r}")
         stamp = iso(now or utcnow())
-        item = self._get(f"task#{task_id}")
-        if item is None:
-            raise StoreError(f"no task {task_id}")
-        old = item["status"]
-        self._write_task_state(item, status, stamp, note)  # type: ignore[arg-type]
-        item["status"] = status
-        if (old == "done") != (status == "done"):
-            self._refresh_dependents(item, stamp)  # type: ignore[arg-type]
+        for _attempt in range(20):
+            item = self._get(f"task#{task_id}")
+            if item is None:
+                raise StoreError(f"no task {task_id}")
+            if self._write_task_state(item, status, stamp, note):  # type: ignore[arg-type]
+                break
+            time.sleep(0.005)
+        else:
+            raise StoreError(f"task {task_id}: too many concurrent updates")
+        if (item["status"] == "done") != (status == "done"):
+            for dependent in item.get("dependents", []):
+                self._recompute(_int(dependent), stamp, unblock=status == "done")  # type: ignore[arg-type]
         return self.get_task(task_id)  # type: ignore[return-value]
 
     def add_dependency(self, task_id: int, depends_on: int, now: datetime | None = None) -> Task:
@@ -330,20 +351,18 @@ class DynamoStore(Store):
             items = self._batch_get(f"task#{t}" for t in frontier)
             frontier = {_int(d) for i in items.values() for d in i.get("deps", [])} - seen
         item = found[f"task#{task_id}"]
-        if depends_on in {_int(d) for d in item.get("deps", [])}:
-            return self._task(item)
-        self.table.update_item(
-            Key={"pk": f"task#{task_id}"},
-            UpdateExpression="SET deps = list_append(deps, :d)",
-            ExpressionAttributeValues={":d": [depends_on]},
-        )
-        self.table.update_item(
-            Key={"pk": f"task#{depends_on}"},
-            UpdateExpression="SET dependents = list_append(dependents, :me)",
-            ExpressionAttributeValues={":me": [task_id]},
-        )
-        pending = _int(item.get("pending")) + int(found[f"task#{depends_on}"]["status"] != "done")
-        self._write_task_state(item, item["status"], stamp, pending=pending)  # type: ignore[arg-type]
+        if depends_on not in {_int(d) for d in item.get("deps", [])}:
+            self.table.update_item(
+                Key={"pk": f"task#{task_id}"},
+                UpdateExpression="SET deps = list_append(deps, :d)",
+                ExpressionAttributeValues={":d": [depends_on]},
+            )
+            self.table.update_item(
+                Key={"pk": f"task#{depends_on}"},
+                UpdateExpression="SET dependents = list_append(dependents, :me)",
+                ExpressionAttributeValues={":me": [task_id]},
+            )
+            self._recompute(task_id, stamp, unblock=False)
         return self.get_task(task_id)  # type: ignore[return-value]
 
     def add_note(self, task_id: int, text: str, now: datetime | None = None) -> None:

@@ -55,3 +55,17 @@ def store(request, tmp_path):
     s = DynamoStore(dynamo_settings(endpoint), client_config=Config(retries={"max_attempts": 1}))
     yield s
     s.drop()
+
+
+@pytest.fixture
+def open_another(store):
+    """Open another connection to the same store (as another process or host would)."""
+
+    def opener():
+        if isinstance(store, SQLiteStore):
+            return SQLiteStore(store.path)
+        from agent.store.dynamodb import DynamoStore
+
+        return DynamoStore(store.settings, client_config=Config(retries={"max_attempts": 1}))
+
+    return opener

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -196,3 +197,31 @@ def test_purge_keeps_open_work_and_what_it_waits_for(store) -> None:
     assert store.get_task(done.id) is None
     assert store.get_task(keep.id) is not None and store.get_task(needed.id) is not None
     assert [x.id for x in store.list_sessions()] == [running.id]
+
+
+def test_two_writers_finishing_both_dependencies_at_once_release_the_waiting_task(
+    store, open_another
+) -> None:
+    def finish(task_id: int, start: threading.Barrier, errors: list) -> None:
+        handle = open_another()  # its own connection, in its own thread
+        try:
+            start.wait()
+            handle.set_task_status(task_id, "done")
+        except Exception as exc:
+            errors.append(exc)
+        finally:
+            handle.close()
+
+    for _ in range(5):
+        a = store.add_task("a")
+        b = store.add_task("b")
+        c = store.add_task("c", depends_on=[a.id, b.id])
+        start, errors = threading.Barrier(2), []
+        writers = [threading.Thread(target=finish, args=(t, start, errors)) for t in (a.id, b.id)]
+        for w in writers:
+            w.start()
+        for w in writers:
+            w.join(30)
+        assert errors == []
+        assert store.next_ready_task().id == c.id
+        store.set_task_status(c.id, "done")
