@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from agent.cli.common import settings
+from agent.cli.common import CliError, settings
+from agent.store import StoreError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,4 +23,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     # The journal is for people: no per-request chatter from the client libraries.
     for name in ("botocore", "boto3", "urllib3", "httpx", "anthropic"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    return run_daemon(settings(args))
+    try:
+        return run_daemon(settings(args))
+    except StoreError as exc:
+        # Exit 1: systemd's Restart= tries again; the journal says why.
+        raise CliError(f"store: {exc}") from None

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import textwrap
 from typing import Any
 
 from agent.cli.common import EXIT_OK, EXIT_USAGE, CliError, add_json_flag, print_json, settings
-from agent.store import TASK_STATUSES, StoreError, Task, open_store
+from agent.store import TASK_STATUSES, Store, StoreError, Task, open_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,15 +75,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     se.set_defaults(func=cmd_sessions)
 
 
-def _store(args: argparse.Namespace) -> Any:
-    return open_store(settings(args))
+def _open(s: Any) -> Store:
+    # One line of output a script can read: no client-library chatter on stderr.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    try:
+        return open_store(s)
+    except StoreError as exc:
+        raise CliError(f"store: {exc}") from None
+
+
+def _store(args: argparse.Namespace) -> Store:
+    return _open(settings(args))
 
 
 def cmd_add(args: argparse.Namespace) -> int:
     from agent.daemon import dashboard
 
     s = settings(args)
-    with open_store(s) as store:
+    with _open(s) as store:
         try:
             task, nudged = dashboard.add_task(
                 store,
@@ -167,7 +177,7 @@ def cmd_done(args: argparse.Namespace) -> int:
     from agent.daemon import dashboard
 
     s = settings(args)
-    with open_store(s) as store:
+    with _open(s) as store:
         try:
             task = dashboard.mark_done(store, s, args.id, args.note)
         except StoreError as exc:
@@ -180,7 +190,7 @@ def cmd_reopen(args: argparse.Namespace) -> int:
     from agent.daemon import dashboard
 
     s = settings(args)
-    with open_store(s) as store:
+    with _open(s) as store:
         task = store.get_task(args.id)
         if task is None:
             raise CliError(f"no task {args.id}")
@@ -195,7 +205,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from agent.daemon import dashboard
 
     s = settings(args)
-    with open_store(s) as store:
+    with _open(s) as store:
         r = dashboard.status_report(store, s)
     if args.json:
         print_json(r)
@@ -234,7 +244,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     from agent.daemon import dashboard
 
     s = settings(args)
-    with open_store(s) as store:
+    with _open(s) as store:
         r = dashboard.sessions_report(store, s, days=args.days)
     if args.json:
         print_json(r)

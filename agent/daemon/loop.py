@@ -363,7 +363,14 @@ class Daemon:
         ready_sent = False
         try:
             while not self.stop.is_set():
-                pause = self.step()
+                try:
+                    pause = self.step()
+                except Exception as exc:
+                    # The store or the network failed (a fleet table throttled, a disk full):
+                    # say so and try again later rather than crash-looping.
+                    log.exception("loop step failed")
+                    self.say(f"store or loop error ({type(exc).__name__}: {exc}); retrying in 30s")
+                    pause = 30.0
                 if not ready_sent:
                     _notify.notify("READY=1", "STATUS=running")
                     ready_sent = True
