@@ -75,11 +75,16 @@ class DaemonProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def stop(self, timeout: float = 20) -> int:
+    def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()
         try:
             return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"daemon did not stop within {timeout}s of SIGTERM; output:\n"
+                + "\n".join(self.lines)
+            ) from None
         finally:
             self._reader.join(timeout=2)
 
@@ -162,7 +167,7 @@ def cli(config: Path, *argv: str) -> str:
         capture_output=True,
         text=True,
         check=True,
-        timeout=30,
+        timeout=120,
     )
     return out.stdout
 
