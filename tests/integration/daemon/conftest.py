@@ -25,7 +25,7 @@ import os, sys, time
 prompt = open(sys.argv[1]).read()
 if "HOLD" in prompt:
     open("entered", "w").close()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while not os.path.exists("release") and time.monotonic() < deadline:
         time.sleep(0.02)
 sys.exit(0)
@@ -56,7 +56,7 @@ class DaemonProcess:
             self.lines.append(line.rstrip("\n"))
             self._q.put(line)
 
-    def wait_for(self, pattern: str, timeout: float = 15) -> str:
+    def wait_for(self, pattern: str, timeout: float = 60) -> str:
         rx = re.compile(pattern)
         for line in self.lines:
             if rx.search(line):
