@@ -45,6 +45,7 @@ from typing import Any
 
 SHEETS_SCOPE = "https://www.googleapis.com/auth/spreadsheets"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 # The token endpoint's error answers, as Google sends them (status, body). A str body is
 # sent as text/plain, the way a 503 from Google's front end arrives.
@@ -619,7 +620,9 @@ class FakeGoogle:
                 {"error": "invalid_grant", "error_description": "Invalid grant: account not found"},
             )
         try:
-            claims = jwt.decode(assertion, certs=pem, audience=self.token_uri)
+            # google-auth always addresses the assertion to Google's endpoint, whatever
+            # token_uri the request is sent to; Google requires exactly that audience.
+            claims = jwt.decode(assertion, certs=pem, audience=GOOGLE_TOKEN_AUDIENCE)
         except (ValueError, gexc.GoogleAuthError):
             raise Reject(
                 400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
