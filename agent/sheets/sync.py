@@ -181,6 +181,7 @@ class SheetsWriter:
 
     def push(self, spreadsheet_id: str, tabs: dict[str, Rows], now: datetime) -> SyncResult:
         sheets = self.service.spreadsheets()
+        values = None  # built on first use: googleapiclient spends ~0.1 s building each resource
         meta = self._execute(
             sheets.get(spreadsheetId=spreadsheet_id, fields="sheets.properties(sheetId,title)")
         )
@@ -192,8 +193,9 @@ class SheetsWriter:
         current: dict[str, Rows] = {t: [] for t in missing}
         present = [t for t in tabs if t in existing]
         if present:
+            values = values or sheets.values()
             got = self._execute(
-                sheets.values().batchGet(
+                values.batchGet(
                     spreadsheetId=spreadsheet_id,
                     ranges=[_quote(t) for t in present],
                     majorDimension="ROWS",
@@ -226,8 +228,9 @@ class SheetsWriter:
                 {"range": f"{_quote(title)}!A1:{_letters(width)}{height}", "values": padded}
             )
         if data:
+            values = values or sheets.values()
             self._execute(
-                sheets.values().batchUpdate(
+                values.batchUpdate(
                     spreadsheetId=spreadsheet_id, body={"valueInputOption": "RAW", "data": data}
                 )
             )
