@@ -8,9 +8,11 @@ install as on a host, and can be pushed to Secrets Manager for the hosts to pull
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,15 +88,17 @@ def login(
         cfg, scopes=list(settings.google.scopes), autogenerate_code_verifier=True
     )
     try:
-        creds = flow.run_local_server(
-            host="127.0.0.1",
-            port=0,
-            open_browser=open_browser,
-            authorization_prompt_message=PROMPT,
-            timeout_seconds=timeout if timeout is not None else settings.google.login_timeout,
-            access_type="offline",
-            prompt="consent",
-        )
+        # The consent URL goes to stderr, so stdout holds only the result (``--json``).
+        with contextlib.redirect_stdout(sys.stderr):
+            creds = flow.run_local_server(
+                host="127.0.0.1",
+                port=0,
+                open_browser=open_browser,
+                authorization_prompt_message=PROMPT,
+                timeout_seconds=timeout if timeout is not None else settings.google.login_timeout,
+                access_type="offline",
+                prompt="consent",
+            )
     except WSGITimeoutError:
         return LoginOutcome(3, "no consent arrived before the timeout; run the login again")
     except AccessDeniedError:

@@ -290,9 +290,10 @@ def test_tokens_dying_seven_days_after_issue_point_at_testing_publishing_status(
     text = Path(s.google.token_file).with_name("google-token.history.json").read_text()
     assert fingerprint(token) in text
     assert all(v not in text for v in secret_values(token))
-    assert oct(os.stat(Path(s.google.token_file).with_name("google-token.history.json")).st_mode)[
-        -3:
-    ] == "600"
+    assert (
+        oct(os.stat(Path(s.google.token_file).with_name("google-token.history.json")).st_mode)[-3:]
+        == "600"
+    )
 
 
 # ------------------------------------------------------------------ the command

@@ -272,9 +272,7 @@ def test_the_command_prints_one_line_and_exits_with_the_outcome(installed, fake,
         "[port-sheet] token error: HTTP Error 400: invalid_grant: Token has been expired or "
         "revoked.\n"
     )
-    js = subprocess.run(
-        [*cmd, "--json"], capture_output=True, text=True, timeout=60, check=False
-    )
+    js = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=60, check=False)
     assert js.returncode == 2
     assert json.loads(js.stdout)["error_class"] == "revoked_or_expired"
     for v in secret_values(token):
