@@ -307,7 +307,7 @@ def permission_findings(path: Path, service_user: str) -> list[Finding]:
         Finding(
             "file_owner",
             st.st_uid == uid,
-            f"{path} is owned by uid {st.st_uid}; expected {who} (uid {uid})",
+            f"{path} is owned by uid {st.st_uid}; expected uid {uid}: {who}",
         )
     )
     dst = path.parent.stat()
@@ -323,7 +323,7 @@ def permission_findings(path: Path, service_user: str) -> list[Finding]:
         Finding(
             "dir_owner",
             dst.st_uid == uid,
-            f"{path.parent} is owned by uid {dst.st_uid}; expected {who} (uid {uid})",
+            f"{path.parent} is owned by uid {dst.st_uid}; expected uid {uid}: {who}",
         )
     )
     return out

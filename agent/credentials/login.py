@@ -84,7 +84,14 @@ def login(
         return LoginOutcome(1, str(exc))
     # We check the granted scopes ourselves below; oauthlib would raise a bare Warning.
     os.environ.setdefault("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
-    flow = InstalledAppFlow.from_client_config(
+
+    class Flow(InstalledAppFlow):
+        # run_local_server's code exchange passes no timeout; every HTTP call here has one.
+        def fetch_token(self, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", settings.google.timeout)
+            return super().fetch_token(**kwargs)
+
+    flow = Flow.from_client_config(
         cfg, scopes=list(settings.google.scopes), autogenerate_code_verifier=True
     )
     try:

@@ -18,7 +18,6 @@ import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import agent
 from agent.config import Settings
@@ -119,4 +118,4 @@ def data_rows(tabs: dict[str, Rows]) -> int:
     return sum(max(0, len(rows) - 1) for rows in tabs.values())
 
 
-__all__ = ["DEPLOYMENT", "HEADERS", "PORTS", "SESSIONS", "TABS", "TASKS", "Path", "collect"]
+__all__ = ["DEPLOYMENT", "HEADERS", "PORTS", "SESSIONS", "TABS", "TASKS", "collect", "data_rows"]

@@ -131,9 +131,8 @@ def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """boto3 pointed at moto (reset for each test)."""
     import urllib.request
 
-    urllib.request.urlopen(  # noqa: S310 - loopback moto
-        urllib.request.Request(moto_url + "/moto-api/reset", method="POST"), timeout=5
-    ).close()
+    reset = urllib.request.Request(moto_url + "/moto-api/reset", method="POST")  # noqa: S310
+    urllib.request.urlopen(reset, timeout=5).close()  # noqa: S310 - loopback moto
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -83,7 +83,7 @@ def test_a_world_readable_file_is_a_permissions_problem_a_machine_fixes(installe
 
 def test_an_open_secrets_directory_is_a_permissions_problem(installed):
     s, _ = installed()
-    os.chmod(Path(s.google.token_file).parent, 0o755)
+    os.chmod(Path(s.google.token_file).parent, 0o755)  # noqa: S103 - the fault under test
     d = diagnose(s)
     assert d.cause == "permissions"
     assert not next(f for f in d.findings if f.check == "dir_mode").ok

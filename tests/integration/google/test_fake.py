@@ -15,7 +15,7 @@ from tests.fakes.google import FakeGoogle, control, parse_a1
 
 
 def call(url: str, method: str = "GET", body: bytes | None = None, headers=None):
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback fake
             return resp.status, json.loads(resp.read())
@@ -108,8 +108,17 @@ def test_switches_work_over_http_for_another_process(fake: FakeGoogle):
 
 def test_the_module_runs_the_fake_in_the_foreground_and_prints_its_url():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.google", "--host", "127.0.0.1", "--port", "0"]
-        + ["--spreadsheet", "demo"],
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.google",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--spreadsheet",
+            "demo",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

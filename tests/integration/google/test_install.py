@@ -57,7 +57,7 @@ def test_installing_the_same_credential_again_changes_nothing(installed):
 
 
 def test_a_credential_that_fails_to_refresh_is_not_installed(installed, fake, tmp_path):
-    s, old = installed()
+    s, _old = installed()
     new, src = new_token_file(fake, tmp_path)
     fake.revoke(new["refresh_token"])
     before = Path(s.google.token_file).read_bytes()
@@ -138,7 +138,7 @@ def test_verify_sync_rolls_back_when_the_sync_fails_with_a_credential_error(
     installed, fake, tmp_path
 ):
     s, old = installed()
-    new, src = new_token_file(fake, tmp_path, old["client_id"])
+    _new, src = new_token_file(fake, tmp_path, old["client_id"])
     # The refresh passes but the sheet is not shared with the new identity: the sync says 403.
     new_identity = fake.issue_refresh_token(old["client_id"], identity="stranger@example.com")
     write_secret_file(src, new_identity)
@@ -199,8 +199,19 @@ def test_the_install_command_prints_json_and_no_secret(installed, fake, tmp_path
     cfg = tmp_path / "agent.yml"
     cfg.write_text(yaml.safe_dump(config.to_dict(s)))
     proc = subprocess.run(
-        [sys.executable, "-m", "agent", "-c", str(cfg), "credentials", "install"]
-        + ["--from", str(src), "--verify-sync", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "-c",
+            str(cfg),
+            "credentials",
+            "install",
+            "--from",
+            str(src),
+            "--verify-sync",
+            "--json",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -42,9 +42,21 @@ def operator(gsettings, fake: FakeGoogle, tmp_path: Path):
 
 def start_login(op: dict, *extra: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "agent", "-c", str(op["cfg"]), "credentials", "login"]
-        + ["--no-browser", "--client-secrets", str(op["secrets"]), "--out", str(op["out"])]
-        + list(extra),
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "-c",
+            str(op["cfg"]),
+            "credentials",
+            "login",
+            "--no-browser",
+            "--client-secrets",
+            str(op["secrets"]),
+            "--out",
+            str(op["out"]),
+            *list(extra),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

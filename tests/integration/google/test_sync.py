@@ -160,7 +160,7 @@ def test_a_sheets_timeout_is_retried_then_transient(installed, fake: FakeGoogle)
 
 
 def test_a_revoked_token_logs_the_historical_line_and_exits_2(installed, fake: FakeGoogle):
-    s, token = installed()
+    s, _token = installed()
     fake.revoke_all()
     lines: list[str] = []
     r = sync(s, lines)

@@ -116,9 +116,7 @@ def test_fingerprints_do_not_contain_the_secret():
 
 
 def _settings_with_token(settings_factory, tmp_path: Path, **google):
-    s = settings_factory(
-        google={"token_file": str(tmp_path / "s" / "google-token.json"), **google}
-    )
+    s = settings_factory(google={"token_file": str(tmp_path / "s" / "google-token.json"), **google})
     install_bytes(json.dumps(TOKEN).encode(), Path(s.google.token_file), "nobody-here")
     return s
 

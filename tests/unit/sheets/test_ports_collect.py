@@ -98,7 +98,11 @@ def test_collect_builds_every_tab_with_its_header(settings_factory, tmp_path: Pa
     assert tabs["Sessions"][1:] == [["2026-05-13", "3 / 5", "completed=1, max_turns=2", "72"]]
     assert tabs["Tasks"][1] == ["1", "Fix e-signature page", "ready", "2", "2026-05-13 15:00:00"]
     assert tabs["Ports"][1] == ["22", "tcp", "0.0.0.0", "sshd", ""]
-    assert tabs["Deployment"][1][:3] == ["test-host", tabs["Deployment"][1][1], "2023-11-14 22:13:20"]
+    assert tabs["Deployment"][1][:3] == [
+        "test-host",
+        tabs["Deployment"][1][1],
+        "2023-11-14 22:13:20",
+    ]
     assert tabs["Deployment"][1][3] == "2026-05-13 15:00:00"
 
 
