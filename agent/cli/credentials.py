@@ -120,5 +120,7 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         print_json(fc)
     else:
         when = fc["expires_at"] or "no expiry foreseen"
-        print(f"[credentials] forecast: {when}: {fc['reason']}")
+        # One line for the journal; "warning" when it is closer than google.forecast_warn.
+        level = "warning" if fc["warn"] else "forecast"
+        print(f"[credentials] {level}: {when}: {fc['reason']}")
     return 0

@@ -180,11 +180,6 @@ def test_a_refused_connection_is_transient(installed):
     assert "unreachable" in d.findings[-1].detail
 
 
-def test_an_unresolvable_token_host_is_transient(installed):
-    s, _ = installed(google={"token_uri": "http://no-such-host.invalid/token"})
-    assert diagnose(s).cause == "transient"
-
-
 # ------------------------------------------------------------------ repairs
 
 

@@ -90,3 +90,16 @@ def test_a_connection_error_is_transient_and_names_the_reason():
     err = transport_error(ConnectionRefusedError("refused"))
     assert err.cause == "transient"
     assert "ConnectionRefusedError" in str(err)
+
+
+def test_a_dns_failure_wrapped_by_the_transport_is_transient_and_names_it():
+    import socket
+
+    from google.auth.exceptions import TransportError
+
+    # google-auth wraps requests' ConnectionError, which wraps the resolver's gaierror; the
+    # test builds the chain instead of resolving a name (tests stay off the network).
+    inner = ConnectionError(socket.gaierror(-2, "Name or service not known"))
+    err = transport_error(TransportError(inner))
+    assert err.cause == "transient"
+    assert str(err) == "token endpoint unreachable: ConnectionError (gaierror)"
