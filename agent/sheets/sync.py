@@ -37,7 +37,7 @@ from googleapiclient.errors import HttpError
 
 from agent.config import ConfigError, Settings
 from agent.credentials import CredentialError, load_for_use
-from agent.credentials.errors import classify_token_answer, scrub
+from agent.credentials.errors import classify_token_answer, scrub, transport_error
 from agent.credentials.files import secrets_of
 from agent.credentials.history import History, fingerprint
 from agent.sheets.collect import DEPLOYMENT, LAST_SYNC_COL, Rows, collect, data_rows
@@ -181,6 +181,9 @@ class SheetsWriter:
                 status = 401 if err in ("invalid_client", "deleted_client") else 400
                 fallback = str(exc.args[0]) if exc.args else ""
                 raise classify_token_answer(status, body, fallback) from None
+            except gexc.TransportError as exc:
+                # The token endpoint, not the API, was unreachable during a refresh.
+                raise transport_error(exc) from None
             except (TimeoutError, OSError, httplib2.HttpLib2Error) as exc:
                 if attempt < s.max_retries:
                     self.sleep(s.retry_base_delay * (2**attempt))
@@ -188,7 +191,7 @@ class SheetsWriter:
                     continue
                 raise NetworkError(f"Sheets API unreachable: {type(exc).__name__}") from None
 
-    def push(self, spreadsheet_id: str, tabs: dict[str, Rows], now: datetime) -> SyncResult:
+    def push(self, spreadsheet_id: str, tabs: dict[str, Rows]) -> SyncResult:
         sheets = self.service.spreadsheets()
         values = None  # the values resource, built on first use
         meta = self._execute(
@@ -198,7 +201,12 @@ class SheetsWriter:
         missing = [t for t in tabs if t not in existing]
         if missing:
             body = {"requests": [{"addSheet": {"properties": {"title": t}}} for t in missing]}
-            self._execute(sheets.batchUpdate(spreadsheetId=spreadsheet_id, body=body))
+            try:
+                self._execute(sheets.batchUpdate(spreadsheetId=spreadsheet_id, body=body))
+            except ApiError as exc:
+                # A retry after a lost answer finds the tabs made by the first attempt.
+                if exc.status != 400 or "already exists" not in str(exc):
+                    raise
         current: dict[str, Rows] = {t: [] for t in missing}
         present = [t for t in tabs if t in existing]
         if present:
@@ -296,7 +304,7 @@ def run_sync(
         refreshed, info = load_for_use(settings)
         writer = SheetsWriter(refreshed.credentials, settings, sleep=sleep)
         tabs = collect(store, settings, started, ports)
-        result = writer.push(settings.sheets.spreadsheet_id, tabs, started)
+        result = writer.push(settings.sheets.spreadsheet_id, tabs)
         result.requests = writer.requests
         result.seconds = time.monotonic() - t0
         result.message = (
@@ -319,7 +327,7 @@ def run_sync(
         result = SyncResult(outcome, f"api error: {exc}", error_class=f"http_{exc.status}")
     except NetworkError as exc:
         result = SyncResult("transient", f"transient error: {exc}", error_class="network")
-    except (ConfigError, OSError, ValueError, RuntimeError) as exc:
+    except Exception as exc:  # one line, one record, exit 1 — never a traceback in the journal
         text = scrub(str(exc), secrets_of(info))
         result = SyncResult("error", f"error: {type(exc).__name__}: {text}", error_class="error")
     if writer is not None:

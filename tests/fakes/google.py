@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -704,8 +705,48 @@ class FakeGoogle:
             raise _api_error(403, "The caller does not have permission")
         return ss
 
-    def sheets(self, method: str, path: str, query: dict[str, list[str]], body: Any, headers: Any):
-        """Route one Sheets v4 call; returns (kind, JSON answer)."""
+    def _route(self, method: str, rest: str) -> tuple[str, Callable[..., Any]] | None:
+        """The call kind and handler for a path after ``/v4/spreadsheets/<id>``."""
+        table = {
+            ("GET", ""): ("sheets.spreadsheets.get", self._get),
+            ("POST", ":batchUpdate"): ("sheets.spreadsheets.batchUpdate", self._batch_update),
+            ("GET", "/values:batchGet"): ("sheets.values.batchGet", self._values_batch_get),
+            ("POST", "/values:batchUpdate"): (
+                "sheets.values.batchUpdate",
+                self._values_batch_update,
+            ),
+            ("POST", "/values:batchClear"): ("sheets.values.batchClear", self._values_batch_clear),
+        }
+        if (method, rest) in table:
+            return table[(method, rest)]
+        mc = re.match(r"^/values/([^/]+):clear$", rest)
+        if mc and method == "POST":
+            rng = urllib.parse.unquote(mc.group(1))
+            return "sheets.values.clear", lambda ss, _body: self._values_batch_clear(
+                ss, {"ranges": [rng]}
+            )
+        return None
+
+    def sheets(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        body: Any,
+        headers: Any,
+        entry: Logged,
+    ) -> Any:
+        """Route one Sheets v4 call (``entry.kind`` names it, even when it is refused)."""
+        m = re.match(r"^/v4/spreadsheets/([^/:]+)(.*)$", path)
+        if not m:
+            raise _bad(f"unknown Sheets path {path}")
+        sid, rest = urllib.parse.unquote(m.group(1)), m.group(2)
+        route = self._route(method, rest)
+        if route is None:
+            raise _bad(f"unknown Sheets call {method} {path}")
+        entry.kind, handler = route
+        if query.get("alt", ["json"]) != ["json"]:
+            raise _bad("alt must be json")
         with self._lock:
             delay = self.sheets_delays.pop(0) if self.sheets_delays else 0.0
         if delay:
@@ -715,29 +756,9 @@ class FakeGoogle:
             if self.sheets_failures:
                 status = self.sheets_failures.pop(0)
                 raise _api_error(status, f"Injected failure {status}.")
-            alt = query.get("alt", ["json"])
-            if alt != ["json"]:
-                raise _bad("alt must be json")
-            m = re.match(r"^/v4/spreadsheets/([^/:]+)(.*)$", path)
-            if not m:
-                raise _bad(f"unknown Sheets path {path}")
-            sid, rest = urllib.parse.unquote(m.group(1)), m.group(2)
             ss = self._spreadsheet(sid, caller)
-            if rest == "" and method == "GET":
-                return "sheets.spreadsheets.get", self._get(ss, query)
-            if rest == ":batchUpdate" and method == "POST":
-                return "sheets.spreadsheets.batchUpdate", self._batch_update(ss, body)
-            if rest == "/values:batchGet" and method == "GET":
-                return "sheets.values.batchGet", self._values_batch_get(ss, query)
-            if rest == "/values:batchUpdate" and method == "POST":
-                return "sheets.values.batchUpdate", self._values_batch_update(ss, body)
-            if rest == "/values:batchClear" and method == "POST":
-                return "sheets.values.batchClear", self._values_batch_clear(ss, body)
-            mc = re.match(r"^/values/([^/]+):clear$", rest)
-            if mc and method == "POST":
-                rng = urllib.parse.unquote(mc.group(1))
-                return "sheets.values.clear", self._values_batch_clear(ss, {"ranges": [rng]})
-        raise _bad(f"unknown Sheets call {method} {path}")
+            arg = query if method == "GET" else body
+            return handler(ss, arg)
 
     def _sheet_for(self, ss: Spreadsheet, text: str) -> tuple[Sheet, A1Range]:
         rng = parse_a1(text)
@@ -907,68 +928,63 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         split = urllib.parse.urlsplit(self.path)
-        path = split.path
         query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
         raw = self._body()
-        fake = self.owner
-        entry = Logged(method, path, "unknown")
+        entry = Logged(method, split.path, "unknown")
         try:
-            if path.startswith("/_control/"):
-                entry.kind = "control"
-                self._control(method, path[len("/_control/") :], raw)
-                return
-            if path == "/token":
-                entry.kind = "token"
-                if method != "POST":
-                    raise _bad("the token endpoint takes POST")
-                ctype = self.headers.get("Content-Type", "")
-                if not ctype.startswith("application/x-www-form-urlencoded"):
-                    raise _bad("the token endpoint takes application/x-www-form-urlencoded")
-                form = urllib.parse.parse_qs(raw.decode(), keep_blank_values=True)
-                entry.kind = "token." + (form.get("grant_type") or ["?"])[0].rsplit(":", 1)[-1]
-                with fake._lock:
-                    delay = fake.token_delays.pop(0) if fake.token_delays else 0.0
-                if delay:
-                    time.sleep(delay)
-                self._send(200, fake.token(form, self.headers))
-                entry.status = 200
-                return
-            if path == "/o/oauth2/auth":
-                entry.kind = "consent"
-                if method != "GET":
-                    raise _bad("the consent page takes GET")
-                location = fake.consent(query)
-                self._send(302, "redirecting", {"Location": location})
-                entry.status = 302
-                return
-            if path.startswith("/v4/spreadsheets/"):
-                entry.kind = "sheets"
-                body: Any = None
-                if method == "POST":
-                    try:
-                        body = json.loads(raw or b"null")
-                    except ValueError:
-                        raise _bad("the request body is not JSON") from None
-                elif raw:
-                    raise _bad(f"{method} with a body")
-                kind, answer = fake.sheets(method, path, query, body, self.headers)
-                entry.kind = kind
-                self._send(200, answer)
-                entry.status = 200
-                return
-            raise _bad(f"no such endpoint: {method} {path}")
+            status, body, headers = self._dispatch(method, split.path, query, raw, entry)
         except Reject as r:
-            entry.status = r.status
-            self._send(r.status, r.body, r.headers)
+            status, body, headers = r.status, r.body, r.headers
         except Exception as exc:  # a bug in the fake must show, not hang the client
-            entry.status = 500
-            self._send(500, {"error": "fake_bug", "error_description": repr(exc)})
-        finally:
-            if entry.kind != "control":
-                with fake._lock:
-                    fake.log.append(entry)
+            status, body, headers = 500, {"error": "fake_bug", "error_description": repr(exc)}, {}
+        entry.status = status
+        if entry.kind != "control":
+            with self.owner._lock:
+                self.owner.log.append(entry)
+        # A client that timed out and left must not turn the answer into an error here.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._send(status, body, headers)
 
-    def _control(self, method: str, name: str, raw: bytes) -> None:
+    def _dispatch(
+        self, method: str, path: str, query: dict[str, list[str]], raw: bytes, entry: Logged
+    ) -> tuple[int, Any, dict[str, str]]:
+        fake = self.owner
+        if path.startswith("/_control/"):
+            entry.kind = "control"
+            return 200, self._control(method, path[len("/_control/") :], raw), {}
+        if path == "/token":
+            entry.kind = "token"
+            if method != "POST":
+                raise _bad("the token endpoint takes POST")
+            ctype = self.headers.get("Content-Type", "")
+            if not ctype.startswith("application/x-www-form-urlencoded"):
+                raise _bad("the token endpoint takes application/x-www-form-urlencoded")
+            form = urllib.parse.parse_qs(raw.decode(), keep_blank_values=True)
+            entry.kind = "token." + (form.get("grant_type") or ["?"])[0].rsplit(":", 1)[-1]
+            with fake._lock:
+                delay = fake.token_delays.pop(0) if fake.token_delays else 0.0
+            if delay:
+                time.sleep(delay)
+            return 200, fake.token(form, self.headers), {}
+        if path == "/o/oauth2/auth":
+            entry.kind = "consent"
+            if method != "GET":
+                raise _bad("the consent page takes GET")
+            return 302, "redirecting", {"Location": fake.consent(query)}
+        if path.startswith("/v4/spreadsheets/"):
+            entry.kind = "sheets"
+            body: Any = None
+            if method == "POST":
+                try:
+                    body = json.loads(raw or b"null")
+                except ValueError:
+                    raise _bad("the request body is not JSON") from None
+            elif raw:
+                raise _bad(f"{method} with a body")
+            return 200, fake.sheets(method, path, query, body, self.headers, entry), {}
+        raise _bad(f"no such endpoint: {method} {path}")
+
+    def _control(self, method: str, name: str, raw: bytes) -> dict[str, Any]:
         fake = self.owner
         if method != "POST" or name not in fake.CONTROL:
             raise _bad(f"control: POST /_control/<one of {', '.join(fake.CONTROL)}>")
@@ -984,7 +1000,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _bad(f"control {name}: {exc}") from None
         except KeyError as exc:
             raise _bad(f"control {name}: unknown {exc}") from None
-        self._send(200, {"result": result})
+        return {"result": result}
 
     def do_GET(self) -> None:
         self._handle("GET")

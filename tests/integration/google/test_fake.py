@@ -129,3 +129,53 @@ def test_the_module_runs_the_fake_in_the_foreground_and_prints_its_url():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _service(fake: FakeGoogle):
+    import google_auth_httplib2
+    import httplib2
+    from google.oauth2.credentials import Credentials
+    from googleapiclient.discovery import build
+
+    token = fake.issue_refresh_token()
+    creds = Credentials(
+        None,
+        refresh_token=token["refresh_token"],
+        token_uri=fake.token_uri,
+        client_id=token["client_id"],
+        client_secret=token["client_secret"],
+    )
+    http = google_auth_httplib2.AuthorizedHttp(creds, http=httplib2.Http(timeout=5))
+    return build(
+        "sheets",
+        "v4",
+        http=http,
+        static_discovery=True,
+        client_options={"api_endpoint": fake.sheets_endpoint},
+    )
+
+
+def test_values_clear_and_batch_clear_work_through_the_real_client(fake: FakeGoogle):
+    values = _service(fake).spreadsheets().values()
+    body = {
+        "valueInputOption": "RAW",
+        "data": [{"range": "Sheet1!A1:B3", "values": [["a", "b"], ["c", "d"], ["e", "f"]]}],
+    }
+    values.batchUpdate(spreadsheetId="sheet-under-test", body=body).execute()
+    values.clear(spreadsheetId="sheet-under-test", range="Sheet1!A3:B3", body={}).execute()
+    assert fake.get_values("sheet-under-test", "Sheet1") == [["a", "b"], ["c", "d"]]
+    values.batchClear(spreadsheetId="sheet-under-test", body={"ranges": ["Sheet1!B1:B2"]}).execute()
+    assert fake.get_values("sheet-under-test", "Sheet1") == [["a"], ["c"]]
+    kinds = [e["kind"] for e in fake.requests("sheets.")]
+    assert kinds == ["sheets.values.batchUpdate", "sheets.values.clear", "sheets.values.batchClear"]
+
+
+def test_a_write_past_its_range_is_refused(fake: FakeGoogle):
+    from googleapiclient.errors import HttpError
+
+    values = _service(fake).spreadsheets().values()
+    body = {"valueInputOption": "RAW", "data": [{"range": "Sheet1!A1:A1", "values": [["a", "b"]]}]}
+    with pytest.raises(HttpError) as exc:
+        values.batchUpdate(spreadsheetId="sheet-under-test", body=body).execute()
+    assert exc.value.resp.status == 400
+    assert b"more columns than Sheet1!A1:A1" in exc.value.content

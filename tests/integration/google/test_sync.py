@@ -290,3 +290,35 @@ def test_no_secret_reaches_the_log_line_even_in_an_odd_error(gsettings, fake: Fa
     for v in secret_values(token):
         assert v not in lines[0]
     assert os.stat(s.google.token_file).st_mode & 0o777 == 0o600
+
+
+def test_an_add_sheet_whose_answer_was_lost_is_not_an_error_on_retry(installed, fake):
+    s, _ = installed(sheets={"timeout": 0.3, "retry_base_delay": 0.8})
+    fake.delay_sheets(0, count=1)  # spreadsheets.get answers at once
+    fake.delay_sheets(0.5, count=1)  # addSheet is applied after the client gave up
+    r = sync(s)
+    assert r.exit_code == 0, r.message
+    adds = [e["status"] for e in fake.requests("sheets.spreadsheets.batchUpdate")]
+    assert adds == [200, 400]  # the first (unanswered) one applied; the retry found the tabs
+    assert fake.sheet_titles(SHEET) == ["Sheet1", "Sessions", "Tasks", "Ports", "Deployment"]
+
+
+def test_an_unexpected_failure_is_one_line_one_record_and_exit_1(installed):
+    s, _ = installed()
+
+    def broken_ports() -> list[Listener]:
+        raise KeyError("inode")
+
+    lines: list[str] = []
+    r = run_sync(s, ports=broken_ports, log=lines.append)
+    assert r.exit_code == 1
+    assert lines == ["[port-sheet] error: KeyError: 'inode'"]
+    with open_store(s) as store:
+        assert [x.outcome for x in store.list_sync_runs()] == ["error"]
+
+
+def test_a_missing_spreadsheet_id_names_the_setting(installed):
+    s, _ = installed(sheets={"spreadsheet_id": ""})
+    lines: list[str] = []
+    assert sync(s, lines).exit_code == 1
+    assert "sheets.spreadsheet_id: expected a spreadsheet ID" in lines[0]
