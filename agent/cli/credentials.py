@@ -50,6 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(login)
     login.set_defaults(func=cmd_login)
 
+    fp = csub.add_parser(
+        "fix-permissions",
+        help="make the credential file 0600 and its directory 0700, owned by the service user",
+    )
+    add_json_flag(fp)
+    fp.set_defaults(func=cmd_fix_permissions)
+
     f = csub.add_parser("forecast", help="when the credential will likely stop working, and why")
     add_json_flag(f)
     f.set_defaults(func=cmd_forecast)
@@ -110,6 +117,24 @@ def cmd_login(args: argparse.Namespace) -> int:
     else:
         print(out.message, file=sys.stdout if out.exit_code == 0 else sys.stderr)
     return out.exit_code
+
+
+def cmd_fix_permissions(args: argparse.Namespace) -> int:
+    from agent.credentials.files import fix_permissions
+    from agent.credentials.google import active_path
+
+    s = settings(args)
+    path = active_path(s)
+    try:
+        done = fix_permissions(path, s.service_user)
+    except OSError as exc:
+        print(f"jada-agent: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print_json({"changed": bool(done), "actions": done, "path": str(path)})
+    else:
+        print("\n".join(done) if done else f"{path}: already 0600 in a 0700 directory")
+    return 0
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:

@@ -219,13 +219,10 @@ def _decide(
     if cause == "transient":
         return Diagnosis("transient", False, "nothing to do; retry later", None, findings)
     if cause == "permissions":
-        path = gcreds.active_path(settings)
-        user = settings.service_user
         return Diagnosis(
             "permissions",
             True,
-            f"chown {user}:{user} {path} {path.parent} && chmod 0600 {path} "
-            f"&& chmod 0700 {path.parent}",
+            "jada-agent credentials fix-permissions",
             {"action": "fix_permissions"},
             findings,
         )

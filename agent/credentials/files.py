@@ -134,19 +134,26 @@ def fsync_dir(directory: Path) -> None:
 
 
 def fix_permissions(path: Path, service_user: str) -> list[str]:
-    """Make the file 0600 and its directory 0700, owned by the service user; say what changed."""
+    """Make the file 0600 and its directory 0700, owned by the service user; say what changed.
+
+    Raises PermissionError when an owner must change and this process is not root.
+    """
     done = []
     uid, gid, _ = expected_owner(service_user)
     for p, mode in ((path.parent, 0o700), (path, 0o600)):
         if not p.exists():
             continue
         st = p.lstat()
-        if stat.S_IMODE(st.st_mode) != mode:
-            os.chmod(p, mode)
-            done.append(f"chmod {mode:04o} {p}")
-        if (st.st_uid, st.st_gid) != (uid, gid) and os.geteuid() == 0:
+        if stat.S_ISLNK(st.st_mode):
+            raise PermissionError(f"{p} is a symlink; refusing to change what it points to")
+        if st.st_uid != uid:
+            if os.geteuid() != 0:
+                raise PermissionError(f"{p} is owned by uid {st.st_uid}; only root can chown it")
             os.chown(p, uid, gid, follow_symlinks=False)
             done.append(f"chown {uid}:{gid} {p}")
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(p, mode, follow_symlinks=False)
+            done.append(f"chmod {mode:04o} {p}")
     return done
 
 

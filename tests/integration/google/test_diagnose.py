@@ -76,7 +76,7 @@ def test_a_world_readable_file_is_a_permissions_problem_a_machine_fixes(installe
     assert d.cause == "permissions"
     assert d.machine_fixable
     assert d.repair == {"action": "fix_permissions"}
-    assert "chmod 0600" in d.next_step
+    assert d.next_step == "jada-agent credentials fix-permissions"
     mode = next(f for f in d.findings if f.check == "file_mode")
     assert not mode.ok and "0644" in mode.detail
 
@@ -324,3 +324,20 @@ def test_diagnose_json_prints_the_contract_and_exits_0_only_when_ok(installed, f
     assert data["repair"] is None
     for v in secret_values(token):
         assert v not in bad.stdout + bad.stderr
+
+
+def test_the_fix_permissions_command_repairs_what_diagnose_found(installed, tmp_path):
+    s, _ = installed()
+    os.chmod(s.google.token_file, 0o644)
+    os.chmod(Path(s.google.token_file).parent, 0o750)  # noqa: S103 - the fault under test
+    cfg = write_config(s, tmp_path / "agent.yml")
+    fixed = _cli(cfg, "credentials", "fix-permissions", "--json")
+    assert fixed.returncode == 0, fixed.stderr
+    assert json.loads(fixed.stdout)["changed"] is True
+    assert diagnose(s).cause == "ok"
+    again = _cli(cfg, "credentials", "fix-permissions", "--json")
+    assert json.loads(again.stdout) == {
+        "changed": False,
+        "actions": [],
+        "path": s.google.token_file,
+    }
