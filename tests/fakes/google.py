@@ -337,6 +337,9 @@ class FakeGoogle:
             self.rotate_refresh_tokens = False
             self.access_token_lifetime = 3599
             self.log: list[Logged] = []
+            # Requests still in flight from before a reset (a client that timed out) must not
+            # show up in the next test's log: each is logged only in its own generation.
+            self.generation = getattr(self, "generation", 0) + 1
         return {}
 
     def add_client(
@@ -931,6 +934,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(split.query, keep_blank_values=True)
         raw = self._body()
         entry = Logged(method, split.path, "unknown")
+        generation = self.owner.generation
         try:
             status, body, headers = self._dispatch(method, split.path, query, raw, entry)
         except Reject as r:
@@ -940,7 +944,8 @@ class _Handler(BaseHTTPRequestHandler):
         entry.status = status
         if entry.kind != "control":
             with self.owner._lock:
-                self.owner.log.append(entry)
+                if self.owner.generation == generation:
+                    self.owner.log.append(entry)
         # A client that timed out and left must not turn the answer into an error here.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self._send(status, body, headers)

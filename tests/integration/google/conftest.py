@@ -150,3 +150,14 @@ def closed_port() -> int:
 
 def secret_values(token: dict[str, Any]) -> list[str]:
     return [token[k] for k in ("client_secret", "refresh_token") if k in token]
+
+
+def assert_no_secret(text: str, *tokens: dict[str, Any]) -> None:
+    """Fail naming only *which* secret leaked, so a failure does not print the secret itself."""
+    leaked = [
+        f"token {i} {key}"
+        for i, token in enumerate(tokens)
+        for key in ("client_secret", "refresh_token")
+        if key in token and token[key] in text
+    ]
+    assert not leaked, f"secret(s) in the output: {', '.join(leaked)}"

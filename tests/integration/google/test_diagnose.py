@@ -17,7 +17,7 @@ from agent import config
 from agent.credentials import diagnose
 from agent.credentials.history import History, fingerprint
 from tests.fakes.google import FakeGoogle
-from tests.integration.google.conftest import closed_port, secret_values, write_secret_file
+from tests.integration.google.conftest import assert_no_secret, closed_port, write_secret_file
 
 
 def write_config(s: config.Settings, path: Path) -> Path:
@@ -284,7 +284,7 @@ def test_tokens_dying_seven_days_after_issue_point_at_testing_publishing_status(
     # the dead token's first failure is now in the history too, without any secret in it
     text = Path(s.google.token_file).with_name("google-token.history.json").read_text()
     assert fingerprint(token) in text
-    assert all(v not in text for v in secret_values(token))
+    assert_no_secret(text, token)
     assert (
         oct(os.stat(Path(s.google.token_file).with_name("google-token.history.json")).st_mode)[-3:]
         == "600"
@@ -322,8 +322,7 @@ def test_diagnose_json_prints_the_contract_and_exits_0_only_when_ok(installed, f
     data = json.loads(bad.stdout)
     assert data["cause"] == "revoked_or_expired"
     assert data["repair"] is None
-    for v in secret_values(token):
-        assert v not in bad.stdout + bad.stderr
+    assert_no_secret(ok.stdout + ok.stderr + bad.stdout + bad.stderr, token)
 
 
 def test_the_fix_permissions_command_repairs_what_diagnose_found(installed, tmp_path):
@@ -341,3 +340,11 @@ def test_the_fix_permissions_command_repairs_what_diagnose_found(installed, tmp_
         "actions": [],
         "path": s.google.token_file,
     }
+
+
+def test_a_lost_token_file_heals_from_a_working_token_in_the_store(gsettings, fake, aws):
+    s = gsettings(google={"secret_name": "jada/google-token"})
+    _store_secret("jada/google-token", fake.issue_refresh_token())
+    d = diagnose(s)
+    assert (d.cause, d.machine_fixable) == ("missing", True)
+    assert d.repair == {"action": "install_from_secret", "name": "jada/google-token"}

@@ -17,7 +17,7 @@ from agent import config
 from agent.credentials import diagnose, install
 from agent.credentials.history import History, fingerprint
 from tests.fakes.google import FakeGoogle
-from tests.integration.google.conftest import secret_values, write_secret_file
+from tests.integration.google.conftest import assert_no_secret, write_secret_file
 
 
 def mode(path: str | Path) -> int:
@@ -221,5 +221,4 @@ def test_the_install_command_prints_json_and_no_secret(installed, fake, tmp_path
     data = json.loads(proc.stdout)
     assert data["ok"] and data["verified"] and data["sync"]["outcome"] == "ok"
     assert proc.stderr.startswith("[port-sheet] sync ok")
-    for v in secret_values(new) + secret_values(old):
-        assert v not in proc.stdout + proc.stderr
+    assert_no_secret(proc.stdout + proc.stderr, new, old)

@@ -15,7 +15,7 @@ import yaml
 
 from agent import config
 from tests.fakes.google import FakeGoogle
-from tests.integration.google.conftest import secret_values
+from tests.integration.google.conftest import assert_no_secret
 
 
 def run(cfg: Path, *args: str) -> subprocess.CompletedProcess:
@@ -63,5 +63,4 @@ def test_a_revoked_token_is_healed_by_the_command_diagnose_names(
     assert forecast.returncode == 0
     assert json.loads(forecast.stdout)["reason"].startswith("6 months unused")
     everything = "".join(p.stdout + p.stderr for p in (failed, diag, healed, forecast))
-    for v in secret_values(token) + secret_values(fresh):
-        assert v not in everything
+    assert_no_secret(everything, token, fresh)
