@@ -333,6 +333,7 @@ class FakeGoogle:
             self.sheets_failures: list[int] = []
             self.sheets_delays: list[float] = []
             self.consent_mode = "approve"
+            self.consent_grant: list[str] | None = None
             self.forbidden: set[str] = set()  # identities the spreadsheet is not shared with
             self.rotate_refresh_tokens = False
             self.access_token_lifetime = 3599
@@ -431,10 +432,12 @@ class FakeGoogle:
             self.sheets_delays.extend([float(seconds)] * count)
             return {}
 
-    def set_consent(self, mode: str) -> dict[str, Any]:
+    def set_consent(self, mode: str, grant_scopes: list[str] | None = None) -> dict[str, Any]:
+        """``approve`` or ``deny``; ``grant_scopes`` mimics a user unticking scopes (granular consent)."""
         if mode not in ("approve", "deny"):
             raise _bad("set_consent: mode must be approve or deny")
         self.consent_mode = mode
+        self.consent_grant = grant_scopes
         return {}
 
     def forbid(self, identity: str) -> dict[str, Any]:
@@ -677,14 +680,18 @@ class FakeGoogle:
                 params = {"error": "access_denied", "state": q["state"]}
             else:
                 code = "4/" + secrets.token_urlsafe(24)
+                asked = q["scope"].split()
+                granted = [
+                    x for x in asked if self.consent_grant is None or x in self.consent_grant
+                ]
                 self.codes[code] = {
                     "client_id": q["client_id"],
                     "redirect_uri": q["redirect_uri"],
                     "code_challenge": q["code_challenge"],
-                    "scopes": q["scope"].split(),
+                    "scopes": granted,
                     "identity": "operator@example.com",
                 }
-                params = {"state": q["state"], "code": code, "scope": q["scope"]}
+                params = {"state": q["state"], "code": code, "scope": " ".join(granted)}
         sep = "&" if redirect.query else "?"
         return q["redirect_uri"] + sep + urllib.parse.urlencode(params)
 

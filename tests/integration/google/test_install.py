@@ -222,3 +222,15 @@ def test_the_install_command_prints_json_and_no_secret(installed, fake, tmp_path
     assert data["ok"] and data["verified"] and data["sync"]["outcome"] == "ok"
     assert proc.stderr.startswith("[port-sheet] sync ok")
     assert_no_secret(proc.stdout + proc.stderr, new, old)
+
+
+def test_verify_sync_keeps_the_credential_when_the_sync_fails_for_a_transient_reason(
+    installed, fake, tmp_path
+):
+    s, old = installed()
+    new, src = new_token_file(fake, tmp_path, old["client_id"])
+    fake.fail_sheets(503, count=10)
+    out = install(s, "file", str(src), verify_sync=True, sync_log=lambda line: None)
+    assert out.exit_code == 3
+    assert not out.rolled_back
+    assert json.loads(Path(s.google.token_file).read_text()) == new

@@ -134,3 +134,13 @@ def test_login_can_push_the_token_to_secrets_manager(operator, aws):
         SecretId="jada/google-token"
     )
     assert json.loads(stored["SecretString"]) == json.loads(operator["out"].read_text())
+
+
+def test_consent_with_a_scope_unticked_writes_nothing_and_exits_2(operator, fake: FakeGoogle):
+    fake.set_consent("approve", grant_scopes=["openid"])
+    proc = start_login(operator)
+    visit(consent_url(proc))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "fewer scopes than required" in err
+    assert not operator["out"].exists()
