@@ -246,6 +246,7 @@ class SheetsWriter:
             )
         if data:
             values = values or sheets.values()
+            # RAW: a task title such as "=IMPORTXML(...)" stays text, never a formula.
             self._execute(
                 values.batchUpdate(
                     spreadsheetId=spreadsheet_id, body={"valueInputOption": "RAW", "data": data}

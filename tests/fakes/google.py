@@ -859,6 +859,7 @@ class FakeGoogle:
             raise _bad(f"values.batchUpdate: unexpected field(s) {', '.join(sorted(extra))}")
         if body.get("valueInputOption") not in ("RAW", "USER_ENTERED"):
             raise _bad("values.batchUpdate: valueInputOption must be RAW or USER_ENTERED")
+        user_entered = body["valueInputOption"] == "USER_ENTERED"
         data = body.get("data")
         if not isinstance(data, list) or not data:
             raise _bad("values.batchUpdate: data must be a non-empty list of ValueRange")
@@ -881,6 +882,9 @@ class FakeGoogle:
                         raise _bad(f"values.batchUpdate: a cell must be a scalar: {cell!r}")
                     key = (rng.row0 + i, rng.col0 + j)
                     text = "" if cell is None else str(cell)
+                    if user_entered and text.startswith("="):
+                        # Parsed as a formula; this fake evaluates none, as Sheets shows it.
+                        text = "#NAME?"
                     if text == "":
                         sheet.cells.pop(key, None)
                     else:

@@ -320,3 +320,12 @@ def test_a_missing_spreadsheet_id_names_the_setting(installed):
     lines: list[str] = []
     assert sync(s, lines).exit_code == 1
     assert "sheets.spreadsheet_id: expected a spreadsheet ID" in lines[0]
+
+
+def test_a_task_title_that_looks_like_a_formula_is_written_as_text(installed, fake):
+    s, _ = installed()
+    with open_store(s) as store:
+        store.add_task('=IMPORTXML("http://evil.example/", "//a")')
+    sync(s)
+    # The fake turns USER_ENTERED "=..." into a formula (shown as #NAME?), as Sheets would.
+    assert fake.get_values(SHEET, "Tasks")[1][1] == '=IMPORTXML("http://evil.example/", "//a")'
