@@ -3,12 +3,15 @@
 Read from ``/proc/net/{tcp,tcp6,udp,udp6}`` (TCP in LISTEN, UDP bound with no peer), with each
 socket inode mapped to its process through ``/proc/<pid>/fd`` and the unit taken from
 ``/proc/<pid>/cgroup``. Sockets of processes we may not inspect (another user's, without root)
-are still listed, with the process unknown. ``proc_root`` lets tests read a prepared tree.
+are still listed, with the owning user (from the socket table) in place of the process: mapping
+a socket to another user's process needs root or CAP_SYS_PTRACE, which the sync's unit, running
+as the service user, does not have. ``proc_root`` lets tests read a prepared tree.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +46,9 @@ def _addr(hex_addr: str, v6: bool) -> str:
     return str(ipaddress.IPv6Address(words))
 
 
-def _sockets(proc: Path) -> dict[int, tuple[int, str, str]]:
-    """inode → (port, protocol, address) of listening sockets."""
-    out: dict[int, tuple[int, str, str]] = {}
+def _sockets(proc: Path) -> dict[int, tuple[int, str, str, int]]:
+    """inode → (port, protocol, address, owner uid) of listening sockets."""
+    out: dict[int, tuple[int, str, str, int]] = {}
     for proto in ("tcp", "tcp6", "udp", "udp6"):
         try:
             lines = (proc / "net" / proto).read_text().splitlines()[1:]
@@ -60,7 +63,8 @@ def _sockets(proc: Path) -> dict[int, tuple[int, str, str]]:
             inode = int(parts[9])
             if inode == 0:
                 continue
-            out[inode] = (int(port_hex, 16), proto, _addr(local_hex, proto.endswith("6")))
+            uid = int(parts[7])
+            out[inode] = (int(port_hex, 16), proto, _addr(local_hex, proto.endswith("6")), uid)
     return out
 
 
@@ -103,15 +107,23 @@ def _process(proc: Path, pid: int) -> tuple[str, str]:
     return comm, unit
 
 
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 def listeners(proc_root: str | os.PathLike[str] = "/proc") -> list[Listener]:
     """Every listening socket on the host, sorted by port, protocol, address."""
     proc = Path(proc_root)
     socks = _sockets(proc)
     owners = _owners(proc, set(socks)) if socks else {}
     seen: set[Listener] = set()
-    for inode, (port, proto, addr) in socks.items():
-        comm, unit = ("", "")
+    for inode, (port, proto, addr, uid) in socks.items():
         if inode in owners:
             comm, unit = _process(proc, owners[inode])
+        else:
+            comm, unit = f"(user {_user(uid)})", ""
         seen.add(Listener(port, proto, addr, comm, unit))
     return sorted(seen)
