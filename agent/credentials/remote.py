@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from agent.config import Settings
-from agent.credentials.errors import CredentialError
 
 
 class SecretStoreError(RuntimeError):
@@ -90,4 +89,4 @@ def configured_sources(settings: Settings) -> list[tuple[str, str]]:
     return out
 
 
-__all__ = ["CredentialError", "SecretStoreError", "configured_sources", "fetch", "push"]
+__all__ = ["SecretStoreError", "configured_sources", "fetch", "push"]
