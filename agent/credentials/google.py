@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,9 @@ def read_file(path: Path) -> tuple[dict[str, Any], bytes]:
     except FileNotFoundError:
         raise CredentialError("missing", f"credential file missing: {path}") from None
     except PermissionError:
-        raise CredentialError("permissions", f"credential file unreadable: {path}") from None
+        raise CredentialError(
+            "permissions", f"{path}: Permission denied (credential file unreadable)"
+        ) from None
     except IsADirectoryError:
         raise CredentialError("corrupt", f"{path} is a directory") from None
     return parse_credential(raw, str(path)), raw
@@ -142,5 +145,24 @@ def active_path(settings: Settings) -> Path:
 
 def load_for_use(settings: Settings) -> tuple[Refreshed, dict[str, Any]]:
     """The configured credential, read and refreshed: what the sync job uses."""
-    info, _raw = read_file(active_path(settings))
+    path = active_path(settings)
+    refuse_if_exposed(path)
+    info, _raw = read_file(path)
     return refresh(info, settings), info
+
+
+def refuse_if_exposed(path: Path) -> None:
+    """Refuse a credential file that its group or others can read or write (as ssh does a key).
+
+    Using it anyway would hide the exposure; refusing makes the sync fail loudly, so the
+    remediator's permission rule runs the permission audit, which restores 0600.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return  # read_file names missing and unreadable files
+    if mode & 0o077:
+        raise CredentialError(
+            "permissions",
+            f"{path} has mode {mode:04o}, readable beyond its owner; refusing it until it is 0600",
+        )

