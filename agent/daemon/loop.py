@@ -360,7 +360,9 @@ class Daemon:
             target=self._heartbeat_loop, name="heartbeat", daemon=True
         )
         self._heartbeat.start()
-        ready_sent = False
+        # Ready now, not after the first step: that step may run a two-hour session, and
+        # systemd would kill a unit that is not ready within TimeoutStartSec.
+        _notify.notify("READY=1", "STATUS=running")
         try:
             while not self.stop.is_set():
                 try:
@@ -371,9 +373,6 @@ class Daemon:
                     log.exception("loop step failed")
                     self.say(f"store or loop error ({type(exc).__name__}: {exc}); retrying in 30s")
                     pause = 30.0
-                if not ready_sent:
-                    _notify.notify("READY=1", "STATUS=running")
-                    ready_sent = True
                 if pause is not None and not self.stop.is_set():
                     self.wait(pause)
         finally:
