@@ -58,6 +58,7 @@ log = logging.getLogger("jada-agent.daemon")
 
 LEASE = "sessions"
 KEY_NAME = "anthropic-api-key"
+KEY_QUESTION = "Replace the Anthropic API key"
 
 
 class ApiKeyMissing(Exception):
@@ -410,7 +411,7 @@ class Daemon:
         key_file = self.d.api_key_file
         host = self.settings.host_name or socket.gethostname()
         qid = self._needs_you(
-            "Replace the Anthropic API key",
+            KEY_QUESTION,
             f"The Anthropic API key in {key_file} {why}"
             + (f" (session {session_id}, task {task.id})" if session_id else f" (task {task.id})")
             + ".\nReplace it (ansible-playbook site.yml -l "
@@ -562,6 +563,14 @@ class Daemon:
                 self._key_problem("was refused (HTTP 401)", session_id, task)
             if r.transient:
                 self._backoff_until = at + timedelta(seconds=self.d.error_backoff)
+        if r.outcome not in ("auth_error", "interrupted") and r.turns > 0:
+            # The API took the key: a question asking a person to replace it is answered.
+            for q in self.store.list_tasks(["needs_you"]):
+                if q.title == KEY_QUESTION:
+                    self.store.set_task_status(
+                        q.id, "done", note=f"the key works again (session {session_id})", now=at
+                    )
+                    self.say(f"needs-you task {q.id} closed: the Anthropic API key works again")
         tokens = f" tokens={r.input_tokens}/{r.output_tokens}" if r.input_tokens else ""
         self.say(
             f"session {session_id} task {task.id} ended outcome={r.outcome} turns={r.turns}"

@@ -195,3 +195,23 @@ def test_the_key_from_credentials_directory_wins(make_daemon, fake, tmp_path, mo
     fake.script([reply(tool_use("complete_task", {"summary": "ok"}))])
     d.step()
     assert fake.requests[0]["key"] == "from-systemd"
+
+
+def test_a_replaced_key_resumes_sessions_and_closes_the_question(make_daemon, fake) -> None:
+    import os
+
+    d = make_daemon()
+    fake.set_keys(["the-new-key"])
+    d.store.add_task("work")
+    d.step()
+    (q,) = d.store.list_tasks(["needs_you"])
+    # The operator installs the new key (what the playbook does); no `tasks done` needed.
+    with open(d.settings.daemon.api_key_file, "w") as f:
+        f.write("the-new-key\n")
+    os.chmod(d.settings.daemon.api_key_file, 0o600)
+    fake.script([reply(tool_use("complete_task", {"summary": "ok"}))])
+    d.step()
+    assert [s.outcome for s in d.store.list_sessions()] == ["auth_error", "completed"]
+    closed = d.store.get_task(q.id)
+    assert closed.status == "done" and "works again" in closed.notes[-1]["text"]
+    assert "sessions resumed" in log_of(d)
