@@ -161,3 +161,15 @@ def test_file_modes_flag_a_world_readable_token_and_an_open_directory(settings_f
     assert by_path["google-token.json"]["problem"] == "mode 0644 is wider than 0600"
     assert by_path["anthropic-api-key"]["ok"] is True
     assert stat.S_IMODE((secrets / "google-token.json").stat().st_mode) == 0o644  # only read
+
+
+def test_google_check_through_the_real_credentials_command_names_the_cause(tmp_path):
+    from agent import config
+
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(
+        f"secrets_dir: {tmp_path}/secrets\ngoogle:\n  token_file: {tmp_path}/none.json\n"
+    )
+    result = check_google(config.load(cfg), str(cfg))
+    assert (result["status"], result["cause"]) == ("failing", "missing")
+    assert result["next_step"]
