@@ -334,3 +334,50 @@ def test_cli_access_writes_private_files_and_prints_ansible_vars(
     again = _cli("lightsail", "access", "web-1", "--dir", str(target), env=env)
     assert again.returncode == 64
     assert "expected a new or empty directory" in again.stderr
+
+
+def test_fake_fails_loudly_when_its_own_reply_breaks_the_service_model(
+    fake_lightsail: FakeLightsail, monkeypatch
+):
+    import botocore.exceptions
+
+    from tests.fakes import lightsail as fake_module
+
+    real = fake_module.FakeInstance.to_json
+    monkeypatch.setattr(
+        fake_module.FakeInstance, "to_json", lambda self, account: real(self, account) | {"ram": 1}
+    )
+    fake_lightsail.add_instance("web-1")
+    with pytest.raises(
+        botocore.exceptions.ClientError, match=r"FakeShapeError.*unknown members \['ram'\]"
+    ):
+        L.client("us-east-1").get_instance(instanceName="web-1")
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("expired", "the certificate for instance 'web-1' expired at"),
+        ("denied", "access denied by AWS (AccessDeniedException)"),
+        ("stopped", "is not running"),
+    ],
+)
+def test_cli_ssh_failures_are_one_clear_line_and_leave_no_files(
+    fake_lightsail, short_tmp, host_key, setup, message
+):
+    fake_lightsail.add_instance(
+        "web-1",
+        host_keys=[host_key],
+        cert_valid_s=-60 if setup == "expired" else 60,
+        state="stopped" if setup == "stopped" else "running",
+    )
+    if setup == "denied":
+        fake_lightsail.deny("AKIDTESTHEALTH")
+    env = dict(
+        os.environ, JADA_SSH_TMPDIR=str(short_tmp), JADA_AGENT_CONFIG=str(short_tmp / "none")
+    )
+    r = _cli("lightsail", "ssh", "web-1", "--", "true", env=env)
+    assert r.returncode == 1
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert list(short_tmp.glob("jada-ssh-*")) == []
