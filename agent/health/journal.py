@@ -99,10 +99,6 @@ def _classify(message: str) -> int:
     return _PLAIN
 
 
-def is_failure(message: str) -> bool:
-    return _FAILURE.search(message) is not None
-
-
 # --------------------------------------------------------------------------- reading
 
 
