@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-APT_PACKAGES=(debootstrap systemd-container eatmydata zstd iproute2 openssh-client logrotate
+APT_PACKAGES=(debootstrap systemd-container eatmydata zstd iproute2 openssh-client openssh-server logrotate
               python3-venv procps sudo)
 
 missing=()
