@@ -153,7 +153,7 @@ def _seq_literals(items: Sequence[Any]) -> list[str] | None:
         better(["".join(run)] if run else None)
         run = []
         if op is sre_parse.SUBPATTERN:
-            _group, add_flags, del_flags, sub = arg
+            _group, add_flags, _del_flags, sub = arg
             if add_flags & re.IGNORECASE:
                 continue
             better(_seq_literals(sub))

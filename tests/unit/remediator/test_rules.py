@@ -59,7 +59,7 @@ def test_missing_required_key_is_named(tmp_path: Path):
 def test_invalid_yaml_names_the_line(tmp_path: Path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.yml").write_text("rules:\n  - name: [\n")
-    with pytest.raises(RuleError, match="a.yml: line 3: expected valid YAML"):
+    with pytest.raises(RuleError, match=r"a\.yml: line 3: expected valid YAML"):
         load_rules([tmp_path / "d"])
 
 
