@@ -154,7 +154,7 @@ def test_matcher_finds_matching_lines_cuts_long_ones_and_counts_bad_utf8():
         + b"[port-sheet] token error: HTTP Error 400: Bad \xff Request\n"
         + b"z" * (MAX_LINE + 10)
         + b"\n[port-sheet] sync ok rows=1\n"
-        + b"[port-sheet] token error: HTTP Error"  # the literal without the status digits
+        + b"[port-sheet] token error: HTTP Error xyz"  # the literal, but no status digits
         + b"\n"
     )
     hits = m.scan(buf, stats)
@@ -162,7 +162,7 @@ def test_matcher_finds_matching_lines_cuts_long_ones_and_counts_bad_utf8():
     assert [line for _, line in hits] == [
         "[port-sheet] token error: HTTP Error 400: Bad \ufffd Request",
         "[port-sheet] sync ok rows=1",
-        "[port-sheet] token error: HTTP Error",
+        "[port-sheet] token error: HTTP Error xyz",
     ]
     assert stats.lines == 104 and stats.cut == 1 and stats.invalid_utf8 == 1
 
