@@ -80,7 +80,12 @@ def test_copytruncate_is_noticed_from_the_size_and_from_the_first_line(tmp_path:
         f.truncate(0)
     append(log, "after second truncate, longer than before\n")
     tail.poll(got)
-    assert got.lines == [b"line one", b"line two", b"x", b"after second truncate, longer than before"]
+    assert got.lines == [
+        b"line one",
+        b"line two",
+        b"x",
+        b"after second truncate, longer than before",
+    ]
     assert tail.stats.truncations == 2
 
 
