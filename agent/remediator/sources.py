@@ -519,8 +519,11 @@ class JournalSource:
             t = int(doc["__REALTIME_TIMESTAMP"]) / 1e6
         except (KeyError, TypeError, ValueError):
             t = time.time()
+        unit = str(doc.get("_SYSTEMD_UNIT") or "")
+        if unit not in self.units and doc.get("UNIT") in self.units:
+            unit = str(doc["UNIT"])  # systemd's own messages about the unit ("Failed with ...")
         return JournalEntry(
-            unit=str(doc.get("_SYSTEMD_UNIT") or doc.get("UNIT") or ""),
+            unit=unit,
             message=msg,
             t=t,
             cursor=str(doc.get("__CURSOR") or ""),
