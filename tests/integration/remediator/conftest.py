@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
+
+from agent import config
+from agent.store import open_store
 
 PLAYBOOKS = Path(__file__).parent / "playbooks"
 
@@ -15,18 +24,6 @@ def private_data_dir(tmp_path: Path) -> Path:
     pdd = tmp_path / "runner"
     shutil.copytree(PLAYBOOKS, pdd / "project")
     return pdd
-
-
-import os  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import yaml  # noqa: E402
-
-from agent import config  # noqa: E402
-from agent.store import open_store  # noqa: E402
 
 
 class Service:

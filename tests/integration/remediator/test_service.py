@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -221,7 +222,5 @@ def test_sigterm_during_a_playbook_records_it_and_leaves_no_process(tmp_path, se
     assert inc.status == "open"
     assert marked_processes(run["ident"]) == []
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
+        with contextlib.suppress(OSError):
             assert b"777.25" not in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            pass
