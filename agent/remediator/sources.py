@@ -46,8 +46,9 @@ DRAIN_GRACE = 60.0  # seconds a rotated-away file is still drained (a writer may
 
 @dataclass
 class Stats:
-    lines: int = 0
+    lines: int = 0  # journal entries (file lines are not counted on the fast path)
     bytes: int = 0
+    candidates: int = 0  # lines holding a rule's literal, decoded and searched
     cut: int = 0  # lines longer than MAX_LINE
     invalid_utf8: int = 0
     rotations: int = 0
@@ -82,8 +83,7 @@ class Matcher:
 
     def scan(self, buf: bytes, stats: Stats) -> list[tuple[Rule, str]]:
         """``(rule, line)`` pairs in line order; ``buf`` holds complete lines (ends with \\n)."""
-        n = buf.count(b"\n")
-        stats.lines += n
+        # No line count here: bytes.count(b"\n") alone would cost a third of the ingest time.
         stats.bytes += len(buf)
         if not buf.isascii():
             try:
@@ -133,6 +133,7 @@ class Matcher:
                     hits[s] = (e, set(self.slow))
                 s = e + 1
         out: list[tuple[Rule, str]] = []
+        stats.candidates += len(hits)
         for s in sorted(hits):
             e, idxs = hits[s]
             line = buf[s : min(e, s + MAX_LINE)].decode("utf-8", "replace")

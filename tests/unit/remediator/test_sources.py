@@ -169,7 +169,8 @@ def test_matcher_finds_matching_lines_cuts_long_ones_and_counts_bad_utf8():
         "[port-sheet] sync ok rows=1",
         "[port-sheet] token error: HTTP Error xyz",
     ]
-    assert stats.lines == 104 and stats.cut == 1 and stats.invalid_utf8 == 1
+    assert stats.bytes == len(buf) and stats.cut == 1 and stats.invalid_utf8 == 1
+    assert stats.candidates == 3
 
 
 def test_matcher_without_a_literal_searches_every_line():
