@@ -33,7 +33,7 @@ from agent.remediator.lock import LockBusy, RemediationLock
 from agent.remediator.notify import Message, notify
 from agent.remediator.rules import Rule, RuleSet, load_rules
 from agent.remediator.sources import FileTail, FileWatcher, JournalSource, Matcher, Stats
-from agent.remediator.state import StateDB
+from agent.remediator.state import StateDB, group_key
 from agent.store import Incident, Store, open_store
 
 log = logging.getLogger("jada-remediator")
@@ -77,6 +77,7 @@ class Remediator:
         self.pending_lock = threading.Lock()
         self.stopping = False
         self.lock = RemediationLock(self.cfg.lock_file)
+        self.open_ids: dict[tuple[str, str], int] | None = None
 
     # ------------------------------------------------------------------ rules and sources
     def load(self) -> RuleSet:
@@ -262,10 +263,21 @@ class Remediator:
 
     # ------------------------------------------------------------------ incidents
     def _unresolved(self, rule: str, group: dict[str, str]) -> Incident | None:
-        for inc in self.store.list_incidents(UNRESOLVED):
-            if inc.rule == rule and inc.group == group:
-                return inc
-        return None
+        # Only this thread opens incidents, so a map filled once at start and on every open
+        # finds them without scanning the store; the row itself is re-read, since the action
+        # thread or a person may have resolved it meanwhile.
+        if self.open_ids is None:
+            self.open_ids = {
+                (i.rule, group_key(i.group)): i.id for i in self.store.list_incidents(UNRESOLVED)
+            }
+        inc_id = self.open_ids.get((rule, group_key(group)))
+        inc = self.store.get_incident(inc_id) if inc_id is not None else None
+        return inc if inc is not None and inc.status in UNRESOLVED else None
+
+    def _opened(self, inc: Incident) -> Incident:
+        if self.open_ids is not None:
+            self.open_ids[(inc.rule, group_key(inc.group))] = inc.id
+        return inc
 
     def decide(self, rule: Rule, d: Decision, line: str, t: float) -> None:
         if d.outcome == "resolve":
@@ -282,8 +294,8 @@ class Remediator:
         if d.fired:
             inc = self._unresolved(rule.name, d.group)
             if inc is None:
-                inc = self.store.open_incident(
-                    rule.name, d.group, summary=line[:300], now=_now_dt(t)
+                inc = self._opened(
+                    self.store.open_incident(rule.name, d.group, summary=line[:300], now=_now_dt(t))
                 )
                 log.info(
                     "incident #%s opened: %s fired (%d within %ss)",
@@ -299,8 +311,8 @@ class Remediator:
             else:
                 self.escalate(self.store, inc.id, rule, d.group, "the rule has no action")
         elif d.breaker_opened:
-            inc = self._unresolved(rule.name, d.group) or self.store.open_incident(
-                rule.name, d.group, summary=line[:300], now=_now_dt(t)
+            inc = self._unresolved(rule.name, d.group) or self._opened(
+                self.store.open_incident(rule.name, d.group, summary=line[:300], now=_now_dt(t))
             )
             b = rule.breaker
             reason = (

@@ -152,12 +152,24 @@ def _valid_utf8(b: bytes) -> bool:
 # --------------------------------------------------------------------------- files
 
 
-def _first_line_hash(fd: int) -> str | None:
-    head = os.pread(fd, MAX_LINE + 1, 0)
+def _first_line(fd: int, hint: int = 0) -> tuple[str | None, int]:
+    """(hash, length with its newline) of the file's first line; (None, 0) until it is complete.
+
+    With ``hint`` (the length known from before) only that much is read: this check runs on
+    every event, and a 64 KiB read each time would be wasted.
+    """
+    head = os.pread(fd, hint + 1 if hint else MAX_LINE + 1, 0)
     nl = head.find(b"\n")
+    if nl < 0 and hint:
+        head = os.pread(fd, MAX_LINE + 1, 0)
+        nl = head.find(b"\n")
     if nl < 0:
-        return None  # no complete first line yet
-    return hashlib.sha1(head[:nl], usedforsecurity=False).hexdigest()
+        return None, 0
+    return hashlib.sha1(head[:nl], usedforsecurity=False).hexdigest(), nl + 1
+
+
+def _first_line_hash(fd: int, hint: int = 0) -> str | None:
+    return _first_line(fd, hint)[0]
 
 
 @dataclass
@@ -168,6 +180,7 @@ class _Open:
     offset: int
     first_hash: str | None
     skipping: bool = False  # inside an over-long line, discarding up to its newline
+    first_len: int = 0  # length of the first line + newline, to re-read just that much
 
 
 class FileTail:
@@ -193,7 +206,7 @@ class FileTail:
             return None
         st = os.fstat(fd)
         o = _Open(fd, st.st_dev, st.st_ino, st.st_size if offset is None else offset, None)
-        o.first_hash = _first_line_hash(fd)
+        o.first_hash, o.first_len = _first_line(fd)
         return o
 
     def start(self) -> None:
@@ -298,7 +311,7 @@ class FileTail:
             sink(data[: last + 1])
             o.offset += last + 1
             if o.first_hash is None:
-                o.first_hash = _first_line_hash(o.fd)
+                o.first_hash, o.first_len = _first_line(o.fd)
             if last + 1 < len(data) and len(data) < CHUNK:
                 return
 
@@ -332,13 +345,13 @@ class FileTail:
                 fst = os.fstat(c.fd)
                 truncated = fst.st_size < c.offset
                 if not truncated and c.first_hash is not None and c.offset > 0:
-                    truncated = _first_line_hash(c.fd) != c.first_hash
+                    truncated = _first_line_hash(c.fd, c.first_len) != c.first_hash
                 if truncated:
                     log.info("%s: truncated (copytruncate), reading from its start", self.path)
                     self.stats.truncations += 1
                     c.offset = 0
                     c.skipping = False
-                    c.first_hash = _first_line_hash(c.fd)
+                    c.first_hash, c.first_len = _first_line(c.fd)
         if self.cur is None and st is not None:
             self.cur = self._open(offset=0)  # a new file: all of it is new
         if self.cur is not None:
