@@ -73,6 +73,8 @@ class Remediator:
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.cancel = threading.Event()
         self.worker: threading.Thread | None = None
+        self.notifier: threading.Thread | None = None
+        self.messages: queue.Queue[Message | None] = queue.Queue()
         self.pending: set[str] = set()
         self.pending_lock = threading.Lock()
         self.stopping = False
@@ -145,6 +147,8 @@ class Remediator:
             self.journal.start()
         self.worker = threading.Thread(target=self._work, name="actions", daemon=True)
         self.worker.start()
+        self.notifier = threading.Thread(target=self._notify_loop, name="notify", daemon=True)
+        self.notifier.start()
         # Catch up with whatever was written while we were stopped.
         for path in self.tails:
             self._file_event(path)
@@ -223,6 +227,9 @@ class Remediator:
         self.jobs.put(None)
         if self.worker is not None:
             self.worker.join(timeout=60)
+        self.messages.put(None)
+        if self.notifier is not None:
+            self.notifier.join(timeout=30)
         if self.watcher is not None:
             self.watcher.stop()
         if self.journal is not None:
@@ -342,19 +349,35 @@ class Remediator:
         inc = store.update_incident(incident_id, status="escalated", cause=cause or None)
         if inc.notified is not None:
             return  # once per incident
-        msg = Message(
-            host=self.settings.host_name or os.uname().nodename,
-            incident_id=incident_id,
-            rule=rule.name,
-            group=group,
-            status="escalated",
-            reason=reason,
-            cause=cause or (inc.cause or ""),
-            next_step=next_step,
+        # Sent from the notifier thread: a slow webhook must not hold up reading the logs.
+        self.messages.put(
+            Message(
+                host=self.settings.host_name or os.uname().nodename,
+                incident_id=incident_id,
+                rule=rule.name,
+                group=group,
+                status="escalated",
+                reason=reason,
+                cause=cause or (inc.cause or ""),
+                next_step=next_step,
+            )
         )
-        results = notify(self.settings, msg)
-        if any(v == "ok" for v in results.values()):
-            store.update_incident(incident_id, notified=_now_dt())
+
+    def _notify_loop(self) -> None:
+        store = open_store(self.settings)
+        try:
+            while (msg := self.messages.get()) is not None:
+                try:
+                    inc = store.get_incident(msg.incident_id)
+                    if inc is None or inc.notified is not None:
+                        continue  # once per incident, even if escalated twice meanwhile
+                    results = notify(self.settings, msg)
+                    if any(v == "ok" for v in results.values()):
+                        store.update_incident(msg.incident_id, notified=_now_dt())
+                except Exception:
+                    log.exception("incident #%s: notification failed", msg.incident_id)
+        finally:
+            store.close()
 
     # ------------------------------------------------------------------ remediations
     def _work(self) -> None:
