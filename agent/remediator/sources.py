@@ -5,8 +5,8 @@ create, by copytruncate and by delete + recreate is noticed from the inode, a si
 saved offset, or a changed first-line hash; the old file is drained to its end before the new
 one is read from its start; ``(path, inode, first-line hash, offset)`` is saved after every
 read, so a restart resumes exactly where it stopped. Only complete lines are consumed; an
-over-long line is cut at 64 KiB (the rest skipped to its newline) and counted; invalid UTF-8 is
-decoded with replacement and counted. A file that does not exist yet is read from its start
+over-long line is cut at 64 KiB (the rest skipped to its newline) and counted; a line is decoded
+only when a rule must look at it, with replacement, and an invalid one is counted. A file that does not exist yet is read from its start
 when it appears. Nothing polls: watchdog's observer thread reports directory events, and the
 core reads the files those events name.
 
@@ -15,7 +15,8 @@ The matcher is the fast path: for every literal that a rule's regex requires (se
 widens each hit to its line; only those lines are decoded and searched by the regexes, so the
 bulk of a log is never split into Python strings.
 
-The journal: a ``journalctl -f -o json`` child per set of units (see :class:`JournalSource`).
+The journal: one ``journalctl -f -o json`` child for all the rules' units, resuming after the
+saved cursor (see :class:`JournalSource` for why a child and not python-systemd).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Stats:
     bytes: int = 0
     candidates: int = 0  # lines holding a rule's literal, decoded and searched
     cut: int = 0  # lines longer than MAX_LINE
-    invalid_utf8: int = 0
+    invalid_utf8: int = 0  # decoded lines (candidates, journal messages) that were not UTF-8
     rotations: int = 0
     truncations: int = 0
 
@@ -85,11 +86,6 @@ class Matcher:
         """``(rule, line)`` pairs in line order; ``buf`` holds complete lines (ends with \\n)."""
         # No line count here: bytes.count(b"\n") alone would cost a third of the ingest time.
         stats.bytes += len(buf)
-        if not buf.isascii():
-            try:
-                buf.decode("utf-8")
-            except UnicodeDecodeError:
-                stats.invalid_utf8 += sum(1 for ln in buf.split(b"\n") if not _valid_utf8(ln))
         # A line longer than MAX_LINE contains a whole aligned half-size block with no newline:
         # one memchr per 32 KiB finds the candidates, only those are measured exactly.
         half = MAX_LINE // 2
@@ -136,7 +132,13 @@ class Matcher:
         stats.candidates += len(hits)
         for s in sorted(hits):
             e, idxs = hits[s]
-            line = buf[s : min(e, s + MAX_LINE)].decode("utf-8", "replace")
+            raw = buf[s : min(e, s + MAX_LINE)]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                # Only lines a rule looks at are ever decoded; those are counted.
+                stats.invalid_utf8 += 1
+                line = raw.decode("utf-8", "replace")
             out.extend((self.rules[i], line) for i in sorted(idxs))
         return out
 
@@ -495,6 +497,12 @@ class JournalSource:
                 if self.stopping.is_set():
                     return
                 log.warning("journal: journalctl exited (%s): %s", rc, err.strip()[:300])
+                if "cursor" in err.lower() and self.state.cursor(self.key):
+                    # The saved cursor is gone (journal vacuumed, machine-id changed): a cursor
+                    # that cannot be found would fail forever, so start again from now.
+                    log.error("journal: the saved cursor is no longer valid; following from now")
+                    self.state.save_cursor(self.key, "")
+                    backoff = 0.1
                 if time.monotonic() - started > 60:
                     backoff = 1.0
             if self.stopping.wait(backoff):
