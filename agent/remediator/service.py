@@ -248,8 +248,8 @@ class Remediator:
             return
         now = time.time()
 
-        def sink(buf: bytes) -> None:
-            for rule, line in matcher.scan(buf, self.stats):
+        def sink(buf: bytes | bytearray, end: int) -> None:
+            for rule, line in matcher.scan(buf, self.stats, end):
                 self.decide(rule, self.engine.observe(rule, line, now), line, now)
 
         with self.state.batch():  # position and windows commit together

@@ -40,6 +40,9 @@ from agent.remediator.state import Position, StateDB
 
 log = logging.getLogger(__name__)
 
+# A sink gets a buffer and an end: ``buf[:end]`` is complete lines, the buffer is reused after.
+Sink = Callable[[bytes | bytearray, int], None]
+
 MAX_LINE = 64 * 1024
 CHUNK = 4 * 1024 * 1024
 DRAIN_GRACE = 60.0  # seconds a rotated-away file is still drained (a writer may not have reopened)
@@ -82,20 +85,22 @@ class Matcher:
                     if i not in idx:
                         idx.append(i)
 
-    def scan(self, buf: bytes, stats: Stats) -> list[tuple[Rule, str]]:
-        """``(rule, line)`` pairs in line order; ``buf`` holds complete lines (ends with \\n)."""
-        # No line count here: bytes.count(b"\n") alone would cost a third of the ingest time.
-        stats.bytes += len(buf)
+    def scan(
+        self, buf: bytes | bytearray, stats: Stats, end: int | None = None
+    ) -> list[tuple[Rule, str]]:
+        """``(rule, line)`` pairs in line order; ``buf[:end]`` holds complete lines."""
+        end = len(buf) if end is None else end
+        stats.bytes += end
         # A line longer than MAX_LINE contains a whole aligned half-size block with no newline:
         # one memchr per 32 KiB finds the candidates, only those are measured exactly.
         half = MAX_LINE // 2
         long_ranges: list[tuple[int, int]] = []
-        if len(buf) > MAX_LINE:
+        if end > MAX_LINE:
             i = 0
-            while i < len(buf):
-                if buf.find(b"\n", i, i + half) < 0:
+            while i < end:
+                if buf.find(b"\n", i, min(i + half, end)) < 0:
                     s = buf.rfind(b"\n", 0, i) + 1
-                    e = buf.find(b"\n", i)
+                    e = buf.find(b"\n", i, end)
                     if e - s > MAX_LINE and (not long_ranges or long_ranges[-1][0] != s):
                         long_ranges.append((s, e))
                     i = max(e + 1, i + half)
@@ -105,15 +110,15 @@ class Matcher:
         if not self.rules:
             return []
         hits: dict[int, tuple[int, set[int]]] = {}
+        find, rfind = buf.find, buf.rfind
         for lit, idxs in self.by_literal.items():
             pos = 0
-            find = buf.find
             while True:
-                i = find(lit, pos)
+                i = find(lit, pos, end)
                 if i < 0:
                     break
-                s = buf.rfind(b"\n", 0, i) + 1
-                e = find(b"\n", i)
+                s = rfind(b"\n", 0, i) + 1
+                e = find(b"\n", i, end)
                 if s in hits:
                     hits[s][1].update(idxs)
                 else:
@@ -121,7 +126,7 @@ class Matcher:
                 pos = e + 1
         if self.slow:
             s = 0
-            for raw in buf.split(b"\n")[:-1]:
+            for raw in bytes(buf[:end]).split(b"\n")[:-1]:
                 e = s + len(raw)
                 if s in hits:
                     hits[s][1].update(self.slow)
@@ -132,7 +137,7 @@ class Matcher:
         stats.candidates += len(hits)
         for s in sorted(hits):
             e, idxs = hits[s]
-            raw = buf[s : min(e, s + MAX_LINE)]
+            raw = bytes(buf[s : min(e, s + MAX_LINE)])
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -285,39 +290,44 @@ class FileTail:
             self.cur = None
 
     # ---------------------------------------------------------------- reading
-    def _drain(self, o: _Open, sink: Callable[[bytes], None]) -> None:
+    def _drain(self, o: _Open, sink: Sink) -> None:
+        try:
+            pending = os.fstat(o.fd).st_size - o.offset
+        except OSError:
+            return
+        if pending <= 0:
+            return
+        # One buffer per drain, sized to what is there (a few KiB for an append, 4 MiB chunks for
+        # a backlog) and filled in place: no fresh 4 MiB object and its page faults per chunk.
+        buf = bytearray(min(CHUNK, max(pending + 1, 4096)))
+        size = len(buf)
         while True:
-            data = os.pread(o.fd, CHUNK, o.offset)
-            if not data:
+            n = os.preadv(o.fd, [buf], o.offset)
+            if n <= 0:
                 return
             if o.skipping:
-                nl = data.find(b"\n")
-                if nl < 0:
-                    o.offset += len(data)
-                    continue
-                o.offset += nl + 1
-                o.skipping = False
-                data = data[nl + 1 :]
-                if not data:
-                    continue
-            last = data.rfind(b"\n")
+                nl = buf.find(b"\n", 0, n)
+                o.offset += n if nl < 0 else nl + 1
+                o.skipping = nl < 0
+                continue
+            last = buf.rfind(b"\n", 0, n)
             if last < 0:
-                if len(data) > MAX_LINE:
+                if n > MAX_LINE:
                     # An unterminated line past the limit: cut it, skip the rest up to its newline.
-                    sink(data[:MAX_LINE] + b"\n")
+                    sink(bytes(buf[:MAX_LINE]) + b"\n", MAX_LINE + 1)
                     self.stats.cut += 1
-                    o.offset += len(data)
+                    o.offset += n
                     o.skipping = True
                     continue
                 return  # an incomplete line: wait for its newline
-            sink(data[: last + 1])
+            sink(buf, last + 1)
             o.offset += last + 1
             if o.first_hash is None:
                 o.first_hash, o.first_len = _first_line(o.fd)
-            if last + 1 < len(data) and len(data) < CHUNK:
-                return
+            if n < size and last + 1 < n:
+                return  # the rest is an incomplete line at the end of the file
 
-    def poll(self, sink: Callable[[bytes], None]) -> None:
+    def poll(self, sink: Sink) -> None:
         """Read whatever is new, following rotation; never reads a line twice."""
         if not self.started:
             self.start()

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -82,6 +81,23 @@ def packaged_rules_on(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- 1. ingest
 
 
+def issue_rule_on(path: Path) -> list[dict[str, Any]]:
+    """The issue's example rule, on a file."""
+    return [
+        {
+            "name": "sheet-sync-token",
+            "source": {"file": str(path)},
+            "match": r"\[port-sheet\] token error: HTTP Error (?P<status>\d+)",
+            "ignore": [r"HTTP Error 5\d\d"],
+            "threshold": 3,
+            "within": "90m",
+            "group_by": ["status"],
+            "cooldown": "6h",
+            "resolve": r"\[port-sheet\] sync ok",
+        }
+    ]
+
+
 def make_log(path: Path, n: int) -> None:
     rnd = random.Random(7)
     words = ["sheet", "agent", "queue", "task", "session", "tick", "poll", "batch", "host", "disk"]
@@ -118,25 +134,31 @@ def bench_ingest(tmp: Path, quick: bool) -> dict[str, Any]:
         )
         grep_times.append(time.perf_counter() - t0)
     grep_count = int(out.stdout.strip())
-    ours = []
-    fired = 0
-    for trial in range(3):
-        d = tmp / f"ingest{trial}"
-        d.mkdir()
-        log = d / "app.log"
-        rules_dir = d / "rules.d"
-        write_rules(rules_dir, packaged_rules_on(log))
-        s = config.from_dict(settings_doc(d, rules_dir), "bench")
-        r = Remediator(s)
-        r.apply_rules(r.load())  # the tail starts on an absent file: all of it will be new
-        os.link(src, log) if trial == 0 else shutil.copyfile(src, log)
-        t0 = time.perf_counter()
-        r.read_file(str(log))
-        ours.append(time.perf_counter() - t0)
-        assert r.stats.bytes == size, (r.stats.bytes, size)  # every line was consumed
-        fired = len(r.store.list_incidents())
-        r.store.close()
-        r.state.close()
+
+    def measure(rules_for: Any, runs: int) -> tuple[list[float], int]:
+        times, fired = [], 0
+        for trial in range(runs):
+            d = tmp / f"ingest-{rules_for.__name__}-{trial}"
+            d.mkdir()
+            log = d / "app.log"
+            rules_dir = d / "rules.d"
+            write_rules(rules_dir, rules_for(log))
+            s = config.from_dict(settings_doc(d, rules_dir), "bench")
+            r = Remediator(s)
+            r.apply_rules(r.load())  # the tail starts on an absent file: all of it will be new
+            os.link(src, log)  # the same inode, page cache warm: the bench reads, never writes
+            t0 = time.perf_counter()
+            r.read_file(str(log))
+            times.append(time.perf_counter() - t0)
+            assert r.stats.bytes == size, (r.stats.bytes, size)  # every line was consumed
+            fired = len(r.store.list_incidents())
+            r.store.close()
+            r.state.close()
+        return times, fired
+
+    runs = 3 if quick else 5
+    ours, fired = measure(packaged_rules_on, runs)
+    one, _ = measure(issue_rule_on, runs)
     best = min(ours)
     res = {
         "lines": n,
@@ -146,12 +168,14 @@ def bench_ingest(tmp: Path, quick: bool) -> dict[str, Any]:
         "seconds": [round(x, 4) for x in ours],
         "lines_per_s": round(n / best),
         "lines_per_s_median": round(n / statistics.median(ours)),
+        "one_rule_lines_per_s": round(n / min(one)),
         "grep_c_lines_per_s": round(n / min(grep_times)),
         "target_lines_per_s": 3_000_000,
     }
     res["met"] = res["lines_per_s"] >= 3_000_000
     print(
-        f"ingest: {res['lines_per_s']:,} lines/s (median {res['lines_per_s_median']:,})"
+        f"ingest: {res['lines_per_s']:,} lines/s with the default pack (median"
+        f" {res['lines_per_s_median']:,}; one rule: {res['one_rule_lines_per_s']:,})"
         f"  | grep -c: {res['grep_c_lines_per_s']:,} lines/s  | target ≥ 3,000,000"
         f"  [{'met' if res['met'] else 'NOT met'}]"
     )

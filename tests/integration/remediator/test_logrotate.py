@@ -33,8 +33,8 @@ class Reader:
         self.watcher.set_paths([str(path)])
         self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def sink(self, buf: bytes) -> None:
-        self.lines.extend(buf.split(b"\n")[:-1])
+    def sink(self, buf: bytes | bytearray, end: int) -> None:
+        self.lines.extend(bytes(buf[:end]).split(b"\n")[:-1])
 
     def run(self) -> None:
         self.tail.poll(self.sink)

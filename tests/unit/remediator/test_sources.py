@@ -15,9 +15,9 @@ class Collect:
     def __init__(self):
         self.lines: list[bytes] = []
 
-    def __call__(self, buf: bytes) -> None:
-        assert buf.endswith(b"\n")
-        self.lines.extend(buf.split(b"\n")[:-1])
+    def __call__(self, buf: bytes | bytearray, end: int) -> None:
+        assert buf[end - 1 : end] == b"\n"
+        self.lines.extend(bytes(buf[:end]).split(b"\n")[:-1])
 
 
 def append(path: Path, text: str | bytes) -> None:
