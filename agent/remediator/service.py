@@ -442,6 +442,9 @@ class Remediator:
 
     def record(self, store: Store, job: Job, rem: actions_mod.Remediation) -> None:
         status = {"recovered": "resolved", "needs_human": "escalated"}.get(rem.outcome, "open")
+        current = store.get_incident(job.incident_id)
+        if current is not None and current.status == "resolved" and status == "open":
+            status = "resolved"  # a resolve line closed it while the playbook ran: keep it closed
         log.info(
             "incident #%s: %s %s -> %s (%s, rc %s, %.1fs)",
             job.incident_id,
@@ -454,7 +457,7 @@ class Remediator:
         )
         store.update_incident(
             job.incident_id,
-            status="escalated" if status == "escalated" else status,
+            status=status,
             cause=rem.cause or None,
             remediation=rem.to_json(),
         )
