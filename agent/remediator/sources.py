@@ -270,6 +270,42 @@ class FileTail:
                 return _Open(fd, st.st_dev, st.st_ino, saved.offset, saved.first_hash)
         return None
 
+    def _find_copy(self, c: _Open) -> _Open | None:
+        """The newest other file of the directory that starts with our old first line and is
+        at least as long as what we read: what copytruncate copied."""
+        if c.first_hash is None:
+            return None
+        d = os.path.dirname(self.path)
+        best: tuple[float, str, os.stat_result] | None = None
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return None
+        for name in names:
+            p = os.path.join(d, name)
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (c.dev, c.inode) or st.st_size < c.offset:
+                continue
+            if best is None or st.st_mtime > best[0]:
+                try:
+                    fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                try:
+                    same = _first_line(fd, c.first_len)[0] == c.first_hash
+                finally:
+                    os.close(fd)
+                if same:
+                    best = (st.st_mtime, p, st)
+        if best is None:
+            return None
+        fd = os.open(best[1], os.O_RDONLY | os.O_CLOEXEC)
+        st = best[2]
+        return _Open(fd, st.st_dev, st.st_ino, c.offset, c.first_hash, first_len=c.first_len)
+
     def _save(self) -> None:
         c = self.cur
         if c is None:
@@ -361,6 +397,12 @@ class FileTail:
                 if truncated:
                     log.info("%s: truncated (copytruncate), reading from its start", self.path)
                     self.stats.truncations += 1
+                    copy = self._find_copy(c)
+                    if copy is not None:
+                        # Lines written after our last read but before the copy exist only in
+                        # the copy now: finish them there first.
+                        self._drain(copy, sink)
+                        os.close(copy.fd)
                     c.offset = 0
                     c.skipping = False
                     c.first_hash, c.first_len = _first_line(c.fd)

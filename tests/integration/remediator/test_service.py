@@ -224,3 +224,12 @@ def test_sigterm_during_a_playbook_records_it_and_leaves_no_process(tmp_path, se
     for pid in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError):
             assert b"777.25" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def test_a_log_that_appears_after_the_start_is_read_from_its_first_line(tmp_path, service_factory):
+    log = tmp_path / "later" / "sync.log"
+    log.parent.mkdir()
+    svc = service_factory([rule(log, action=None)]).start()
+    log.write_text(LINE * 3)
+    items = svc.wait_incident(lambda xs: len(xs) == 1)
+    assert items[0].rule == "sheet-sync-token"

@@ -201,3 +201,21 @@ def test_journal_entries_parse_unit_time_cursor_and_binary_messages(tmp_path: Pa
     assert src.command()[-1] == "--lines=0"
     src.state.save_cursor("journal", "s=ab;i=1")
     assert src.command()[-2:] == ["--after-cursor=s=ab;i=1", "--no-tail"]
+
+
+def test_copytruncate_lines_not_yet_read_are_finished_from_the_copy(tmp_path: Path):
+    import shutil
+
+    log = tmp_path / "a.log"
+    log.write_text("")
+    tail, got = FileTail(str(log), StateDB()), Collect()
+    tail.poll(got)
+    append(log, "first\n")
+    tail.poll(got)
+    append(log, "written before the copy, unread\n")
+    shutil.copyfile(log, tmp_path / "a.log.1")  # what copytruncate does: copy ...
+    with open(log, "r+b") as f:  # ... then truncate
+        f.truncate(0)
+    append(log, "after\n")
+    tail.poll(got)
+    assert got.lines == [b"first", b"written before the copy, unread", b"after"]
