@@ -233,3 +233,25 @@ def test_a_log_that_appears_after_the_start_is_read_from_its_first_line(tmp_path
     log.write_text(LINE * 3)
     items = svc.wait_incident(lambda xs: len(xs) == 1)
     assert items[0].rule == "sheet-sync-token"
+
+
+def test_template_syntax_in_a_log_line_is_never_evaluated_end_to_end(tmp_path, service_factory):
+    import uuid
+
+    marker = Path("/tmp") / f"pwned-{uuid.uuid4().hex}"
+    evil = "{{ lookup('pipe', 'touch " + str(marker) + "') }} {% for x in range(3) %}X{% endfor %}"
+    log = tmp_path / "sync.log"
+    log.write_text("")
+    r = rule(
+        log,
+        "recovered.yml",
+        match=r"\[port-sheet\] token error: HTTP Error (?P<status>\d+): (?P<detail>.*)",
+        group_by=["status", "detail"],
+    )
+    svc = service_factory([r]).start()
+    append(log, f"[port-sheet] token error: HTTP Error 400: {evil}\n" * 3)
+    items = svc.wait_incident(lambda xs: xs and xs[0].status == "resolved")
+    assert items[0].group == {"status": "400", "detail": evil}
+    seen = json.loads((Path(items[0].remediations[0]["artifact_dir"]) / "seen.json").read_text())
+    assert seen["group"] == {"status": "400", "detail": evil}
+    assert not marker.exists()
