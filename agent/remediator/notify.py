@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +73,11 @@ class Message:
 
 
 def send_webhook(url: str, message: Message, timeout: float) -> None:
+    # Imported here: urllib.request pulls in ssl and http.client, megabytes an idle service
+    # that may never escalate does not need to hold.
+    import urllib.error
+    import urllib.request
+
     body = json.dumps(message.payload()).encode("utf-8")
     req = urllib.request.Request(  # noqa: S310 - the operator configures an http(s) URL
         url, data=body, headers={"Content-Type": "application/json"}, method="POST"
