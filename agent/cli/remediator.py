@@ -4,6 +4,7 @@ breaker resets and the remediation lock. Each is a thin wrapper over ``agent.rem
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from agent.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, add_json_flag, print_json
@@ -108,6 +109,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         for r in ruleset.rules:
             action = r.action.playbook if r.action else "no action"
             print(f"{r.name}: {r.source.describe()} -> {action}  ({r.file})")
+        if not args.rules_dir:
+            # On the host: say which playbooks are not installed yet (not an error: the rules
+            # may be checked before the role has installed the playbooks).
+            project = os.path.join(load_settings(args).remediator.private_data_dir, "project")
+            for r in ruleset.rules:
+                if r.action and not os.path.isfile(os.path.join(project, r.action.playbook)):
+                    print(f"warning: {r.name}: {r.action.playbook} is not in {project}")
         print(f"ok: {len(ruleset.rules)} rules in {len(files)} files")
     return EXIT_OK
 
@@ -123,10 +131,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for path in args.logs:
         try:
             if path == "-":
-                logs.append(sys.stdin.read().splitlines())
+                text = sys.stdin.read()
             else:
-                with open(path, encoding="utf-8", errors="replace") as fh:
-                    logs.append(fh.read().splitlines())
+                with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+                    text = fh.read()
+            # Lines end at "\n" only (str.splitlines would also split at \f, \x1c, U+2028...).
+            lines = text.split("\n")
+            logs.append(lines[:-1] if lines and lines[-1] == "" else lines)
         except OSError as exc:
             raise CliError(f"{path}: cannot read the log: {exc.strerror}", EXIT_FAILURE) from None
     report = replay(ruleset.rules, logs)
