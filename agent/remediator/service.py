@@ -316,7 +316,9 @@ class Remediator:
             if rule.action is not None:
                 self.jobs.put(Job(inc.id, rule, d.group))
             else:
-                self.escalate(self.store, inc.id, rule, d.group, "the rule has no action")
+                # An alert-only rule: its description is what the person needs to read.
+                reason = rule.description or f"{rule.name} fired {d.count} times"
+                self.escalate(self.store, inc.id, rule, d.group, reason)
         elif d.breaker_opened:
             inc = self._unresolved(rule.name, d.group) or self._opened(
                 self.store.open_incident(rule.name, d.group, summary=line[:300], now=_now_dt(t))

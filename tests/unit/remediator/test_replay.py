@@ -59,9 +59,10 @@ def test_undated_lines_take_the_previous_lines_time():
 def test_journal_rules_read_their_units_short_iso_lines_and_skip_other_identifiers():
     got = cli_json("--rules-dir", str(PACK), str(DATA / "short-iso.log"))
     token = next(r for r in got["rules"] if r["name"] == "sheet-sync-token")
-    # 08:30, 09:30 and 10:00 from port-sheet-sync (09:45 is jada-agent's, 503 and 429 are not
-    # credential failures); 08:30:01 has just left the 90-minute window at 10:00:01: no fire.
-    assert token == {"name": "sheet-sync-token", "matched": 3, "ignored": 1, "fired": []}
+    # 08:30, 09:30 and 10:00 from port-sheet-sync (09:45 is jada-agent's; the 429 and the 503
+    # token errors are vetoed by ignore); 08:30:01 has just left the 90-minute window at
+    # 10:00:01: no fire.
+    assert token == {"name": "sheet-sync-token", "matched": 3, "ignored": 2, "fired": []}
     assert got["lines"] == 10 and got["undated"] == 0
 
 
@@ -90,6 +91,8 @@ def test_default_pack_never_fires_a_credential_refresh_on_transient_failures():
             ts + "[port-sheet] transient error: [Errno -3] Temporary failure in name resolution",
             ts + "google.auth.exceptions.RefreshError: ('server_error: x', {})",
             ts + "google.auth.exceptions.TransportError: HTTPSConnectionPool timed out",
+            ts + "[port-sheet] token error: token endpoint unreachable: ConnectionError (timeout)",
+            ts + "[port-sheet] api error: HTTP 503 backend error",
         ]
     rs = load_rules([PACK])
     rep = replay(rs.rules, [lines])
@@ -119,6 +122,31 @@ def test_default_pack_fires_each_playbook_for_its_failure():
             "[port-sheet] token error: [Errno 13] Permission denied: '/var/lib/jada-agent/secrets/google-token.json'"
         )
     ) == {"sheet-sync-token-permissions"}
+    secrets = "/var/lib/jada-agent/secrets/google-token.json"
+    for line, rule in [
+        (
+            f"[port-sheet] permission error: {secrets}: Permission denied (credential file unreadable)",
+            "sheet-sync-token-permissions",
+        ),
+        (
+            f"[port-sheet] permission error: {secrets} has mode 0644, readable beyond its owner; refusing it until it is 0600",
+            "sheet-sync-token-permissions",
+        ),
+        (
+            f"PermissionError: [Errno 13] Permission denied: '{secrets}'",
+            "sheet-sync-token-permissions",
+        ),
+        (f"[port-sheet] token error: credential file missing: {secrets}", "sheet-sync-token"),
+        (
+            "[port-sheet] token error: granted scopes lack https://www.googleapis.com/auth/spreadsheets",
+            "sheet-sync-token",
+        ),
+        (
+            "[port-sheet] api error: HTTP 403 The caller does not have permission",
+            "sheet-sync-access",
+        ),
+    ]:
+        assert set(run(line)) == {rule}, line
 
 
 def test_cooldown_and_breaker_apply_in_replay_as_live(tmp_path: Path):
