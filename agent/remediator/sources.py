@@ -84,6 +84,19 @@ class Matcher:
                     idx = self.by_literal.setdefault(lit, [])
                     if i not in idx:
                         idx.append(i)
+        # Literals sharing a long prefix ("[port-sheet] token error: ", "[port-sheet] sync ok")
+        # are found with one pass for the prefix and a startswith per hit: a pass over the buffer
+        # is the cost that matters, a hit is rare.
+        self.passes: list[tuple[bytes, list[tuple[bytes, list[int]]]]] = []
+        for lit in sorted(self.by_literal):
+            entry = (lit, self.by_literal[lit])
+            if self.passes:
+                prefix, members = self.passes[-1]
+                common = _common_prefix(prefix, lit)
+                if len(common) >= PREFIX_MIN:
+                    self.passes[-1] = (common, [*members, entry])
+                    continue
+            self.passes.append((lit, [entry]))
 
     def scan(
         self, buf: bytes | bytearray, stats: Stats, end: int | None = None
@@ -111,19 +124,29 @@ class Matcher:
             return []
         hits: dict[int, tuple[int, set[int]]] = {}
         find, rfind = buf.find, buf.rfind
-        for lit, idxs in self.by_literal.items():
+        startswith = buf.startswith
+        for prefix, members in self.passes:
+            single = members[0][1] if len(members) == 1 else None
             pos = 0
             while True:
-                i = find(lit, pos, end)
+                i = find(prefix, pos, end)
                 if i < 0:
                     break
+                pos = i + 1
+                if single is not None:
+                    idxs = single
+                else:
+                    idxs = [x for lit, ix in members if startswith(lit, i) for x in ix]
+                    if not idxs:
+                        continue
                 s = rfind(b"\n", 0, i) + 1
                 e = find(b"\n", i, end)
                 if s in hits:
                     hits[s][1].update(idxs)
                 else:
                     hits[s] = (e, set(idxs))
-                pos = e + 1
+                if single is not None:
+                    pos = e + 1  # one literal: the rest of this line adds nothing
         if self.slow:
             s = 0
             for raw in bytes(buf[:end]).split(b"\n")[:-1]:
@@ -146,6 +169,18 @@ class Matcher:
                 line = raw.decode("utf-8", "replace")
             out.extend((self.rules[i], line) for i in sorted(idxs))
         return out
+
+
+PREFIX_MIN = 8  # literals sharing at least this many leading bytes share one pass
+
+
+def _common_prefix(a: bytes, b: bytes) -> bytes:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
 
 
 def _valid_utf8(b: bytes) -> bool:
