@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
 
-.PHONY: setup demo test lint pytest unit integration e2e molecule bench wheelhouse clean
+.PHONY: sandbox-image setup demo test lint pytest unit integration e2e molecule bench wheelhouse clean
 
 setup:
 	@bash scripts/setup.sh
@@ -15,7 +15,11 @@ demo: setup
 	$(PY) -m tests.demo
 
 ## Every test: lint, unit, integration, end-to-end, and Molecule for every role.
-test: setup lint pytest molecule
+test: setup lint sandbox-image pytest molecule
+
+## Build (or extract from the cache) the sandbox host's root filesystem once, before the tests.
+sandbox-image:
+	$(PY) -m tests.sandbox build
 
 lint:
 	ruff check .

@@ -122,6 +122,13 @@ class GoogleSettings:
     secret_name: str | None = None
     parameter_name: str | None = None
     timeout: float = duration("30s")
+    # Install times, first failures and causes of past tokens (never secrets); the forecast and
+    # the "7-day Testing-mode tokens" diagnosis read it. Empty: <token_file stem>.history.json.
+    history_file: str = ""
+    # How long `credentials login` waits for the browser's consent before giving up.
+    login_timeout: float = duration("300s")
+    # `credentials forecast` warns when the likely expiry is closer than this.
+    forecast_warn: float = duration("2d")
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,11 @@ class SheetsSettings:
     timeout: float = duration("30s")
     max_retries: int = 4
     retry_base_delay: float = duration("1s")
+    # Written by the deploy role on each deployment; its mtime is the Deployment tab's
+    # "deployed at" (the virtualenv's mtime when it is absent).
+    deployed_marker: str = "/opt/jada-agent/DEPLOYED"
+    # The Sessions tab covers this many UTC days back from today.
+    session_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -275,6 +287,7 @@ _POSITIVE = {
     "artifacts_keep",
     "history_days",
     "days",
+    "session_days",
 }
 
 

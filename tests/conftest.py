@@ -8,6 +8,8 @@ import pytest
 
 from agent import config
 
+pytest_plugins = ["tests.sandbox.pytest_plugin"]
+
 
 @pytest.fixture
 def settings_factory(tmp_path: Path):
