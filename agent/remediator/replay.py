@@ -49,6 +49,10 @@ class RuleReport:
     fired: list[dict[str, Any]] = field(default_factory=list)
     breaker_opened: list[dict[str, Any]] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
+    # Why it did not fire (text output only; the --json shape is fixed):
+    max_window: int = 0  # the most matches a window ever held
+    cooling: int = 0  # matches that reached the threshold during a cooldown
+    silenced: int = 0  # matches that reached it with the breaker open
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -182,6 +186,9 @@ def replay(rules: list[Rule], logs: Iterable[Iterable[str]]) -> Report:
                 rep.matched += 1
                 if len(rep.examples) < 3:
                     rep.examples.append(entry.text)
+                rep.max_window = max(rep.max_window, d.count)
+                rep.cooling += d.cooling
+                rep.silenced += d.silenced
                 if d.fired:
                     rep.fired.append({"at": format_at(entry.t), "group": d.group, "count": d.count})
                 elif d.breaker_opened:
@@ -208,7 +215,14 @@ def render_text(report: Report, rules: list[Rule]) -> str:
                     f"  FIRED at {f['at']}  ({f['count']} in window{'; ' + group if group else ''})"
                 )
         else:
-            out.append("  never fired")
+            out.append(
+                f"  never fired: at most {rep.max_window} of {rule.threshold} matches"
+                f" within {_dur(rule.within)}"
+            )
+        if rep.cooling:
+            out.append(f"  {rep.cooling} time(s) the threshold was reached during a cooldown")
+        if rep.silenced:
+            out.append(f"  {rep.silenced} time(s) the threshold was reached with the breaker open")
         for b in rep.breaker_opened:
             out.append(f"  BREAKER OPENED at {b['at']}  (group {b['group'] or '{}'})")
         out.append("")

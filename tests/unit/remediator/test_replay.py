@@ -162,3 +162,22 @@ def test_cooldown_and_breaker_apply_in_replay_as_live(tmp_path: Path):
         "2026-05-14T00:00:00Z",
         "2026-05-14T01:00:00Z",
     ]
+
+
+def test_text_output_explains_why_a_rule_did_not_fire():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "remediator",
+            "replay",
+            "--rules-dir",
+            str(PACK),
+            str(DATA / "short-iso.log"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "never fired: at most 2 of 3 matches within 90m" in out
