@@ -304,6 +304,26 @@ def wait_file(path: Path, timeout: float = 60) -> float:
     return path.stat().st_mtime_ns / 1e9
 
 
+def ansible_playbook_start(needle: bytes) -> float | None:
+    """Epoch start time of the oldest running ansible-playbook whose command line has needle."""
+    hz = os.sysconf("SC_CLK_TCK")
+    best = None
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"ansible-playbook" not in cmd or needle not in cmd:
+                continue
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        best = ticks if best is None else min(best, ticks)
+    if best is None:
+        return None
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return time.time() - (uptime - best / hz)
+
+
 def bench_first_task(tmp: Path, quick: bool) -> dict[str, Any]:
     d = tmp / "firsttask"
     pdd = d / "runner"
@@ -346,6 +366,8 @@ def bench_first_task(tmp: Path, quick: bool) -> dict[str, Any]:
     }
     trials = 3 if quick else 10
     ours, bare = [], []
+    spawn: list[float] = []
+    under_runner: list[float] = []
     try:
         for i in range(trials):
             # bare ansible-playbook: process start → first task
@@ -372,7 +394,12 @@ def bench_first_task(tmp: Path, quick: bool) -> dict[str, Any]:
             append(log, f"{LINE} trial={name}\n{LINE} trial={name}\n")
             time.sleep(0.05)
             t0 = append(log, f"{LINE} trial={name}\n")
-            ours.append((wait_file(markers / name) - t0) * 1000)
+            mark = wait_file(markers / name)
+            ours.append((mark - t0) * 1000)
+            started = ansible_playbook_start(b"first.yml")
+            if started is not None:
+                spawn.append((started - t0) * 1000)  # the remediator's own share
+                under_runner.append((mark - started) * 1000)  # Ansible's, under ansible-runner
             # let the run finish (the lock) before the next trial
             deadline = time.monotonic() + 60
             while svc.log.read_text(errors="replace").count("first.yml successful") < i + 1:
@@ -391,11 +418,21 @@ def bench_first_task(tmp: Path, quick: bool) -> dict[str, Any]:
     res["overhead_p50_ms"] = round(
         res["remediator_p50_ms"] - res["bare_ansible_playbook_p50_ms"], 1
     )
+    res["paired_overhead_p50_ms"] = round(
+        statistics.median(o - b for o, b in zip(ours, bare, strict=True)), 1
+    )
+    if spawn:
+        # The decomposition, with ~10 ms resolution (process start times from /proc): append →
+        # ansible-playbook exec'd is the remediator's doing; exec → first task is Ansible's.
+        res["append_to_exec_p50_ms"] = round(statistics.median(spawn), 1)
+        res["exec_to_first_task_under_runner_p50_ms"] = round(statistics.median(under_runner), 1)
     res["met"] = res["overhead_p50_ms"] <= 50
     print(
         f"first task: remediator p50 {res['remediator_p50_ms']} ms | bare ansible-playbook p50"
         f" {res['bare_ansible_playbook_p50_ms']} ms | overhead {res['overhead_p50_ms']} ms"
-        f" (target ≤ 50; ansible-rulebook 846 ms)  [{'met' if res['met'] else 'NOT met'}]"
+        f" (paired {res['paired_overhead_p50_ms']} ms; append → exec"
+        f" {res.get('append_to_exec_p50_ms')} ms) (target ≤ 50; ansible-rulebook 846 ms)"
+        f"  [{'met' if res['met'] else 'NOT met'}]"
     )
     return res
 
