@@ -219,3 +219,39 @@ def test_copytruncate_lines_not_yet_read_are_finished_from_the_copy(tmp_path: Pa
     append(log, "after\n")
     tail.poll(got)
     assert got.lines == [b"first", b"written before the copy, unread", b"after"]
+
+
+def test_matcher_prefilter_finds_every_line_the_default_pack_matches():
+    import random
+
+    from agent.remediator.rules import load_rules
+
+    rules = load_rules([Path(__file__).parents[3] / "files" / "rules.d"]).rules
+    samples = [
+        "[port-sheet] token error: HTTP Error 400: Bad Request",
+        "[port-sheet] token error: credential file missing: /var/lib/jada-agent/secrets/t.json",
+        "[port-sheet] permission error: /var/lib/jada-agent/secrets/google-token.json: Permission denied",
+        "PermissionError: [Errno 13] Permission denied: '/var/lib/jada-agent/secrets/google-token.json'",
+        "google.auth.exceptions.RefreshError: ('invalid_grant: Token has been expired', {})",
+        "[port-sheet] api error: HTTP 403 forbidden",
+        "[port-sheet] sync ok rows=3 requests=1 in 0.42s",
+        "[port-sheet] transient error: timed out",
+        "x [port-sheet] [port-sheet] token error: HTTP Error 401: invalid_client",
+        "noise [port-sheet]",
+        "ordinary line about tokens and secrets",
+    ]
+    rnd = random.Random(3)
+    lines = [rnd.choice(samples) for _ in range(2000)]
+    buf = ("\n".join(lines) + "\n").encode()
+    got = {
+        (r.name, line)
+        for r, line in Matcher(rules).scan(buf, Stats())
+        if r.match.search(line) or (r.resolve and r.resolve.search(line))
+    }
+    want = {
+        (r.name, line)
+        for line in lines
+        for r in rules
+        if r.match.search(line) or (r.resolve and r.resolve.search(line))
+    }
+    assert got == want and len(want) > 10
