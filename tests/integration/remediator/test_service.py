@@ -255,3 +255,27 @@ def test_template_syntax_in_a_log_line_is_never_evaluated_end_to_end(tmp_path, s
     seen = json.loads((Path(items[0].remediations[0]["artifact_dir"]) / "seen.json").read_text())
     assert seen["group"] == {"status": "400", "detail": evil}
     assert not marker.exists()
+
+
+def test_a_remediation_cut_short_by_sigkill_is_recorded_at_the_next_start(
+    tmp_path, service_factory
+):
+    log = tmp_path / "sync.log"
+    log.write_text("")
+    r = rule(log, "hang.yml")
+    r["action"]["extravars"] = {"sleep_for": "778.5"}
+    svc = service_factory([r]).start()
+    append(log, LINE * 3)
+    svc.wait_log("running hang.yml")
+    time.sleep(2.0)
+    svc.signal(signal.SIGKILL)
+    svc.proc.wait(10)
+    svc.start()  # finds the run it left behind: kills what is left of it, records it
+    svc.wait_log("was interrupted by a stop")
+    (inc,) = svc.incidents()
+    (run,) = inc.remediations
+    assert run["status"] == "interrupted" and inc.status == "open"
+    assert marked_processes(run["ident"]) == []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            assert b"778.5" not in Path(f"/proc/{pid}/cmdline").read_bytes()
