@@ -15,6 +15,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -105,9 +106,16 @@ class RemediationLock:
             return info
 
     def acquire(
-        self, owner: str, ttl: float = 900.0, wait: float = 0.0, pid: int | None = None
+        self,
+        owner: str,
+        ttl: float = 900.0,
+        wait: float = 0.0,
+        pid: int | None = None,
+        cancel: threading.Event | None = None,
     ) -> LockInfo:
-        """Take the lock for ``owner`` (re-taking one's own lock renews it); raise LockBusy."""
+        """Take the lock for ``owner`` (re-taking one's own lock renews it); raise LockBusy.
+
+        ``cancel`` ends a wait early (the service is stopping)."""
         deadline = time.monotonic() + wait
         while True:
             with self._guard() as fd:
@@ -125,13 +133,17 @@ class RemediationLock:
                     self._write(fd, mine)
                     return mine
                 holder = info
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (cancel is not None and cancel.is_set()):
                 raise LockBusy(
                     f"held by {holder.owner}"
                     f"{f' (pid {holder.pid})' if holder.pid else ''} until {holder.expires_iso()}"
                 )
             # A person's playbook waiting for the service: a short sleep, bounded by --wait.
-            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            pause = min(0.2, max(0.0, deadline - time.monotonic()))
+            if cancel is not None:
+                cancel.wait(pause)
+            else:
+                time.sleep(pause)
 
     def release(self, owner: str) -> bool:
         """Release ``owner``'s lock; False if the lock was free; LockBusy if someone else holds it."""

@@ -401,7 +401,11 @@ class Remediator:
         assert action is not None
         try:
             self.lock.acquire(
-                LOCK_OWNER, ttl=action.timeout + 120, wait=action.timeout, pid=os.getpid()
+                LOCK_OWNER,
+                ttl=action.timeout + 120,
+                wait=action.timeout,
+                pid=os.getpid(),
+                cancel=self.cancel,
             )
         except LockBusy as exc:
             log.warning("incident #%s: not remediated, lock busy: %s", job.incident_id, exc)
