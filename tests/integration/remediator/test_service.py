@@ -279,3 +279,22 @@ def test_a_remediation_cut_short_by_sigkill_is_recorded_at_the_next_start(
     for pid in filter(str.isdigit, os.listdir("/proc")):
         with contextlib.suppress(OSError):
             assert b"778.5" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def test_a_person_holding_the_lock_makes_the_remediation_wait(tmp_path, service_factory):
+    from agent.remediator.lock import RemediationLock
+
+    log = tmp_path / "sync.log"
+    log.write_text("")
+    svc = service_factory([rule(log)])
+    lock = RemediationLock(svc.settings.remediator.lock_file)
+    lock.acquire("operator", ttl=120)  # as `jada-agent remediator lock acquire --owner operator`
+    svc.start()
+    append(log, LINE * 3)
+    svc.wait_incident(lambda xs: len(xs) == 1)
+    time.sleep(1.0)
+    (inc,) = svc.incidents()
+    assert inc.status == "open" and inc.remediations == []
+    assert lock.release("operator")
+    items = svc.wait_incident(lambda xs: xs[0].status == "resolved")
+    assert len(items[0].remediations) == 1
