@@ -9,7 +9,12 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from agent.remediator.actions import marked_processes, run_playbook
+
+# Real ansible-playbook runs and service processes: seconds each.
+pytestmark = pytest.mark.slow
 
 
 def run(pdd: Path, playbook: str, **kw):

@@ -16,6 +16,9 @@ from moto.server import ThreadedMotoServer
 from agent.remediator.actions import marked_processes
 from tests.fakes.webhook import WebhookReceiver
 
+# Real ansible-playbook runs and service processes: seconds each.
+pytestmark = pytest.mark.slow
+
 LINE = (
     "[port-sheet] token error: HTTP Error 400: invalid_grant: Token has been expired or revoked.\n"
 )
