@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import string
 import types
 import typing
 from dataclasses import dataclass, field
@@ -73,9 +74,19 @@ def choice(default: str, *choices: str) -> Any:
 
 @dataclass(frozen=True)
 class DynamoSettings:
+    # The table is "<table_prefix>-store", created on first use (pay per request).
     table_prefix: str = "jada-agent"
     region: str = "us-east-1"
     endpoint_url: str | None = None
+
+    def check(self, file: Any, prefix: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{3,200}", self.table_prefix):
+            raise ConfigError(
+                file,
+                prefix + "table_prefix",
+                "3 to 200 letters, digits, '_', '-' or '.' (a DynamoDB table name)",
+                self.table_prefix,
+            )
 
 
 @dataclass(frozen=True)
@@ -87,15 +98,19 @@ class StoreSettings:
     dynamodb: DynamoSettings = field(default_factory=DynamoSettings)
 
 
+_COMMAND_FIELDS = {"prompt_file", "max_turns", "workspace"}
+
+
 @dataclass(frozen=True)
 class DaemonSettings:
     sessions_per_day: int = 5
     max_turns: int = 30
     runner: str = choice("anthropic", "anthropic", "command")
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
     max_tokens: int = 4096
     anthropic_base_url: str | None = None
-    # systemd's LoadCredential= puts the key here; the role installs it 0600.
+    # systemd's LoadCredential= puts the key in $CREDENTIALS_DIRECTORY/anthropic-api-key, which
+    # wins when set; otherwise this file (the role installs it 0600).
     api_key_file: str = "/var/lib/jada-agent/secrets/anthropic-api-key"
     # runner=command: argv; {prompt_file}, {max_turns}, {workspace} are substituted.
     command: list[str] = field(default_factory=list)
@@ -103,7 +118,59 @@ class DaemonSettings:
     allowed_commands: list[str] = field(default_factory=lambda: ["ls", "cat", "grep", "git"])
     command_timeout: float = duration("120s")
     session_timeout: float = duration("2h")
+    # 0 = take WatchdogSec from systemd ($WATCHDOG_USEC); pings go out at half the interval.
     watchdog_interval: float = duration("0s")
+    # `tasks add` wakes the daemon through this datagram socket; "" = <state_dir>/daemon.sock.
+    wake_socket: str = ""
+    # Only the holder of the store's session lease runs sessions; it renews every ttl/3.
+    lease_ttl: float = duration("60s")
+    # Safety net for a shared store whose tasks are added on other hosts (no nudge reaches us).
+    poll_interval: float = duration("5m")
+    # After a session that failed because the API was unavailable, wait this long before the next.
+    error_backoff: float = duration("15m")
+    # A task whose sessions end in a (non-transient) error this many times in a row is failed.
+    max_task_errors: int = 3
+
+    def check(self, file: Any, prefix: str) -> None:
+        if self.runner == "command" and not self.command:
+            raise ConfigError(
+                file,
+                prefix + "command",
+                "a non-empty argv list when daemon.runner is command",
+                self.command,
+            )
+        for i, arg in enumerate(self.command):
+            try:
+                names = {n for _, n, _, _ in string.Formatter().parse(arg) if n is not None}
+            except ValueError:
+                names = {"?"}
+            if names - _COMMAND_FIELDS:
+                raise ConfigError(
+                    file,
+                    f"{prefix}command[{i}]",
+                    "only the placeholders {prompt_file}, {max_turns} and {workspace}",
+                    arg,
+                )
+        for i, name in enumerate(self.allowed_commands):
+            if not name or "/" in name or name.strip() != name:
+                raise ConfigError(
+                    file, f"{prefix}allowed_commands[{i}]", "a bare command name such as git", name
+                )
+        for key in ("workspace_root", "api_key_file"):
+            if not os.path.isabs(getattr(self, key)):
+                raise ConfigError(file, prefix + key, "an absolute path", getattr(self, key))
+        if self.lease_ttl < 5:
+            raise ConfigError(
+                file, prefix + "lease_ttl", "a duration of at least 5s", self.lease_ttl
+            )
+        if self.poll_interval < 1:
+            raise ConfigError(
+                file, prefix + "poll_interval", "a duration of at least 1s", self.poll_interval
+            )
+        if self.session_timeout < 1:
+            raise ConfigError(
+                file, prefix + "session_timeout", "a duration of at least 1s", self.session_timeout
+            )
 
 
 @dataclass(frozen=True)
@@ -276,6 +343,10 @@ def _build(cls: type, data: dict[str, Any], file: Any, prefix: str = "") -> Any:
         kwargs[name] = _coerce(value, hints[name], f.metadata, file, prefix + name)
     obj = cls(**kwargs)
     _check_ranges(obj, file, prefix)
+    # A section may check what types cannot say (one field depending on another).
+    check = getattr(obj, "check", None)
+    if callable(check):
+        check(file, prefix)
     return obj
 
 
@@ -283,6 +354,7 @@ _POSITIVE = {
     "sessions_per_day",
     "max_turns",
     "max_tokens",
+    "max_task_errors",
     "retention_days",
     "artifacts_keep",
     "history_days",

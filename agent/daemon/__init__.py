@@ -1,1 +1,12 @@
-"""agent.daemon (see DESIGN.md)."""
+"""The orchestrator daemon: tasks from the dashboard, Claude sessions within a budget.
+
+- :mod:`agent.daemon.loop` — the loop (``run_daemon``), the session lease, signals, sd_notify;
+- :mod:`agent.daemon.budget` — N sessions per UTC day, counted from the store;
+- :mod:`agent.daemon.runners` — the Anthropic tool loop with an exact turn cap, and the
+  external-command runner; outcomes and exit codes;
+- :mod:`agent.daemon.session` — one session in a child process;
+- :mod:`agent.daemon.tools` — the session's tools, confined to the task's workspace;
+- :mod:`agent.daemon.wake` — the wake socket that ``tasks add`` nudges;
+- :mod:`agent.daemon.dashboard` — what ``tasks``/``status``/``sessions`` print;
+- :mod:`agent.daemon._notify` — sd_notify without a dependency (until ``agent.sdnotify``).
+"""

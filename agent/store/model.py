@@ -25,6 +25,8 @@ SESSION_OUTCOMES = (
     "timeout",
 )
 INCIDENT_STATUSES = ("open", "remediating", "escalated", "resolved")
+# Priorities are bounded so that every backend can sort them as fixed-width keys.
+PRIORITY_LIMIT = 10**9
 
 
 def utcnow() -> datetime:
@@ -155,8 +157,44 @@ class Incident:
         }
 
 
+@dataclass
+class Lease:
+    """Who may run sessions on this store: held by one daemon, renewed before it expires."""
+
+    name: str
+    owner: str
+    acquired: datetime
+    expires: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "owner": self.owner,
+            "acquired": iso(self.acquired),
+            "expires": iso(self.expires),
+        }
+
+
 class StoreError(RuntimeError):
     pass
+
+
+def check_task_fields(title: str, priority: int, status: str, kind: str) -> None:
+    """The validation every backend applies to a new task (same messages everywhere)."""
+    if status not in TASK_STATUSES:
+        raise StoreError(f"task status must be one of {', '.join(TASK_STATUSES)}: {status!r}")
+    if not title.strip():
+        raise StoreError("a task needs a non-empty title")
+    if kind not in ("task", "needs_you"):
+        raise StoreError(f"task kind must be task or needs_you: {kind!r}")
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or abs(priority) > PRIORITY_LIMIT
+    ):
+        raise StoreError(
+            f"task priority must be an integer between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT}"
+        )
 
 
 class Store(abc.ABC):
@@ -192,7 +230,16 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def next_ready_task(self) -> Task | None:
-        """Highest priority, then oldest, among ready tasks whose dependencies are all done."""
+        """Highest priority, then oldest, among ready tasks whose dependencies are all done.
+
+        Marking a task ``done`` also turns its ``blocked`` dependents whose dependencies are now
+        all done back to ``ready`` (a task blocked on a needs-you question resumes once the
+        person answers it with ``tasks done``).
+        """
+
+    @abc.abstractmethod
+    def add_dependency(self, task_id: int, depends_on: int, now: datetime | None = None) -> Task:
+        """Make ``task_id`` wait for ``depends_on`` (both must exist; a cycle is refused)."""
 
     # ---- sessions
     @abc.abstractmethod
@@ -213,9 +260,43 @@ class Store(abc.ABC):
     ) -> Session: ...
 
     @abc.abstractmethod
+    def update_session(
+        self, session_id: int, turns: int, input_tokens: int = 0, output_tokens: int = 0
+    ) -> None:
+        """Record a running session's progress so that a crash keeps what it had spent."""
+
+    @abc.abstractmethod
     def list_sessions(
-        self, since: datetime | None = None, until: datetime | None = None
-    ) -> list[Session]: ...
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        outcomes: Iterable[str] | None = None,
+    ) -> list[Session]:
+        """Sessions whose ``started`` is in ``[since, until)``, oldest first."""
+
+    # ---- the lease: which daemon may run sessions on this store
+    @abc.abstractmethod
+    def acquire_lease(
+        self,
+        name: str,
+        owner: str,
+        ttl: float,
+        now: datetime | None = None,
+        replace: str | None = None,
+    ) -> Lease | None:
+        """Take or renew ``name`` for ``ttl`` seconds.
+
+        Succeeds when nobody holds it, the holder is ``owner`` (a renewal), the lease has
+        expired, or the holder is ``replace`` (a holder known to be dead). Returns the lease, or
+        None when someone else holds it.
+        """
+
+    @abc.abstractmethod
+    def release_lease(self, name: str, owner: str) -> bool:
+        """Give the lease up if ``owner`` holds it; True when it did."""
+
+    @abc.abstractmethod
+    def get_lease(self, name: str) -> Lease | None: ...
 
     # ---- sync runs
     @abc.abstractmethod

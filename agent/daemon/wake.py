@@ -1,0 +1,99 @@
+"""Waking the idle daemon at once when a task is added, without polling.
+
+The daemon binds a Unix datagram socket (``daemon.wake_socket``, by default
+``<state_dir>/daemon.sock``) and blocks in ``select`` on it with a timeout (the next budget
+rollover, lease check or watchdog ping). ``jada-agent tasks add`` sends one byte to it. The
+socket is made group-writable (0660) so that an operator in the service group can nudge it;
+root can always. A stale socket left by a killed daemon is detected (nobody receives) and
+replaced; a socket in use by another live daemon is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+from pathlib import Path
+
+from agent.config import Settings
+
+SUN_PATH_MAX = 107
+
+
+def socket_path(settings: Settings) -> Path:
+    return Path(settings.daemon.wake_socket or os.path.join(settings.state_dir, "daemon.sock"))
+
+
+def nudge(path: str | os.PathLike[str]) -> bool:
+    """Tell a daemon listening on ``path`` to look at the queue now; False if none listens."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.setblocking(False)
+            s.sendto(b"!", os.fspath(path))
+    except (FileNotFoundError, ConnectionRefusedError, BlockingIOError, PermissionError):
+        return False
+    except OSError:
+        return False
+    return True
+
+
+class Waker:
+    """The daemon's end: the wake socket plus an internal pipe that signal handlers write to."""
+
+    def __init__(self, path: str | os.PathLike[str] | None):
+        self.path = Path(path) if path is not None else None
+        self.sock: socket.socket | None = None
+        self._r, self._w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for s in (self._r, self._w):
+            s.setblocking(False)
+
+    def bind(self) -> bool:
+        """Listen on the wake socket; False when another live daemon already does."""
+        if self.path is None or self.sock is not None:
+            return self.sock is not None
+        if len(os.fsencode(self.path)) > SUN_PATH_MAX:
+            raise OSError(f"{self.path}: a Unix socket path must be at most {SUN_PATH_MAX} bytes")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.bind(os.fspath(self.path))
+        except OSError:
+            if nudge(self.path):  # somebody receives: a live daemon owns it
+                sock.close()
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            sock.bind(os.fspath(self.path))
+        os.chmod(self.path, 0o660)
+        sock.setblocking(False)
+        self.sock = sock
+        return True
+
+    def wake(self) -> None:
+        """From a signal handler or another thread: end the current wait now."""
+        with contextlib.suppress(OSError):
+            self._w.send(b"!")
+
+    def wait(self, timeout: float) -> bool:
+        """Block until nudged or ``timeout`` seconds pass; True when nudged."""
+        fds = [self._r] + ([self.sock] if self.sock is not None else [])
+        ready, _, _ = select.select(fds, [], [], max(0.0, timeout))
+        for s in ready:
+            # Drain every queued nudge: ten `tasks add` in a row make one wake-up.
+            while True:
+                try:
+                    s.recv(64)
+                except (BlockingIOError, InterruptedError):
+                    break
+        return bool(ready)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+            if self.path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+        self._r.close()
+        self._w.close()

@@ -1,0 +1,64 @@
+"""DynamoDB specifics: the table layout, optimistic task writes, the schema version."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.config import Config
+
+from agent.store import StoreError
+from agent.store.dynamodb import SCHEMA_VERSION, DynamoStore
+from tests.unit.store.conftest import dynamo_settings
+
+FAST = Config(retries={"max_attempts": 1})
+
+
+@pytest.fixture
+def dyn(moto_endpoint):
+    s = DynamoStore(dynamo_settings(moto_endpoint), client_config=FAST)
+    yield s
+    s.drop()
+
+
+def test_a_task_write_based_on_a_stale_read_is_refused_then_redone(dyn) -> None:
+    a = dyn.add_task("a")
+    b = dyn.add_task("b")
+    c = dyn.add_task("c", depends_on=[a.id, b.id])
+    stale = dyn._get(f"task#{c.id}")
+    dyn.set_task_status(a.id, "done")  # another host: c's count drops to 1, its version moves on
+    assert dyn._write_task_state(stale, "ready", "2026-05-13T00:00:00Z", pending=2) is False
+    assert dyn._get(f"task#{c.id}")["pending"] == 1
+    dyn.set_task_status(b.id, "done")
+    assert dyn.next_ready_task().id == c.id
+
+
+def test_only_runnable_tasks_are_in_the_pick_index(dyn) -> None:
+    a = dyn.add_task("a")
+    b = dyn.add_task("b", depends_on=[a.id])
+    dyn.add_task("q", kind="needs_you", status="needs_you")
+    items = dyn.table.query(
+        IndexName="pick",
+        KeyConditionExpression="pick_pk = :p",
+        ExpressionAttributeValues={":p": "runnable"},
+    )["Items"]
+    assert [int(i["id"]) for i in items] == [a.id]
+    dyn.set_task_status(a.id, "done")
+    items = dyn.table.query(
+        IndexName="pick",
+        KeyConditionExpression="pick_pk = :p",
+        ExpressionAttributeValues={":p": "runnable"},
+    )["Items"]
+    assert [int(i["id"]) for i in items] == [b.id]
+
+
+def test_a_table_from_a_newer_schema_is_refused(dyn) -> None:
+    dyn.table.put_item(Item={"pk": "meta#schema", "version": SCHEMA_VERSION + 1})
+    with pytest.raises(StoreError, match="newer than this jada-agent"):
+        DynamoStore(dyn.settings, client_config=FAST)
+
+
+def test_an_unreachable_endpoint_is_a_store_error_naming_the_table(tmp_path) -> None:
+    from agent.config import DynamoSettings
+
+    settings = DynamoSettings(table_prefix="nowhere", endpoint_url="http://127.0.0.1:9")
+    with pytest.raises(StoreError, match="dynamodb table nowhere-store"):
+        DynamoStore(settings, client_config=Config(retries={"max_attempts": 1}, connect_timeout=1))
