@@ -1,0 +1,104 @@
+"""The rule engine: count-in-window per rule and group, cooldown, circuit breaker.
+
+Pure decisions on explicit times (seconds since the epoch), so the live service, the offline
+tester and the unit tests share one implementation and a test controls the clock. The
+semantics, exactly:
+
+- a line that matches ``match`` and no ``ignore`` pattern is a counted match at time t;
+- the window holds the group's counted matches in (t − within, t];
+- the rule fires at t when the window holds ≥ threshold, the group is not cooling down
+  (t < last fire + cooldown) and its breaker is closed;
+- firing empties the window and starts the cooldown; matches during a cooldown are still added
+  to the window, so the first match after it ends fires if the window holds enough;
+- a fire that would make more than ``breaker.max_runs`` fires within ``breaker.within`` is not
+  made: the breaker opens and the group stays silent until ``reset``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from agent.remediator.rules import Rule
+from agent.remediator.state import StateDB, group_key
+
+Outcome = Literal["nomatch", "ignored", "counted", "resolve"]
+
+
+@dataclass
+class Decision:
+    """What one line did to one rule."""
+
+    outcome: Outcome
+    group: dict[str, str] = field(default_factory=dict)
+    count: int = 0  # matches in the window after this line
+    fired: bool = False
+    breaker_opened: bool = False
+    cooling: bool = False
+    silenced: bool = False  # the breaker was already open
+
+
+NOMATCH = Decision("nomatch")
+
+
+class Engine:
+    """Feeds lines to rules; all state lives in a :class:`StateDB`."""
+
+    def __init__(self, state: StateDB):
+        self.state = state
+
+    def observe(self, rule: Rule, line: str, t: float) -> Decision:
+        """Apply one line at time ``t`` to ``rule``."""
+        m = rule.match.search(line)
+        if m is None:
+            if rule.resolve is not None:
+                r = rule.resolve.search(line)
+                if r is not None:
+                    return Decision("resolve", group=_resolve_group(rule, r))
+            return NOMATCH
+        group = rule.group_of(m)
+        for pattern in rule.ignore:
+            if pattern.search(line):
+                return Decision("ignored", group=group)
+        return self.count(rule, group, t)
+
+    def count(self, rule: Rule, group: dict[str, str], t: float) -> Decision:
+        """Record a counted match of ``group`` at ``t`` and decide whether the rule fires."""
+        state = self.state
+        g = group_key(group)
+        window = state.add_match(rule.name, g, t, t - rule.within)
+        # The window is sorted; a line from the future of another (replay of several logs) is
+        # not in (t - within, t].
+        n = len(window) if not window or window[-1] <= t else bisect.bisect_right(window, t)
+        d = Decision("counted", group=group, count=n)
+        if n < rule.threshold:
+            return d
+        last_fire, breaker_open = state.group_state(rule.name, g)
+        if breaker_open is not None:
+            d.silenced = True
+            return d
+        if last_fire is not None and t < last_fire + rule.cooldown:
+            d.cooling = True
+            return d
+        if rule.breaker is not None:
+            since = t - rule.breaker.within
+            if state.fires_since(rule.name, g, since) + 1 > rule.breaker.max_runs:
+                state.open_breaker(rule.name, g, t)
+                d.breaker_opened = True
+                return d
+        history_from = t - (rule.breaker.within if rule.breaker else 0.0)
+        state.record_fire(rule.name, g, t, history_from)
+        state.clear_window(rule.name, g)
+        d.fired = True
+        return d
+
+    def reset(self, rule_name: str) -> int:
+        """A person's reset: close the rule's breakers, end its cooldowns, empty its windows."""
+        return self.state.reset(rule_name)
+
+
+def _resolve_group(rule: Rule, m: re.Match[str]) -> dict[str, str]:
+    # A resolve pattern that names the group_by fields closes only that group's incident.
+    return {k: (m.group(k) or "") for k in rule.group_by if k in m.re.groupindex}

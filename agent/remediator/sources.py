@@ -1,0 +1,652 @@
+"""Line sources: files tailed through watchdog (inotify) and the systemd journal.
+
+Files, in the manner of fail2ban: the first start begins at the end; rotation by rename +
+create, by copytruncate and by delete + recreate is noticed from the inode, a size below the
+saved offset, or a changed first-line hash; the old file is drained to its end before the new
+one is read from its start; ``(path, inode, first-line hash, offset)`` is saved after every
+read, so a restart resumes exactly where it stopped. Only complete lines are consumed; an
+over-long line is cut at 64 KiB (the rest skipped to its newline) and counted; a line is decoded
+only when a rule must look at it, with replacement, and an invalid one is counted. A file that does not exist yet is read from its start
+when it appears. Nothing polls: watchdog's observer thread reports directory events, and the
+core reads the files those events name.
+
+The matcher is the fast path: for every literal that a rule's regex requires (see
+``rules.required_literals``) it runs ``bytes.find`` over whole buffers of complete lines and
+widens each hit to its line; only those lines are decoded and searched by the regexes, so the
+bulk of a log is never split into Python strings.
+
+The journal: one ``journalctl -f -o json`` child for all the rules' units, resuming after the
+saved cursor (see :class:`JournalSource` for why a child and not python-systemd).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.remediator.rules import Rule
+from agent.remediator.state import Position, StateDB
+
+log = logging.getLogger(__name__)
+
+# A sink gets a buffer and an end: ``buf[:end]`` is complete lines, the buffer is reused after.
+Sink = Callable[[bytes | bytearray, int], None]
+
+MAX_LINE = 64 * 1024
+CHUNK = 4 * 1024 * 1024
+DRAIN_GRACE = 60.0  # seconds a rotated-away file is still drained (a writer may not have reopened)
+
+
+@dataclass
+class Stats:
+    lines: int = 0  # journal entries (file lines are not counted on the fast path)
+    bytes: int = 0
+    candidates: int = 0  # lines holding a rule's literal, decoded and searched
+    cut: int = 0  # lines longer than MAX_LINE
+    invalid_utf8: int = 0  # decoded lines (candidates, journal messages) that were not UTF-8
+    rotations: int = 0
+    truncations: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+# --------------------------------------------------------------------------- matcher
+
+
+class Matcher:
+    """Finds, in buffers of complete lines, the lines each rule must look at."""
+
+    def __init__(self, rules: Iterable[Rule]):
+        self.rules = list(rules)
+        self.by_literal: dict[bytes, list[int]] = {}
+        self.slow: list[int] = []  # rules with no usable literal: every line is searched
+        for i, r in enumerate(self.rules):
+            lits_sets = [r.match_literals]
+            if r.resolve is not None:
+                lits_sets.append(r.resolve_literals)
+            if any(lits is None for lits in lits_sets):
+                self.slow.append(i)
+                continue
+            for lits in lits_sets:
+                for lit in lits or ():
+                    idx = self.by_literal.setdefault(lit, [])
+                    if i not in idx:
+                        idx.append(i)
+        # Literals sharing a long prefix ("[port-sheet] token error: ", "[port-sheet] sync ok")
+        # are found with one pass for the prefix and a startswith per hit: a pass over the buffer
+        # is the cost that matters, a hit is rare.
+        self.passes: list[tuple[bytes, list[tuple[bytes, list[int]]]]] = []
+        for lit in sorted(self.by_literal):
+            entry = (lit, self.by_literal[lit])
+            if self.passes:
+                prefix, members = self.passes[-1]
+                common = _common_prefix(prefix, lit)
+                if len(common) >= PREFIX_MIN:
+                    self.passes[-1] = (common, [*members, entry])
+                    continue
+            self.passes.append((lit, [entry]))
+
+    def scan(
+        self, buf: bytes | bytearray, stats: Stats, end: int | None = None
+    ) -> list[tuple[Rule, str]]:
+        """``(rule, line)`` pairs in line order; ``buf[:end]`` holds complete lines."""
+        end = len(buf) if end is None else end
+        stats.bytes += end
+        # A line longer than MAX_LINE contains a whole aligned half-size block with no newline:
+        # one memchr per 32 KiB finds the candidates, only those are measured exactly.
+        half = MAX_LINE // 2
+        long_ranges: list[tuple[int, int]] = []
+        if end > MAX_LINE:
+            i = 0
+            while i < end:
+                if buf.find(b"\n", i, min(i + half, end)) < 0:
+                    s = buf.rfind(b"\n", 0, i) + 1
+                    e = buf.find(b"\n", i, end)
+                    if e - s > MAX_LINE and (not long_ranges or long_ranges[-1][0] != s):
+                        long_ranges.append((s, e))
+                    i = max(e + 1, i + half)
+                else:
+                    i += half
+        stats.cut += len(long_ranges)
+        if not self.rules:
+            return []
+        hits: dict[int, tuple[int, set[int]]] = {}
+        find, rfind = buf.find, buf.rfind
+        startswith = buf.startswith
+        for prefix, members in self.passes:
+            single = members[0][1] if len(members) == 1 else None
+            pos = 0
+            while True:
+                i = find(prefix, pos, end)
+                if i < 0:
+                    break
+                pos = i + 1
+                if single is not None:
+                    idxs = single
+                else:
+                    idxs = [x for lit, ix in members if startswith(lit, i) for x in ix]
+                    if not idxs:
+                        continue
+                s = rfind(b"\n", 0, i) + 1
+                e = find(b"\n", i, end)
+                if s in hits:
+                    hits[s][1].update(idxs)
+                else:
+                    hits[s] = (e, set(idxs))
+                if single is not None:
+                    pos = e + 1  # one literal: the rest of this line adds nothing
+        if self.slow:
+            s = 0
+            for raw in bytes(buf[:end]).split(b"\n")[:-1]:
+                e = s + len(raw)
+                if s in hits:
+                    hits[s][1].update(self.slow)
+                else:
+                    hits[s] = (e, set(self.slow))
+                s = e + 1
+        out: list[tuple[Rule, str]] = []
+        stats.candidates += len(hits)
+        for s in sorted(hits):
+            e, idxs = hits[s]
+            raw = bytes(buf[s : min(e, s + MAX_LINE)])
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                # Only lines a rule looks at are ever decoded; those are counted.
+                stats.invalid_utf8 += 1
+                line = raw.decode("utf-8", "replace")
+            out.extend((self.rules[i], line) for i in sorted(idxs))
+        return out
+
+
+PREFIX_MIN = 8  # literals sharing at least this many leading bytes share one pass
+
+
+def _common_prefix(a: bytes, b: bytes) -> bytes:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
+def _valid_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _first_line(fd: int, hint: int = 0) -> tuple[str | None, int]:
+    """(hash, length with its newline) of the file's first line; (None, 0) until it is complete.
+
+    With ``hint`` (the length known from before) only that much is read: this check runs on
+    every event, and a 64 KiB read each time would be wasted.
+    """
+    head = os.pread(fd, hint + 1 if hint else MAX_LINE + 1, 0)
+    nl = head.find(b"\n")
+    if nl < 0 and hint:
+        head = os.pread(fd, MAX_LINE + 1, 0)
+        nl = head.find(b"\n")
+    if nl < 0:
+        return None, 0
+    return hashlib.sha1(head[:nl], usedforsecurity=False).hexdigest(), nl + 1
+
+
+def _first_line_hash(fd: int, hint: int = 0) -> str | None:
+    return _first_line(fd, hint)[0]
+
+
+@dataclass
+class _Open:
+    fd: int
+    dev: int
+    inode: int
+    offset: int
+    first_hash: str | None
+    skipping: bool = False  # inside an over-long line, discarding up to its newline
+    first_len: int = 0  # length of the first line + newline, to re-read just that much
+
+
+class FileTail:
+    """One tailed path; ``poll(sink)`` hands every new complete line to ``sink`` in buffers."""
+
+    def __init__(self, path: str, state: StateDB, stats: Stats | None = None):
+        self.path = os.path.normpath(path)
+        self.key = f"file:{self.path}"
+        self.state = state
+        self.stats = stats or Stats()
+        self.cur: _Open | None = None
+        self.old: list[tuple[_Open, float]] = []  # rotated-away files still drained
+        self.started = False
+
+    # ---------------------------------------------------------------- open / restore
+    def _open(self, offset: int | None) -> _Open | None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            log.error("%s: cannot read the log (permission denied)", self.path)
+            return None
+        st = os.fstat(fd)
+        o = _Open(fd, st.st_dev, st.st_ino, st.st_size if offset is None else offset, None)
+        o.first_hash, o.first_len = _first_line(fd)
+        return o
+
+    def start(self) -> None:
+        """Resume from the saved position; on the very first start, begin at the end."""
+        self.started = True
+        saved = self.state.position(self.key)
+        if saved is None:
+            self.cur = self._open(offset=None)  # at the end: old lines never count
+            if self.cur is None:
+                # absent on first start: when it appears, all of it is new
+                self._save_absent()
+            else:
+                self._save()
+            return
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) == (saved.dev, saved.inode):
+            self.cur = self._open(offset=saved.offset)
+            if self.cur is not None and (
+                st.st_size < saved.offset
+                or (saved.first_hash and self.cur.first_hash != saved.first_hash)
+            ):
+                log.info("%s: truncated while stopped, reading from its start", self.path)
+                self.cur.offset = 0
+            return
+        if saved.inode is not None:
+            # Rotated while we were stopped: finish the rotated file first if we can find it.
+            rotated = self._find_rotated(saved)
+            if rotated is not None:
+                self.old.append((rotated, time.monotonic()))
+        if st is not None:
+            self.cur = self._open(offset=0)
+
+    def _find_rotated(self, saved: Position) -> _Open | None:
+        d = os.path.dirname(self.path)
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return None
+        for name in names:
+            p = os.path.join(d, name)
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (saved.dev, saved.inode) and st.st_size >= saved.offset:
+                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+                if saved.first_hash and _first_line_hash(fd) != saved.first_hash:
+                    os.close(fd)
+                    continue
+                log.info("%s: rotated to %s while stopped; finishing it first", self.path, p)
+                return _Open(fd, st.st_dev, st.st_ino, saved.offset, saved.first_hash)
+        return None
+
+    def _find_copy(self, c: _Open) -> _Open | None:
+        """The newest other file of the directory that starts with our old first line and is
+        at least as long as what we read: what copytruncate copied."""
+        if c.first_hash is None:
+            return None
+        d = os.path.dirname(self.path)
+        best: tuple[float, str, os.stat_result] | None = None
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return None
+        for name in names:
+            p = os.path.join(d, name)
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (c.dev, c.inode) or st.st_size < c.offset:
+                continue
+            if best is None or st.st_mtime > best[0]:
+                try:
+                    fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                try:
+                    same = _first_line(fd, c.first_len)[0] == c.first_hash
+                finally:
+                    os.close(fd)
+                if same:
+                    best = (st.st_mtime, p, st)
+        if best is None:
+            return None
+        fd = os.open(best[1], os.O_RDONLY | os.O_CLOEXEC)
+        st = best[2]
+        return _Open(fd, st.st_dev, st.st_ino, c.offset, c.first_hash, first_len=c.first_len)
+
+    def _save(self) -> None:
+        c = self.cur
+        if c is None:
+            return
+        self.state.save_position(
+            self.key, Position(self.path, c.dev, c.inode, c.first_hash, c.offset)
+        )
+
+    def _save_absent(self) -> None:
+        self.state.save_position(self.key, Position(self.path, None, None, None, 0))
+
+    def close(self) -> None:
+        for o, _ in self.old:
+            os.close(o.fd)
+        self.old = []
+        if self.cur is not None:
+            os.close(self.cur.fd)
+            self.cur = None
+
+    # ---------------------------------------------------------------- reading
+    def _drain(self, o: _Open, sink: Sink) -> None:
+        try:
+            pending = os.fstat(o.fd).st_size - o.offset
+        except OSError:
+            return
+        if pending <= 0:
+            return
+        # One buffer per drain, sized to what is there (a few KiB for an append, 4 MiB chunks for
+        # a backlog) and filled in place: no fresh 4 MiB object and its page faults per chunk.
+        buf = bytearray(min(CHUNK, max(pending + 1, 4096)))
+        size = len(buf)
+        while True:
+            n = os.preadv(o.fd, [buf], o.offset)
+            if n <= 0:
+                return
+            if o.skipping:
+                nl = buf.find(b"\n", 0, n)
+                o.offset += n if nl < 0 else nl + 1
+                o.skipping = nl < 0
+                continue
+            last = buf.rfind(b"\n", 0, n)
+            if last < 0:
+                if n > MAX_LINE:
+                    # An unterminated line past the limit: cut it, skip the rest up to its newline.
+                    sink(bytes(buf[:MAX_LINE]) + b"\n", MAX_LINE + 1)
+                    self.stats.cut += 1
+                    o.offset += n
+                    o.skipping = True
+                    continue
+                return  # an incomplete line: wait for its newline
+            sink(buf, last + 1)
+            o.offset += last + 1
+            if o.first_hash is None:
+                o.first_hash, o.first_len = _first_line(o.fd)
+            if n < size and last + 1 < n:
+                return  # the rest is an incomplete line at the end of the file
+
+    def poll(self, sink: Sink) -> None:
+        """Read whatever is new, following rotation; never reads a line twice."""
+        if not self.started:
+            self.start()
+        now = time.monotonic()
+        for o, since in list(self.old):
+            self._drain(o, sink)
+            if now - since > DRAIN_GRACE:
+                os.close(o.fd)
+                self.old.remove((o, since))
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            log.warning("%s: %s", self.path, exc)
+            return
+        c = self.cur
+        if c is not None:
+            if st is None or (st.st_dev, st.st_ino) != (c.dev, c.inode):
+                # Renamed or deleted (and maybe recreated): finish the old file, keep it a while.
+                self._drain(c, sink)
+                self.old.append((c, now))
+                self.cur = None
+                self.stats.rotations += 1
+                log.info("%s: rotated (inode %s gone from the path)", self.path, c.inode)
+            else:
+                fst = os.fstat(c.fd)
+                truncated = fst.st_size < c.offset
+                if not truncated and c.first_hash is not None and c.offset > 0:
+                    truncated = _first_line_hash(c.fd, c.first_len) != c.first_hash
+                if truncated:
+                    log.info("%s: truncated (copytruncate), reading from its start", self.path)
+                    self.stats.truncations += 1
+                    copy = self._find_copy(c)
+                    if copy is not None:
+                        # Lines written after our last read but before the copy exist only in
+                        # the copy now: finish them there first.
+                        self._drain(copy, sink)
+                        os.close(copy.fd)
+                    c.offset = 0
+                    c.skipping = False
+                    c.first_hash, c.first_len = _first_line(c.fd)
+        if self.cur is None and st is not None:
+            self.cur = self._open(offset=0)  # a new file: all of it is new
+        if self.cur is not None:
+            self._drain(self.cur, sink)
+            self._save()
+
+
+class FileWatcher:
+    """Watchdog (inotify) on the directories of the tailed files; events become ``notify(path)``."""
+
+    def __init__(self, notify: Callable[[str], None]):
+        from watchdog.observers import Observer
+
+        self.notify = notify
+        self.observer = Observer()
+        self.observer.daemon = True
+        self.by_dir: dict[str, set[str]] = {}
+        self.watches: dict[str, Any] = {}
+        self.missing: set[str] = set()
+
+    def set_paths(self, paths: Iterable[str]) -> None:
+        wanted: dict[str, set[str]] = {}
+        for p in paths:
+            wanted.setdefault(os.path.dirname(p), set()).add(p)
+        for d in list(self.watches):
+            if d not in wanted:
+                self.observer.unschedule(self.watches.pop(d))
+        self.by_dir = wanted
+        self.missing = set()
+        for d in wanted:
+            if d in self.watches:
+                continue
+            if not os.path.isdir(d):
+                self.missing.add(d)  # retried by rescan() on the service's housekeeping timer
+                continue
+            self.watches[d] = self.observer.schedule(_Handler(self, d), d, recursive=False)
+
+    def rescan(self) -> list[str]:
+        """Start watching directories that have appeared since; return their files."""
+        found = [d for d in self.missing if os.path.isdir(d)]
+        for d in found:
+            self.missing.discard(d)
+            self.watches[d] = self.observer.schedule(_Handler(self, d), d, recursive=False)
+        return [p for d in found for p in self.by_dir.get(d, ())]
+
+    def start(self) -> None:
+        self.observer.start()
+
+    def stop(self) -> None:
+        self.observer.stop()
+        self.observer.join(timeout=5)
+
+
+class _Handler:
+    """Any event in a watched directory may concern its tails (a rename names the new path
+    only as ``dest_path``; a rotated file is still drained), so all of them are notified."""
+
+    def __init__(self, watcher: FileWatcher, directory: str):
+        self.watcher = watcher
+        self.directory = directory
+
+    def dispatch(self, event: Any) -> None:
+        if event.is_directory and event.src_path == self.directory:
+            return
+        for p in self.watcher.by_dir.get(self.directory, ()):
+            self.watcher.notify(p)
+
+
+# --------------------------------------------------------------------------- journal
+
+
+@dataclass
+class JournalEntry:
+    unit: str
+    message: str
+    t: float  # __REALTIME_TIMESTAMP in seconds
+    cursor: str
+
+
+@dataclass
+class JournalSource:
+    """Follows ``journalctl -f -o json`` for the rules' units, resuming after the saved cursor.
+
+    Why a child and not ``systemd.journal``: python-systemd is a compiled extension that is not
+    on PyPI as a wheel, so it would not install from the wheelhouse into the venv; journalctl is
+    on every systemd host, speaks the same journal API, and a pipe read blocks (no spinning, no
+    ``journal.wait()`` loop to get right). The child runs in its own process group and is
+    restarted with a back-off if it dies. Entries go to ``emit`` from the reader thread.
+    """
+
+    units: list[str]
+    state: StateDB
+    emit: Callable[[list[JournalEntry]], None]
+    journalctl: str = "journalctl"
+    key: str = "journal"
+    proc: subprocess.Popen[bytes] | None = None
+    thread: threading.Thread | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
+    stats: Stats = field(default_factory=Stats)
+
+    def command(self) -> list[str]:
+        exe = shutil.which(self.journalctl) or self.journalctl
+        cmd = [exe, "--follow", "--output=json", "--no-pager", "--quiet"]
+        for u in self.units:
+            cmd.append(f"--unit={u}")
+        cursor = self.state.cursor(self.key)
+        if cursor:
+            cmd += [f"--after-cursor={cursor}", "--no-tail"]
+        else:
+            cmd.append("--lines=0")  # first start: from now on, like a file's end
+        return cmd
+
+    def start(self) -> None:
+        self.stopping.clear()
+        self.thread = threading.Thread(target=self._run, name="journal", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        backoff = 1.0
+        while not self.stopping.is_set():
+            cmd = self.command()
+            try:
+                self.proc = subprocess.Popen(
+                    cmd,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+                )
+            except OSError as exc:
+                log.error("journal: cannot start %s: %s", cmd[0], exc)
+                self.proc = None
+            if self.proc is not None:
+                started = time.monotonic()
+                self._read(self.proc)
+                rc = self.proc.wait()
+                err = (self.proc.stderr.read() if self.proc.stderr else b"").decode(
+                    "utf-8", "replace"
+                )
+                if self.stopping.is_set():
+                    return
+                log.warning("journal: journalctl exited (%s): %s", rc, err.strip()[:300])
+                if "cursor" in err.lower() and self.state.cursor(self.key):
+                    # The saved cursor is gone (journal vacuumed, machine-id changed): a cursor
+                    # that cannot be found would fail forever, so start again from now.
+                    log.error("journal: the saved cursor is no longer valid; following from now")
+                    self.state.save_cursor(self.key, "")
+                    backoff = 0.1
+                if time.monotonic() - started > 60:
+                    backoff = 1.0
+            if self.stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, 60.0)
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        # readline blocks on the pipe; a unit's journal is a few lines a minute, so each entry
+        # is handed over as it arrives (the detection latency matters, the batching would not).
+        for raw in proc.stdout:
+            entry = self.parse(raw)
+            if entry is not None:
+                self.emit([entry])
+
+    def parse(self, raw: bytes) -> JournalEntry | None:
+        self.stats.lines += 1
+        self.stats.bytes += len(raw)
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            log.warning("journal: unreadable entry skipped (%d bytes)", len(raw))
+            return None
+        msg = doc.get("MESSAGE")
+        if isinstance(msg, list):  # non-UTF-8 data arrives as an array of byte values
+            data = bytes(v for v in msg if isinstance(v, int) and 0 <= v < 256)
+            if not _valid_utf8(data):
+                self.stats.invalid_utf8 += 1
+            msg = data.decode("utf-8", "replace")
+        elif not isinstance(msg, str):
+            msg = "" if msg is None else str(msg)
+        if len(msg) > MAX_LINE:
+            msg = msg[:MAX_LINE]
+            self.stats.cut += 1
+        try:
+            t = int(doc["__REALTIME_TIMESTAMP"]) / 1e6
+        except (KeyError, TypeError, ValueError):
+            t = time.time()
+        unit = str(doc.get("_SYSTEMD_UNIT") or "")
+        if unit not in self.units and doc.get("UNIT") in self.units:
+            unit = str(doc["UNIT"])  # systemd's own messages about the unit ("Failed with ...")
+        return JournalEntry(
+            unit=unit,
+            message=msg,
+            t=t,
+            cursor=str(doc.get("__CURSOR") or ""),
+        )
+
+    def stop(self) -> None:
+        self.stopping.set()
+        p = self.proc
+        if p is not None and p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        if self.thread is not None:
+            self.thread.join(timeout=5)

@@ -1,0 +1,166 @@
+"""A loopback webhook receiver (Slack-compatible incoming webhook), strict about what it accepts.
+
+It accepts ``POST <path>`` with ``Content-Type: application/json`` and a JSON object holding a
+non-empty string ``text`` (what Slack requires); anything else gets 400/404/405/415 and is
+recorded as rejected, so a wrong request fails the test. Received payloads are kept in order.
+
+Control: in Python (``.received``, ``.rejected``, ``.fail_next(n, status)``) and over HTTP
+(``GET /_control/received``, ``POST /_control/fail {"count": n, "status": 500}``,
+``POST /_control/reset``). ``python -m tests.fakes.webhook --host H --port P`` runs one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class WebhookReceiver:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, path: str = "/hooks/incident"):
+        self.host = host
+        self.port = port
+        self.path = path
+        self.received: list[dict[str, Any]] = []
+        self.rejected: list[tuple[int, str]] = []
+        self._fail: list[int] = []
+        self._lock = threading.Lock()
+        self._got = threading.Condition(self._lock)
+        self.server: ThreadingHTTPServer | None = None
+        self.thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ control
+    @property
+    def url(self) -> str:
+        assert self.server is not None, "start() first"
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}{self.path}"
+
+    def fail_next(self, count: int = 1, status: int = 500) -> None:
+        with self._lock:
+            self._fail.extend([status] * count)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.received.clear()
+            self.rejected.clear()
+            self._fail.clear()
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        with self._got:
+            self._got.wait_for(lambda: len(self.received) >= n, timeout)
+            return list(self.received)
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> WebhookReceiver:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def _reply(self, status: int, body: Any) -> None:
+                data = json.dumps(body).encode() if not isinstance(body, bytes) else body
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _reject(self, status: int, why: str) -> None:
+                with fake._lock:
+                    fake.rejected.append((status, why))
+                self._reply(status, {"ok": False, "error": why})
+
+            def do_GET(self) -> None:
+                if self.path == "/_control/received":
+                    with fake._lock:
+                        self._reply(200, {"received": fake.received, "rejected": fake.rejected})
+                    return
+                self._reject(405 if self.path == fake.path else 404, "GET not allowed")
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                if self.path.startswith("/_control/"):
+                    return self._control(raw)
+                if self.path != fake.path:
+                    return self._reject(404, f"unknown path {self.path}")
+                ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+                if ctype != "application/json":
+                    return self._reject(
+                        415, f"Content-Type must be application/json, got {ctype!r}"
+                    )
+                try:
+                    doc = json.loads(raw)
+                except ValueError:
+                    return self._reject(400, "invalid_payload: not JSON")
+                if (
+                    not isinstance(doc, dict)
+                    or not isinstance(doc.get("text"), str)
+                    or not doc["text"]
+                ):
+                    return self._reject(400, "no_text: a non-empty string 'text' is required")
+                with fake._lock:
+                    status = fake._fail.pop(0) if fake._fail else 200
+                if status != 200:
+                    return self._reply(status, {"ok": False, "error": "injected failure"})
+                with fake._got:
+                    fake.received.append(doc)
+                    fake._got.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def _control(self, raw: bytes) -> None:
+                try:
+                    doc = json.loads(raw or b"{}")
+                except ValueError:
+                    return self._reply(400, {"error": "not JSON"})
+                if self.path == "/_control/fail":
+                    fake.fail_next(int(doc.get("count", 1)), int(doc.get("status", 500)))
+                elif self.path == "/_control/reset":
+                    fake.reset()
+                else:
+                    return self._reply(404, {"error": "unknown control"})
+                self._reply(200, {"ok": True})
+
+        self.server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def __enter__(self) -> WebhookReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--path", default="/hooks/incident")
+    args = ap.parse_args()
+    fake = WebhookReceiver(args.host, args.port, args.path).start()
+    print(fake.url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The journal source against a fake ``journalctl`` on PATH (the real journald is tested on the
+sandbox host): unit filter, cursor persisted and resumed, no re-fire after a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+FAKE = '''#!{python}
+"""A fake journalctl: prints the JSON entries of the feed (after --after-cursor) and follows."""
+import json, os, sys, time
+feed = {feed!r}
+with open(feed + ".args", "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+args = sys.argv[1:]
+units = [a.split("=", 1)[1] for a in args if a.startswith("--unit=")]
+after = next((a.split("=", 1)[1] for a in args if a.startswith("--after-cursor=")), None)
+assert "--follow" in args and "--output=json" in args, args
+skipping = after is not None
+pos = 0
+if "--lines=0" in args:
+    pos = os.path.getsize(feed)
+while True:
+    with open(feed, "rb") as f:
+        f.seek(pos)
+        data = f.read()
+    if data:
+        last = data.rfind(b"\\n") + 1
+        pos += last
+        for raw in data[:last].splitlines():
+            e = json.loads(raw)
+            if skipping:
+                skipping = e["__CURSOR"] != after
+                continue
+            if e.get("_SYSTEMD_UNIT") in units or e.get("UNIT") in units:
+                sys.stdout.write(raw.decode() + "\\n")
+        sys.stdout.flush()
+    time.sleep(0.02)
+'''
+
+
+def entry(i: int, msg: str, unit: str = "port-sheet-sync.service") -> str:
+    return (
+        json.dumps(
+            {
+                "__CURSOR": f"s=fake;i={i}",
+                "__REALTIME_TIMESTAMP": str(int(time.time() * 1e6)),
+                "_SYSTEMD_UNIT": unit,
+                "MESSAGE": msg,
+            }
+        )
+        + "\n"
+    )
+
+
+def test_journal_rule_fires_resumes_after_its_cursor_and_never_refires(
+    tmp_path: Path, service_factory
+):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "journalctl"
+    feed = tmp_path / "journal.jsonl"
+    fake.write_text(FAKE.format(python=sys.executable, feed=str(feed)))
+    fake.chmod(0o755)
+    feed.write_text(entry(0, "[port-sheet] token error: HTTP Error 400: Bad Request"))
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}"}
+    rule = {
+        "name": "sheet-sync-token",
+        "source": {"journal": {"unit": "port-sheet-sync.service"}},
+        "match": r"\[port-sheet\] token error: HTTP Error (?P<status>4\d\d)",
+        "threshold": 3,
+        "within": "90m",
+        "cooldown": "6h",
+    }
+    svc = service_factory([rule], env=env).start()
+    time.sleep(0.5)
+    msg = "[port-sheet] token error: HTTP Error 400: invalid_grant: Token has been expired or revoked."
+    with open(feed, "a") as f:
+        f.write(entry(1, msg))
+        f.write(entry(2, msg, unit="other.service"))
+        f.write(entry(3, msg))
+    time.sleep(0.5)
+    assert svc.incidents() == []  # the entry before the first start does not count
+    with open(feed, "a") as f:
+        f.write(entry(4, msg))
+    items = svc.wait_incident(lambda xs: len(xs) == 1)
+    assert items[0].status == "escalated"  # no action: straight to a person
+    assert svc.stop() == 0
+    with open(feed, "a") as f:
+        f.write(entry(5, msg))
+    svc.start()
+    time.sleep(0.8)
+    calls = [json.loads(x) for x in Path(str(feed) + ".args").read_text().splitlines()]
+    assert "--lines=0" in calls[0]
+    assert "--after-cursor=s=fake;i=4" in calls[1] and "--no-tail" in calls[1]
+    assert len(svc.incidents()) == 1

@@ -1,0 +1,257 @@
+"""The file tail and the matcher, driven by explicit polls (no watchdog)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from agent.remediator.sources import MAX_LINE, FileTail, JournalSource, Matcher, Stats
+from agent.remediator.state import StateDB
+from tests.unit.remediator.helpers import rule
+
+
+class Collect:
+    def __init__(self):
+        self.lines: list[bytes] = []
+
+    def __call__(self, buf: bytes | bytearray, end: int) -> None:
+        assert buf[end - 1 : end] == b"\n"
+        self.lines.extend(bytes(buf[:end]).split(b"\n")[:-1])
+
+
+def append(path: Path, text: str | bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(text.encode() if isinstance(text, str) else text)
+
+
+def test_first_start_begins_at_the_end_and_then_reads_only_new_complete_lines(tmp_path: Path):
+    log = tmp_path / "a.log"
+    log.write_text("old 1\nold 2\n")
+    tail, got = FileTail(str(log), StateDB()), Collect()
+    tail.poll(got)
+    assert got.lines == []
+    append(log, "new 1\nnew 2 partial")
+    tail.poll(got)
+    assert got.lines == [b"new 1"]
+    append(log, " done\n")
+    tail.poll(got)
+    assert got.lines == [b"new 1", b"new 2 partial done"]
+
+
+def test_a_file_that_appears_later_is_read_from_its_start(tmp_path: Path):
+    log = tmp_path / "later.log"
+    tail, got = FileTail(str(log), StateDB()), Collect()
+    tail.poll(got)
+    log.write_text("first\n")
+    tail.poll(got)
+    assert got.lines == [b"first"]
+
+
+def test_rename_and_create_drains_the_old_file_then_reads_the_new(tmp_path: Path):
+    log = tmp_path / "a.log"
+    log.write_text("")
+    tail, got = FileTail(str(log), StateDB()), Collect()
+    tail.poll(got)
+    append(log, "1\n2\n")
+    os.rename(log, tmp_path / "a.log.1")
+    append(tmp_path / "a.log.1", "3\n")  # the writer has not reopened yet
+    log.write_text("4\n")
+    tail.poll(got)
+    append(tmp_path / "a.log.1", "late\n")  # still drained during the grace period
+    append(log, "5\n")
+    tail.poll(got)
+    assert got.lines == [b"1", b"2", b"3", b"4", b"late", b"5"]
+
+
+def test_copytruncate_is_noticed_from_the_size_and_from_the_first_line(tmp_path: Path):
+    log = tmp_path / "a.log"
+    log.write_text("")
+    tail, got = FileTail(str(log), StateDB()), Collect()
+    tail.poll(got)
+    append(log, "line one\nline two\n")
+    tail.poll(got)
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    append(log, "x\n")
+    tail.poll(got)
+    # truncated and regrown past the old offset before we looked: the first line changed
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    append(log, "after second truncate, longer than before\n")
+    tail.poll(got)
+    assert got.lines == [
+        b"line one",
+        b"line two",
+        b"x",
+        b"after second truncate, longer than before",
+    ]
+    assert tail.stats.truncations == 2
+
+
+def test_delete_and_recreate_is_followed(tmp_path: Path):
+    log = tmp_path / "a.log"
+    log.write_text("")
+    tail, got = FileTail(str(log), StateDB()), Collect()
+    tail.poll(got)
+    append(log, "a\n")
+    log.unlink()
+    tail.poll(got)
+    log.write_text("b\n")
+    tail.poll(got)
+    assert got.lines == [b"a", b"b"]
+
+
+def test_a_restart_resumes_at_the_saved_offset_without_rereading(tmp_path: Path):
+    db, log = tmp_path / "s.db", tmp_path / "a.log"
+    log.write_text("")
+    s1 = StateDB(db)
+    t1, got = FileTail(str(log), s1), Collect()
+    t1.poll(got)
+    append(log, "a\nb\n")
+    t1.poll(got)
+    t1.close()
+    s1.close()
+    append(log, "c\n")
+    s2 = StateDB(db)
+    t2 = FileTail(str(log), s2)
+    t2.poll(got)
+    assert got.lines == [b"a", b"b", b"c"]
+
+
+def test_a_restart_after_a_rotation_finishes_the_rotated_file_first(tmp_path: Path):
+    db, log = tmp_path / "s.db", tmp_path / "a.log"
+    log.write_text("")
+    s1 = StateDB(db)
+    t1, got = FileTail(str(log), s1), Collect()
+    t1.poll(got)
+    append(log, "a\n")
+    t1.poll(got)
+    t1.close()
+    s1.close()
+    append(log, "b\n")
+    os.rename(log, tmp_path / "a.log.1")
+    log.write_text("c\n")
+    t2 = FileTail(str(log), StateDB(db))
+    t2.poll(got)
+    assert got.lines == [b"a", b"b", b"c"]
+
+
+def test_over_long_lines_are_cut_and_counted_and_the_next_line_is_intact(tmp_path: Path):
+    log = tmp_path / "a.log"
+    log.write_text("")
+    tail, got = FileTail(str(log), StateDB()), Collect()
+    tail.poll(got)
+    append(log, b"x" * (MAX_LINE * 3))
+    tail.poll(got)  # unterminated and already too long: cut now
+    append(log, b"y" * 10 + b"\nnext\n")
+    tail.poll(got)
+    assert got.lines == [b"x" * MAX_LINE, b"next"]
+    assert tail.stats.cut == 1
+
+
+def test_matcher_finds_matching_lines_cuts_long_ones_and_counts_bad_utf8():
+    r = rule(source={"file": "/x"}, resolve=r"\[port-sheet\] sync ok")
+    m = Matcher([r])
+    stats = Stats()
+    buf = (
+        b"noise\n" * 100
+        + b"[port-sheet] token error: HTTP Error 400: Bad \xff Request\n"
+        + b"z" * (MAX_LINE + 10)
+        + b"\n[port-sheet] sync ok rows=1\n"
+        + b"[port-sheet] token error: HTTP Error xyz"  # the literal, but no status digits
+        + b"\n"
+    )
+    hits = m.scan(buf, stats)
+    # candidates only: lines holding a required literal, never the noise
+    assert [line for _, line in hits] == [
+        "[port-sheet] token error: HTTP Error 400: Bad \ufffd Request",
+        "[port-sheet] sync ok rows=1",
+        "[port-sheet] token error: HTTP Error xyz",
+    ]
+    assert stats.bytes == len(buf) and stats.cut == 1 and stats.invalid_utf8 == 1
+    assert stats.candidates == 3
+
+
+def test_matcher_without_a_literal_searches_every_line():
+    r = rule(source={"file": "/x"}, match=r"(?i)TOKEN ERROR (?P<status>\d+)")
+    hits = Matcher([r]).scan(b"a\ntoken error 4\nb\n", Stats())
+    assert [line for _, line in hits] == ["a", "token error 4", "b"]
+
+
+def test_journal_entries_parse_unit_time_cursor_and_binary_messages(tmp_path: Path):
+    src = JournalSource(["port-sheet-sync.service"], StateDB(), emit=lambda b: None)
+    e = src.parse(
+        json.dumps(
+            {
+                "__CURSOR": "s=ab;i=1",
+                "__REALTIME_TIMESTAMP": "1778745600000000",
+                "_SYSTEMD_UNIT": "port-sheet-sync.service",
+                "MESSAGE": [91, 112, 93, 255],
+            }
+        ).encode()
+    )
+    assert (e.unit, e.t, e.cursor, e.message) == (
+        "port-sheet-sync.service",
+        1778745600.0,
+        "s=ab;i=1",
+        "[p]\ufffd",
+    )
+    assert src.stats.invalid_utf8 == 1
+    assert src.command()[-1] == "--lines=0"
+    src.state.save_cursor("journal", "s=ab;i=1")
+    assert src.command()[-2:] == ["--after-cursor=s=ab;i=1", "--no-tail"]
+
+
+def test_copytruncate_lines_not_yet_read_are_finished_from_the_copy(tmp_path: Path):
+    import shutil
+
+    log = tmp_path / "a.log"
+    log.write_text("")
+    tail, got = FileTail(str(log), StateDB()), Collect()
+    tail.poll(got)
+    append(log, "first\n")
+    tail.poll(got)
+    append(log, "written before the copy, unread\n")
+    shutil.copyfile(log, tmp_path / "a.log.1")  # what copytruncate does: copy ...
+    with open(log, "r+b") as f:  # ... then truncate
+        f.truncate(0)
+    append(log, "after\n")
+    tail.poll(got)
+    assert got.lines == [b"first", b"written before the copy, unread", b"after"]
+
+
+def test_matcher_prefilter_finds_every_line_the_default_pack_matches():
+    import random
+
+    from agent.remediator.rules import load_rules
+
+    rules = load_rules([Path(__file__).parents[3] / "files" / "rules.d"]).rules
+    samples = [
+        "[port-sheet] token error: HTTP Error 400: Bad Request",
+        "[port-sheet] token error: credential file missing: /var/lib/jada-agent/secrets/t.json",
+        "[port-sheet] permission error: /var/lib/jada-agent/secrets/google-token.json: Permission denied",
+        "PermissionError: [Errno 13] Permission denied: '/var/lib/jada-agent/secrets/google-token.json'",
+        "google.auth.exceptions.RefreshError: ('invalid_grant: Token has been expired', {})",
+        "[port-sheet] api error: HTTP 403 forbidden",
+        "[port-sheet] sync ok rows=3 requests=1 in 0.42s",
+        "[port-sheet] transient error: timed out",
+        "x [port-sheet] [port-sheet] token error: HTTP Error 401: invalid_client",
+        "noise [port-sheet]",
+        "ordinary line about tokens and secrets",
+    ]
+    rnd = random.Random(3)
+    lines = [rnd.choice(samples) for _ in range(2000)]
+    buf = ("\n".join(lines) + "\n").encode()
+    got = {
+        (r.name, line)
+        for r, line in Matcher(rules).scan(buf, Stats())
+        if r.match.search(line) or (r.resolve and r.resolve.search(line))
+    }
+    want = {
+        (r.name, line)
+        for line in lines
+        for r in rules
+        if r.match.search(line) or (r.resolve and r.resolve.search(line))
+    }
+    assert got == want and len(want) > 10
