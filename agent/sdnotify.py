@@ -28,13 +28,19 @@ def notify(*states: str) -> bool:
     return True
 
 
-def watchdog_interval() -> float | None:
-    """Half of ``WatchdogSec=`` in seconds (how often to send ``WATCHDOG=1``), or None."""
+def watchdog_sec() -> float | None:
+    """``WatchdogSec=`` in seconds when systemd asked this process for pings, else None."""
     usec = os.environ.get("WATCHDOG_USEC")
     pid = os.environ.get("WATCHDOG_PID")
     if not usec or (pid and pid != str(os.getpid())):
         return None
     try:
-        return int(usec) / 2e6
+        return int(usec) / 1e6
     except ValueError:
         return None
+
+
+def watchdog_interval() -> float | None:
+    """Half of ``WatchdogSec=`` in seconds (how often to send ``WATCHDOG=1``), or None."""
+    sec = watchdog_sec()
+    return sec / 2 if sec else None

@@ -39,8 +39,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from agent import sdnotify
 from agent.config import ConfigError, Settings
-from agent.daemon import _notify
 from agent.daemon.budget import Budget, iso_short
 from agent.daemon.runners import (
     AnthropicRunner,
@@ -144,7 +144,7 @@ class Daemon:
         self._auth_block: tuple[Any, int | None] | None = None
         self._backoff_until: datetime | None = None
         self._heartbeat: threading.Thread | None = None
-        self.watchdog = self.d.watchdog_interval or _notify.watchdog_interval() or 0.0
+        self.watchdog = self.d.watchdog_interval or sdnotify.watchdog_sec() or 0.0
 
     # ------------------------------------------------------------------ output
     def say(self, line: str) -> None:
@@ -160,6 +160,10 @@ class Daemon:
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        # The kernel may deliver SIGTERM to the heartbeat thread; the Python handler then runs
+        # only when the main thread wakes from its (hour-long) idle wait. The C-level handler
+        # writes to the waker's pipe, which ends that wait at once, whichever thread got it.
+        signal.set_wakeup_fd(self.waker.signal_fd(), warn_on_full_buffer=False)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.request_stop()
@@ -220,7 +224,7 @@ class Daemon:
         next_renew = time.monotonic() + renew
         while not self.stop.wait(period):
             if self.watchdog and time.monotonic() < self._check_in + period:
-                _notify.notify("WATCHDOG=1")
+                sdnotify.notify("WATCHDOG=1")
             if self.leader and time.monotonic() >= next_renew:
                 next_renew = time.monotonic() + renew
                 try:
@@ -336,13 +340,13 @@ class Daemon:
         state = self.budget.state()
         if state.spent:
             self.say_once(f"budget spent: {state.describe()}")
-            _notify.notify(f"STATUS=budget spent: {state.describe()}")
+            sdnotify.notify(f"STATUS=budget spent: {state.describe()}")
             # Nothing can change that before the rollover (a nudge still wakes us to re-check).
             return self._seconds_until(state.rollover) + 0.001
         task = self.store.next_ready_task()
         if task is None:
             self.say_once(f"no ready task: waiting ({state.left} sessions left today)")
-            _notify.notify(f"STATUS=idle, {state.left}/{state.per_day} sessions left today")
+            sdnotify.notify(f"STATUS=idle, {state.left}/{state.per_day} sessions left today")
             return min(self.d.poll_interval, self._seconds_until(state.rollover) + 0.001)
         self._last_said = None
         self.run_session(task)
@@ -363,7 +367,7 @@ class Daemon:
         self._heartbeat.start()
         # Ready now, not after the first step: that step may run a two-hour session, and
         # systemd would kill a unit that is not ready within TimeoutStartSec.
-        _notify.notify("READY=1", "STATUS=running")
+        sdnotify.notify("READY=1", "STATUS=running")
         try:
             while not self.stop.is_set():
                 try:
@@ -377,7 +381,7 @@ class Daemon:
                 if pause is not None and not self.stop.is_set():
                     self.wait(pause)
         finally:
-            _notify.notify("STOPPING=1")
+            sdnotify.notify("STOPPING=1")
             self.shutdown()
         return 1 if self.lost_lease.is_set() else 0
 
@@ -434,7 +438,7 @@ class Daemon:
         session = self.store.start_session(task.id, now=started, owner=self.owner)
         self.store.set_task_status(task.id, "running", now=started)
         self.say(f"session {session.id} task {task.id} started")
-        _notify.notify(f"STATUS=session {session.id} on task {task.id}")
+        sdnotify.notify(f"STATUS=session {session.id} on task {task.id}")
         try:
             workspace = self.workspace_for(task)
         except OSError as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import socket
 from pathlib import Path
 
@@ -75,6 +76,10 @@ class Waker:
         with contextlib.suppress(OSError):
             self._w.send(b"!")
 
+    def signal_fd(self) -> int:
+        """The (non-blocking) fd for ``signal.set_wakeup_fd``: a signal ends the wait."""
+        return self._w.fileno()
+
     def wait(self, timeout: float) -> bool:
         """Block until nudged or ``timeout`` seconds pass; True when nudged."""
         fds = [self._r] + ([self.sock] if self.sock is not None else [])
@@ -95,5 +100,9 @@ class Waker:
             if self.path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
+        with contextlib.suppress(ValueError):  # not the main thread: nothing was set here
+            old = signal.set_wakeup_fd(-1)
+            if old not in (-1, self._w.fileno()):
+                signal.set_wakeup_fd(old)  # somebody else's: leave it
         self._r.close()
         self._w.close()

@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -154,9 +155,31 @@ class Remediator:
             self._file_event(path)
 
     def install_signals(self) -> None:
-        signal.signal(signal.SIGHUP, lambda *_: self.q.put(("hup",)))
-        signal.signal(signal.SIGTERM, lambda *_: self.q.put(("term",)))
-        signal.signal(signal.SIGINT, lambda *_: self.q.put(("term",)))
+        """SIGHUP reloads, SIGTERM/SIGINT stop: as events on the queue, at once.
+
+        The kernel may deliver a process signal to any thread (a watchdog observer, the
+        action worker), and Python runs its handler only when the main thread next runs
+        bytecode -- after its queue wait times out. So the C-level handler writes the
+        signal number to a socket (``set_wakeup_fd``) and a reader thread queues it.
+        """
+        r, w = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        w.setblocking(False)
+        for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: None)
+        signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
+        self._signal_socks = (r, w)
+        threading.Thread(target=self._signal_reader, args=(r,), name="signals", daemon=True).start()
+
+    def _signal_reader(self, r: socket.socket) -> None:
+        while True:
+            try:
+                data = r.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            for signum in data:
+                self.q.put(("hup",) if signum == signal.SIGHUP else ("term",))
 
     def run_forever(self) -> None:
         sdnotify.notify("READY=1", f"STATUS=watching {len(self.rules.rules)} rules")

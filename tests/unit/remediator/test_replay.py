@@ -70,7 +70,7 @@ def test_journal_json_export_fires_for_the_unit_only_and_survives_binary_message
     got = cli_json("--rules-dir", str(PACK), str(DATA / "journal.json"))
     rules = {r["name"]: r for r in got["rules"]}
     assert rules["sheet-sync-token"]["fired"] == [
-        {"at": "2026-05-14T09:00:00Z", "group": {}, "count": 3}
+        {"at": "2026-05-14T09:00:00Z", "group": {"status": "401"}, "count": 3}
     ]
     assert rules["sheet-sync-token"]["matched"] == 3
     assert rules["sheet-sync-refresh-error"]["matched"] == 1
