@@ -17,6 +17,9 @@ Control from another process over HTTP (the demo, a sandbox host):
 - ``POST /_control/script`` ``{"key": "k1" | null, "replies": [reply, ...]}``
 - ``POST /_control/fail`` ``{"status": 429, "count": 1, "retry_after_ms": 1}``
 - ``POST /_control/default`` ``{"reply": reply | null}``
+- ``POST /_control/route`` ``{"match": "text", "replies": [reply, ...], "then": reply | null}``:
+  a conversation whose first user message contains ``match`` gets these replies in order, then
+  ``then`` for ever (a tool loop that never ends, for a session that must hit its turn cap)
 - ``GET /_control/requests`` recorded requests (``{"path", "key", "body", "status"}``)
 
 A reply is ``{"content": [{"type": "text", "text": ...} | {"type": "tool_use", "name": ...,
@@ -206,6 +209,13 @@ def validate(body: Any) -> None:
         raise BadRequest("messages: the last message must be a user message")
 
 
+def _first_text(body: dict[str, Any]) -> str:
+    content = body["messages"][0].get("content")
+    if isinstance(content, str):
+        return content
+    return "\n".join(b.get("text", "") for b in content if b.get("type") == "text")
+
+
 class FakeAnthropic:
     """The fake server; ``with FakeAnthropic() as fake: fake.url``."""
 
@@ -221,6 +231,7 @@ class FakeAnthropic:
         self.failures: deque[Reply] = deque()
         self.handler: Handler | None = None
         self.default_reply: Reply | None = None
+        self.routes: list[tuple[str, deque[Reply], Reply | None]] = []
         self.requests: list[dict[str, Any]] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -262,6 +273,7 @@ class FakeAnthropic:
             self.failures.clear()
             self.handler = None
             self.default_reply = None
+            self.routes.clear()
             self.requests.clear()
 
     def set_keys(self, keys: list[str] | tuple[str, ...]) -> None:
@@ -278,6 +290,16 @@ class FakeAnthropic:
         with self._lock:
             for _ in range(count):
                 self.failures.append(error(status, message, retry_after_ms))
+
+    def route(self, match: str, replies: list[Reply], then: Reply | None = None) -> None:
+        """Answer conversations whose first user message contains ``match`` (the task's title
+        is in the daemon's prompt) with ``replies``, then ``then`` for ever; replaces a route
+        with the same ``match``."""
+        if not match:
+            raise ValueError("route: match must be a non-empty string")
+        with self._lock:
+            self.routes = [r for r in self.routes if r[0] != match]
+            self.routes.append((match, deque(replies), then))
 
     def set_handler(self, handler: Handler | None) -> None:
         with self._lock:
@@ -301,6 +323,13 @@ class FakeAnthropic:
         with self._lock:
             if self.failures:
                 return self.failures.popleft()
+            first = _first_text(body)
+            for match, queue, then in self.routes:
+                if match in first:
+                    if queue:
+                        return queue.popleft()
+                    if then is not None:
+                        return then
             for k in (key, None):
                 q = self.queues.get(k)
                 if q:
@@ -473,6 +502,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
             )
         elif path == "/_control/default":
             fake.set_default(data.get("reply"))
+        elif path == "/_control/route":
+            if not isinstance(data.get("match"), str) or not data["match"]:
+                self._error(400, "route: match must be a non-empty string")
+                return
+            fake.route(data["match"], list(data.get("replies", [])), data.get("then"))
         else:
             self._error(404, f"no control {path}")
             return

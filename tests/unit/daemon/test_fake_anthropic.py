@@ -121,3 +121,27 @@ def test_the_control_api_scripts_failures_over_http(fake) -> None:
         client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     with urllib.request.urlopen(fake.url + "/_control/requests", timeout=5) as r:
         assert [x["status"] for x in json.loads(r.read())] == [401]
+
+
+def test_a_route_answers_by_the_first_message_then_repeats_for_ever(fake) -> None:
+    body = json.dumps(
+        {
+            "match": "task B",
+            "replies": [reply(text("first"))],
+            "then": reply(tool_use("t", {"again": True})),
+        }
+    ).encode()
+    req = urllib.request.Request(fake.url + "/_control/route", body, method="POST")
+    urllib.request.urlopen(req, timeout=5).read()
+    fake.script([reply(text("unrouted"))])
+    client = anthropic.Anthropic(api_key=KEY, base_url=fake.url, max_retries=0)
+
+    def ask(prompt: str):
+        return client.messages.create(
+            model="m", max_tokens=5, tools=TOOLS, messages=[{"role": "user", "content": prompt}]
+        )
+
+    assert ask("# task B\nbody").content[0].text == "first"
+    assert ask("# task A").content[0].text == "unrouted"
+    for _ in range(3):
+        assert ask("# task B").content[0].input == {"again": True}
