@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
 
-.PHONY: sandbox-image setup demo test lint pytest unit integration e2e molecule bench wheelhouse clean
+.PHONY: sandbox-image setup demo demo-down test lint pytest unit integration e2e molecule bench wheelhouse clean
 
 setup:
 	@bash scripts/setup.sh
@@ -13,6 +13,10 @@ setup:
 ## The whole incident story on this machine: fakes, a sandbox host, site.yml, the incidents.
 demo: setup
 	$(PY) -m tests.demo
+
+## Stop the demo's fakes and remove its sandbox host.
+demo-down:
+	$(PY) -m tests.demo down
 
 ## Every test: lint, unit, integration, end-to-end, and Molecule for every role.
 test: setup lint sandbox-image pytest molecule

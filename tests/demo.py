@@ -1,0 +1,156 @@
+"""``make demo``: the whole incident story on this machine, no cloud account needed.
+
+    python -m tests.demo            # run the story; leave the host and the fakes up to look around
+    python -m tests.demo --down     # at the end, take everything down instead
+    python -m tests.demo down       # stop the fakes and the sandbox host (``make demo-down``)
+
+Needs root (the sandbox host is a systemd-nspawn machine). The fakes run as background processes
+with pid files in ``/run/jada-demo`` (``JADA_DEMO_RUN`` to move it); the inventory, the operator's
+OAuth client file and every ansible-playbook output are kept there too (0700). The health report
+and the timeline go to ``reports/demo/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from tests.e2e.story import ROOT, Story, StoryError, format_timeline, stop_fakes
+from tests.sandbox import harness
+
+RUN_DIR = Path(os.environ.get("JADA_DEMO_RUN", "/run/jada-demo"))
+NAME = os.environ.get("JADA_DEMO_NAME", "jada-demo")
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def step(title: str) -> None:
+    say()
+    say(f"== {title}")
+
+
+def down() -> int:
+    state = RUN_DIR / "demo.json"
+    name = NAME
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        name = json.loads(state.read_text())["name"]
+    stopped = stop_fakes(RUN_DIR)
+    removed = harness.down(name)
+    say(f"fakes stopped: {', '.join(stopped) or 'none running'}")
+    say(f"sandbox host {name}: {'removed' if removed else 'not running'}")
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(RUN_DIR)
+    return 0
+
+
+def run(keep: bool) -> int:
+    if os.geteuid() != 0:
+        say("make demo needs root: the sandbox host is a systemd-nspawn machine")
+        return 1
+    reason = harness.preflight()
+    if reason is not None:
+        say(f"cannot boot a sandbox host here: {reason}")
+        return 1
+    if (RUN_DIR / "demo.json").exists():
+        say("a previous demo is still up; taking it down first")
+        down()
+    RUN_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    story = Story(
+        NAME,
+        RUN_DIR / "work",
+        RUN_DIR,
+        say=say,
+        reports_dir=ROOT / "reports" / "demo",
+    )
+    (RUN_DIR / "demo.json").write_text(json.dumps({"name": NAME}) + "\n")
+    started = time.monotonic()
+    try:
+        step("0. A sandbox host and the fakes (Google, Anthropic, Lightsail, Secrets Manager)")
+        story.boot()
+        story.seed()
+        step("   ansible-playbook site.yml against the host (first run builds the wheelhouse)")
+        story.deploy()
+        step("1. The daemon runs Claude sessions from three seeded tasks (fake Anthropic)")
+        story.sessions()
+        step("2. The sync works, then Google revokes the refresh token")
+        story.first_sync_ok()
+        incident = story.revoke()
+        step("3. The remediator fired on the third failure; a person is needed")
+        task = story.needs_you()
+        say("  needs-you task body:")
+        for line in task.get("body", "").splitlines():
+            say("    | " + line)
+        step("4. The operator re-authorizes (playbooks/reauth.yml, headless browser consent)")
+        story.reauth(incident["id"])
+        step("5a. Someone makes the token file world-readable")
+        story.loosen_permissions()
+        step("5b. The OAuth client secret is rotated (new client published in Secrets Manager)")
+        story.rotate_client_secret()
+        step("   A few more syncs: nothing left to heal, no remediation loop")
+        story.quiet_syncs(3)
+        step("6. Timeline")
+        say(format_timeline(story.timeline()))
+        files = story.report()
+        say()
+        say("health report: " + ", ".join(str(p.relative_to(ROOT)) for p in files.values()))
+    except (StoryError, harness.SandboxError) as exc:
+        say()
+        say(f"the demo stopped: {exc}")
+        say(f"outputs kept in {story.work_dir}; take it down with: make demo-down")
+        return 1
+    say(f"\ndone in {time.monotonic() - started:.0f} s")
+    if not keep:
+        down()
+        return 0
+    py = shlex_quote(sys.executable)
+    say(
+        f"""
+The host and the fakes are still up. Look around:
+
+  python -m tests.sandbox ssh {NAME} -- jada-agent remediator incidents
+  python -m tests.sandbox ssh {NAME} -- jada-agent tasks list
+  python -m tests.sandbox ssh {NAME} -- journalctl -u port-sheet-sync.service -u jada-remediator.service
+  python -m tests.sandbox ssh {NAME}          # a shell on the host
+  {shlex_join(story.m.ssh_argv())}
+
+  (with the virtualenv: {py} -m tests.sandbox ...; jada-agent is /opt/jada-agent/venv/bin/jada-agent)
+  fakes: {", ".join(f"{k} {v}" for k, v in story.f.urls.items())}
+  inventory and playbook outputs: {story.work_dir}
+
+Tear it all down with:  make demo-down"""
+    )
+    return 0
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def shlex_join(argv: list[str]) -> str:
+    import shlex
+
+    return shlex.join(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.demo", description=__doc__.splitlines()[0])
+    p.add_argument("action", nargs="?", choices=("run", "down"), default="run")
+    p.add_argument("--down", action="store_true", help="take everything down at the end")
+    args = p.parse_args(argv)
+    if args.action == "down":
+        return down()
+    return run(keep=not args.down)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""The whole incident story on a sandbox host, with assertions (the demo's scenario).
+
+One sandbox host, ``site.yml`` once, the fakes on the host end of its link; the story runs once
+for the module (``tests/e2e/story.py``) and each test states one property of what happened.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.story import JADA, TASK_LOOP, Story, format_timeline
+from tests.sandbox import harness
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory: pytest.TempPathFactory):
+    reason = harness.preflight()
+    if reason is not None:
+        if os.environ.get("JADA_SANDBOX_REQUIRE") == "1":
+            pytest.fail(f"sandbox hosts required (JADA_SANDBOX_REQUIRE=1) but: {reason}")
+        pytest.skip(f"sandbox hosts unavailable: {reason}")
+    work = tmp_path_factory.mktemp("story")
+    s = Story(f"story-{secrets.token_hex(3)}", work / "work", work / "run", say=print)
+    s.results = {}
+    try:
+        s.boot()
+        s.seed()
+        s.deploy()
+        s.results["sessions"] = s.sessions()
+        s.first_sync_ok()
+        s.results["revoked"] = s.revoke()
+        s.results["needs_you"] = s.needs_you()
+        s.results["reauth"] = s.reauth(s.results["revoked"]["id"])
+        s.results["permissions"] = s.loosen_permissions()
+        s.results["rotated"] = s.rotate_client_secret()
+        s.results["after"] = s.quiet_syncs(3)
+        s.results["incidents"] = s.incidents()
+        s.results["report"] = s.report()
+        print(format_timeline(s.timeline()))
+        yield s
+    finally:
+        s.down()
+
+
+def test_sessions_run_from_the_seeded_tasks_and_one_hits_the_turn_cap(story: Story) -> None:
+    report = story.results["sessions"]
+    assert report["by_outcome"].get("max_turns") == 1
+    assert report["by_outcome"].get("completed", 0) >= 3
+    capped = report["tasks_hitting_cap"]
+    assert [t["title"] for t in capped] == [TASK_LOOP]
+    assert report["turns"]["max"] == 30
+
+
+def test_the_remediator_fires_on_the_third_failure_not_the_first(story: Story) -> None:
+    # revoke() raises if an incident opened after failure 1 or 2; here: not before failure 3.
+    incident = story.results["revoked"]
+    failures = [r for r in story.syncs if "invalid_grant" in r.line]
+    assert len(failures) >= 3
+    third = failures[2].at
+    opened = _ts(incident["opened"])
+    assert opened >= third - 1, (incident["opened"], third)
+
+
+def test_a_revoked_token_is_handed_to_a_person_with_the_command(story: Story) -> None:
+    rem = story.results["revoked"]["remediations"][0]
+    assert rem["playbook"] == "credential_refresh.yml"
+    assert rem.get("outcome") == "needs_human"
+    assert rem.get("cause") == "revoked_or_expired"
+    assert rem.get("machine_fixable") is False
+    task = story.results["needs_you"]
+    assert story.name in task["title"] and "localhost" not in task["title"]
+    assert f"ansible-playbook playbooks/reauth.yml -l {story.name}" in task["body"]
+
+
+def test_the_operator_step_resolves_the_revoked_token_incident(story: Story) -> None:
+    assert story.results["reauth"]["status"] == "resolved"
+
+
+def test_the_permission_audit_restores_0600_without_a_human(story: Story) -> None:
+    incident = story.results["permissions"]
+    assert incident["status"] == "resolved"
+    assert incident["remediations"][0]["playbook"] == "permission_audit.yml"
+    assert incident["remediations"][0].get("outcome") == "recovered"
+
+
+def test_a_rotated_client_secret_is_pulled_from_secrets_manager(story: Story) -> None:
+    incident = story.results["rotated"]
+    assert incident["group"] == {"status": "401"}
+    assert incident["status"] == "resolved"
+    rem = incident["remediations"][0]
+    assert rem["playbook"] == "credential_refresh.yml"
+    assert rem.get("outcome") == "recovered"
+    assert any("install" in a for a in rem.get("actions", [])), rem
+
+
+def test_every_incident_is_resolved_with_exactly_one_remediation(story: Story) -> None:
+    incidents = story.results["incidents"]
+    assert sorted((i["rule"], tuple(sorted(i["group"].items()))) for i in incidents) == sorted(
+        [
+            ("sheet-sync-token", (("status", "400"),)),
+            ("sheet-sync-token-permissions", ()),
+            ("sheet-sync-token", (("status", "401"),)),
+        ]
+    )
+    for i in incidents:
+        assert i["status"] == "resolved", i
+        assert len(i["remediations"]) == 1, i
+
+
+def test_no_remediation_runs_after_the_incidents_are_resolved(story: Story) -> None:
+    after = story.results["after"]
+    assert [r.ok for r in after] == [True, True, True]
+    assert story.events[-1].outcome == "quiet", story.events[-1]
+
+
+def test_secret_files_are_0600_and_owned_by_the_service_user(story: Story) -> None:
+    modes = story.secret_modes()
+    assert modes.pop("/var/lib/jada-agent/secrets").startswith("700 ")
+    assert modes, "no secret files on the host"
+    for path, mode in modes.items():
+        if path.endswith((".bak", "~")) or ".bak" in path:
+            assert mode.startswith("600 "), (path, mode)
+        else:
+            assert mode == "600 jada", (path, mode)
+
+
+def test_no_secret_in_the_journal_runner_artifacts_or_ansible_output(story: Story) -> None:
+    assert len(story.secrets) >= 5
+    assert story.leaks() == {}
+
+
+def test_the_health_report_and_timeline_are_written(story: Story) -> None:
+    files = story.results["report"]
+    assert Path(files["json"]).stat().st_size > 0
+    assert "<html" in Path(files["html"]).read_text().lower()
+    text = format_timeline(story.timeline())
+    for playbook in ("site.yml", "credential_refresh.yml", "reauth.yml", "permission_audit.yml"):
+        assert playbook in text
+    health = story.jada("health", "--json")
+    assert health["verdict"] in ("healthy", "degraded", "failing", "unknown")
+    assert JADA
+
+
+def _ts(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
