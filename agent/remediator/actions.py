@@ -175,6 +175,19 @@ def _private_tree(path: Path) -> None:
                 os.chmod(p, 0o600)
 
 
+AWS_CONFIG_VARS = frozenset(
+    {
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_CA_BUNDLE",
+    }
+)
+
+
 def minimal_env(private_data_dir: str, ident: str, config_file: str | None) -> dict[str, str]:
     venv_bin = os.path.dirname(sys.executable)
     env = {
@@ -191,6 +204,12 @@ def minimal_env(private_data_dir: str, ident: str, config_file: str | None) -> d
     }
     if config_file:
         env["JADA_AGENT_CONFIG"] = config_file
+    # Where AWS is and which profile to use (the playbooks pull newer credentials from Secrets
+    # Manager / SSM): configuration, not secrets. Keys themselves stay in the credentials file
+    # or the instance role, never in the environment that ansible-runner records.
+    for key, value in os.environ.items():
+        if key in AWS_CONFIG_VARS or key.startswith("AWS_ENDPOINT_URL_"):
+            env[key] = value
     return env
 
 

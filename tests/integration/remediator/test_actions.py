@@ -111,3 +111,18 @@ def test_a_missing_playbook_is_a_failed_remediation_not_a_crash(private_data_dir
     rem = run(private_data_dir, "nope.yml")
     assert rem.status == "failed" and rem.outcome == "failed"
     assert "no such playbook" in rem.error
+
+
+def test_aws_configuration_reaches_the_playbook_but_aws_keys_do_not(
+    private_data_dir: Path, monkeypatch
+):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:10")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/etc/jada-agent/aws-credentials")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-artifacts")
+    rem = run(private_data_dir, "recovered.yml")
+    env = json.loads((Path(rem.artifact_dir) / "command").read_text())["env"]
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+    assert env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] == "http://127.0.0.1:10"
+    assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/etc/jada-agent/aws-credentials"
+    assert "AWS_SECRET_ACCESS_KEY" not in env
