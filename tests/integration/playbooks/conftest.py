@@ -133,6 +133,7 @@ def host(settings_factory, fake: FakeGoogle, tmp_path: Path):
             service_user=getpass.getuser(),
             google=google,
             sheets=sheets,
+            daemon={"api_key_file": str(secrets / "anthropic-api-key")},
             **sections,
         )
         cfg = tmp_path / "agent.yml"
