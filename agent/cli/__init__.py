@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from agent import __version__
-from agent.cli.common import EXIT_USAGE, CliError
+from agent.cli.common import EXIT_USAGE, CliError, Parser
 from agent.config import ConfigError
 
 # The order is the order of ``jada-agent --help``.
@@ -31,7 +31,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="jada-agent",
         description="Run, sync, heal and audit the jada-agent orchestrator.",
     )

@@ -5,13 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from agent import config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 64  # EX_USAGE: bad command line or bad configuration
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors exiting 64 (EX_USAGE), not argparse's 2.
+
+    Exit 2 means "credential error" for ``sheet-sync`` and ``credentials install``; a unit or a
+    playbook reading that status must not mistake a mistyped option for a dead token. Sub-command
+    parsers inherit the class (``add_subparsers`` uses the parent's type).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 class CliError(RuntimeError):

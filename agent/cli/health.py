@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.cli.common import EXIT_USAGE, CliError, add_json_flag, print_json, settings
+from agent.cli.common import EXIT_USAGE, CliError, Parser, add_json_flag, print_json, settings
 
 VERDICT_EXIT = {"healthy": 0, "degraded": 1, "failing": 2, "unknown": 3}
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from agent.config import ConfigError
 
-    parser = argparse.ArgumentParser(prog="jada-agent")
+    parser = Parser(prog="jada-agent")
     parser.add_argument("-c", "--config", metavar="FILE")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

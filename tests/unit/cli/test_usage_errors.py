@@ -1,0 +1,53 @@
+"""Usage errors exit 64 (EX_USAGE), never 2, which ``sheet-sync`` uses for a credential error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from agent.cli import main
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["no-such-command"],
+        ["sheet-sync", "--no-such-flag"],
+        ["credentials", "install"],  # one of --from/--from-secret/--from-parameter is required
+        ["remediator", "lock", "acquire"],  # --owner is required
+    ],
+)
+def test_a_usage_error_exits_64_and_names_the_problem(argv, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 64
+    err = capsys.readouterr().err
+    assert "usage: jada-agent" in err
+    assert "error:" in err
+
+
+def test_help_still_exits_0(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["sheet-sync", "--help"])
+    assert exc.value.code == 0
+    assert "usage: jada-agent sheet-sync" in capsys.readouterr().out
+
+
+def test_the_console_command_exits_64_on_a_bad_option() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "agent", "sheet-sync", "--bogus"], capture_output=True, text=True
+    )
+    assert r.returncode == 64
+    assert "unrecognized arguments: --bogus" in r.stderr
+
+
+def test_the_health_only_entry_point_exits_64_on_a_bad_option() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "agent.cli.health", "health", "--days", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 64
+    assert "--days" in r.stderr
