@@ -393,10 +393,10 @@ class Story:
 
     def deploy(self) -> None:
         hv = self.host_vars()
-        text = harness.inventory([self.name], fmt="yaml", group="jada_hosts")
+        text = harness.inventory([self.name], fmt="yaml", group="jada")
         inv = json.loads(text)
-        inv["jada_hosts"]["hosts"][self.name].update(hv["host"])
-        inv["jada_hosts"]["vars"] = hv["group"]
+        inv["jada"]["hosts"][self.name].update(hv["host"])
+        inv["jada"]["vars"] = hv["group"]
         fd = os.open(self.inventory, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(inv, fh, indent=2)
@@ -408,6 +408,9 @@ class Story:
             "site.yml",
             f"ok in {time.monotonic() - started:.0f}s",
         )
+
+    def check_units(self) -> None:
+        """The timer is installed (and listed), the daemon and the remediator are running."""
         timers = self.host("systemctl list-timers --all --no-legend port-sheet-sync.timer").stdout
         if "port-sheet-sync.timer" not in timers:
             raise StoryError(f"port-sheet-sync.timer is not listed on the host: {timers!r}")
@@ -478,9 +481,9 @@ class Story:
         return report
 
     def _sessions_done(self) -> dict[str, Any] | None:
-        tasks = self.jada("tasks", "list", "--json")
+        tasks = self.jada("tasks", "list", "--status", "done", "--json")
         mine = [t for t in tasks if t["title"] in (TASK_TIDY, TASK_SUMMARY, TASK_LOOP)]
-        if len(mine) == 3 and all(t["status"] == "done" for t in mine):
+        if len(mine) == 3:
             return self.jada("sessions", "--json")
         return None
 
