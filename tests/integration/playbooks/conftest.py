@@ -107,7 +107,7 @@ class Host:
 
 
 @pytest.fixture
-def host(settings_factory, fake: FakeGoogle, tmp_path: Path):
+def host(settings_factory, fake: FakeGoogle, tmp_path: Path):  # noqa: F811 - the imported fixture
     """A host with a live token at google.token_file (0600); ``host(**sections)``."""
 
     def make(**sections: Any) -> Host:

@@ -6,9 +6,12 @@ import json
 import stat
 
 import boto3
+import pytest
 
 from tests.fakes.google import FakeGoogle
 from tests.integration.google.conftest import assert_no_secret, write_secret_file
+
+pytestmark = pytest.mark.slow
 
 PLAYBOOK = "credential_refresh.yml"
 
