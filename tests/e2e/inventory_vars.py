@@ -1,16 +1,26 @@
 """The inventory of the story: role variables that point a host's settings at the fakes.
 
 Kept apart from the scenario so the mapping from "what the story needs" to the roles' public
-variables (``roles/*/defaults/main.yml``) is in one place.
+variables (``roles/*/defaults/main.yml``) and the playbooks' inline variables is in one place.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tests.e2e.story import Story
+
+
+def google_endpoints(url: str) -> dict[str, str]:
+    return {
+        "token_uri": url + "/token",
+        "auth_uri": url + "/o/oauth2/auth",
+        "revoke_uri": url + "/revoke",
+    }
 
 
 def for_story(story: Story) -> dict[str, dict[str, Any]]:
@@ -27,25 +37,32 @@ def for_story(story: Story) -> dict[str, dict[str, Any]]:
         "jada_agent_google_secret_name": s.SECRET_NAME,
         "jada_agent_aws_region": s.REGION,
         "jada_agent_settings_extra": {
-            "google": {
-                "token_uri": google + "/token",
-                "auth_uri": google + "/o/oauth2/auth",
-                "revoke_uri": google + "/revoke",
-                "timeout": "10s",
-            },
+            "google": {**google_endpoints(google), "timeout": "10s"},
             "sheets": {"endpoint": google + "/", "timeout": "10s", "max_retries": 1},
         },
         # The host's credential: the authorized-user JSON, deployed 0600 by port_sheet_sync.
-        "port_sheet_sync_google_token": json.dumps(story.token),
-        "port_sheet_sync_timer_on_calendar": s.timer_schedule(),
-        # The remediator reaches Secrets Manager (moto) through botocore's own variables.
-        "jada_agent_aws_endpoint_url": f.urls["moto"],
-        "jada_agent_aws_access_key_id": s.AWS_KEY_ID,
-        "jada_agent_aws_secret_access_key": s.AWS_SECRET,
+        "port_sheet_sync_google_token": story.token,
+        # The timer exists but cannot fire during the run: the story starts the unit itself.
+        "port_sheet_sync_on_calendar": s.timer_schedule(),
+        "port_sheet_sync_randomized_delay_sec": 0,
+        "port_sheet_sync_persistent": False,
     }
     return {"host": {}, "group": group}
 
 
+def operator_settings(story: Story) -> Path:
+    """The settings file of the operator's machine: the consent and token endpoints (the fake)."""
+    path = story.work_dir / "operator-agent.yml"
+    path.write_text(json.dumps({"google": google_endpoints(story.f.urls["google"])}) + "\n")
+    return path
+
+
 def reauth_args(story: Story) -> list[str]:
     """Extra ``ansible-playbook playbooks/reauth.yml`` arguments for the operator step."""
-    return ["-e", f"reauth_client_secrets={story.client_file}"]
+    extra = {
+        "jada_client_secrets": str(story.client_file),
+        "jada_operator_settings": str(operator_settings(story)),
+        "jada_login_command": [str(Path(sys.executable).with_name("jada-agent"))],
+        "jada_login_timeout": 60,
+    }
+    return ["-e", json.dumps(extra)]
