@@ -251,6 +251,7 @@ class Story:
         self.client: dict[str, str] = {}
         self.inventory = work_dir / "inventory.yml"
         self.api_key = ""
+        self.results: dict[str, Any] = {}  # what each step returned, for the test's assertions
 
     # ------------------------------------------------------------------ helpers
     def event(self, step: str, what: str, playbook: str = "", outcome: str = "") -> Event:
