@@ -606,9 +606,17 @@ class Story:
         """An executable that plays the operator's browser: it GETs the consent URL and follows
         the redirect back to the login's loopback server (``BROWSER`` for Python's webbrowser)."""
         path = self.work_dir / "headless-browser"
+        # webbrowser waits for a "generic" browser to exit, and the login only answers the
+        # redirect after that: like a real browser, return at once and fetch in the background.
         path.write_text(
             f"#!{sys.executable}\n"
-            "import sys, urllib.request\n"
+            "import os, sys, urllib.request\n"
+            "if os.fork():\n"
+            "    sys.exit(0)\n"
+            "os.setsid()\n"
+            "null = os.open(os.devnull, os.O_RDWR)\n"
+            "for fd in (0, 1, 2):\n"
+            "    os.dup2(null, fd)\n"
             "urllib.request.urlopen(sys.argv[1], timeout=30).read()\n"
         )
         path.chmod(0o700)
@@ -657,8 +665,10 @@ class Story:
         return incident
 
     def _new_resolved(self, before: set[int], rule: str) -> dict[str, Any] | None:
+        # The playbook's own verifying sync can resolve the incident before the run is recorded.
         for i in self.incidents():
-            if i["id"] not in before and i["rule"] == rule and i["status"] == "resolved":
+            new = i["id"] not in before and i["rule"] == rule and i["status"] == "resolved"
+            if new and i["remediations"] and i["remediations"][-1].get("finished"):
                 return i
         return None
 
