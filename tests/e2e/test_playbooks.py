@@ -193,7 +193,8 @@ def test_credential_refresh_installs_a_token_with_the_rotated_client_secret_from
     assert result["outcome"] == "recovered", result
     assert result["cause"] == "client_rotated_or_deleted"
     assert any(a.startswith("install: installed Secrets Manager secret") for a in result["actions"])
-    assert result["actions"][-1].startswith("verify: port-sheet-sync.service exit 0")
+    # The verifying run's own journal line, read by its invocation id.
+    assert result["actions"][-1].startswith("verify: port-sheet-sync.service exit 0: [port-sheet]")
     assert _mode_owner(site, TOKEN) == "600 jada:jada"
     installed = json.loads(site.sh(f"cat {TOKEN}", check=True).stdout)
     assert installed["client_secret"] == rotated["client_secret"]

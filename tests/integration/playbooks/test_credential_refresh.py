@@ -162,3 +162,40 @@ def test_a_hand_run_takes_and_releases_the_remediation_lock_and_respects_a_holde
     h.play(PLAYBOOK)
     status = subprocess.run([*lock, "status"], capture_output=True, text=True, check=True)
     assert status.stdout.strip() == "free"
+
+
+def test_the_remediator_runs_it_through_ansible_runner_with_its_extravars(host, fake):
+    import shutil
+
+    from agent.remediator.actions import run_playbook
+    from tests.integration.playbooks.conftest import ROOT
+
+    h = host()
+    live_token(h, fake)
+    h.token_file.chmod(0o640)
+    pdd = h.settings.remediator.private_data_dir
+    (h.tmp / "state" / "runner" / "project").mkdir(parents=True)
+    shutil.copy(ROOT / "playbooks" / PLAYBOOK, f"{pdd}/project/{PLAYBOOK}")
+    extra = h.extravars(unit="port-sheet-sync.service")
+    # What the remediator does not pass: the settings file comes from its environment
+    # (JADA_AGENT_CONFIG), become is off (it runs the playbook as itself).
+    for key in ("jada_settings_file", "jada_become", "ansible_python_interpreter"):
+        extra.pop(key)
+
+    rem = run_playbook(
+        private_data_dir=pdd,
+        playbook=PLAYBOOK,
+        extravars=extra,
+        incident_id=7,
+        rule_name="sheet-sync-token",
+        group={"status": "400"},
+        timeout=180,
+        config_file=str(h.cfg),
+    )
+
+    assert rem.status == "successful", rem.error
+    assert rem.outcome == "recovered"
+    assert rem.cause == "permissions"
+    assert rem.machine_fixable is True
+    assert rem.actions[-1].startswith("verify: port-sheet-sync.service exit 0: [port-sheet]")
+    assert stat.S_IMODE(h.token_file.stat().st_mode) == 0o600
