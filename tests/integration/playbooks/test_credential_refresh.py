@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from pathlib import Path
 
 import boto3
 import pytest
@@ -199,3 +200,27 @@ def test_the_remediator_runs_it_through_ansible_runner_with_its_extravars(host, 
     assert rem.machine_fixable is True
     assert rem.actions[-1].startswith("verify: port-sheet-sync.service exit 0: [port-sheet]")
     assert stat.S_IMODE(h.token_file.stat().st_mode) == 0o600
+
+
+def test_a_dead_user_token_with_a_working_service_account_switches_the_settings(
+    host, fake, service_account
+):
+    import yaml
+
+    h = host()
+    live_token(h, fake)
+    fake.revoke_all()
+    write_secret_file(Path(h.settings.google.service_account_file), service_account)
+
+    result = h.result(PLAYBOOK)
+
+    assert result["outcome"] == "recovered", result
+    assert result["cause"] == "revoked_or_expired"
+    assert result["machine_fixable"] is True
+    settings = yaml.safe_load(h.cfg.read_text())
+    assert settings["google"]["credential_type"] == "service_account"
+    assert settings["google"]["token_uri"] == fake.token_uri  # the rest is kept
+    assert stat.S_IMODE(h.cfg.stat().st_mode) == 0o640
+    assert [p.name for p in h.cfg.parent.glob("agent.yml.*")], "no backup of the old settings"
+    assert result["actions"][-1].startswith("verify: port-sheet-sync.service exit 0")
+    assert not h.needs_you_tasks()
