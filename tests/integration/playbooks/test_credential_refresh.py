@@ -224,3 +224,17 @@ def test_a_dead_user_token_with_a_working_service_account_switches_the_settings(
     assert [p.name for p in h.cfg.parent.glob("agent.yml.*")], "no backup of the old settings"
     assert result["actions"][-1].startswith("verify: port-sheet-sync.service exit 0")
     assert not h.needs_you_tasks()
+
+
+def test_check_mode_diagnoses_and_changes_nothing(host, fake):
+    h = host()
+    live_token(h, fake)
+    h.token_file.chmod(0o644)
+
+    r = h.play(PLAYBOOK, "--check")
+
+    assert "web1: cause permissions (machine-fixable: fix_permissions)" in r.stdout
+    assert "changed=0" in r.stdout.split("PLAY RECAP")[-1]
+    assert stat.S_IMODE(h.token_file.stat().st_mode) == 0o644
+    assert not h.needs_you_tasks()
+    assert not fake.requests("sheets")
