@@ -30,6 +30,8 @@ from tests.integration.google.conftest import (  # noqa: F401 - fixtures shared 
     fake,
     google_server,
     moto_url,
+    sa_key,
+    service_account,
     write_secret_file,
 )
 

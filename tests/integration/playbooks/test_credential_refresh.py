@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from pathlib import Path
 
 import boto3
 import pytest
@@ -162,3 +163,78 @@ def test_a_hand_run_takes_and_releases_the_remediation_lock_and_respects_a_holde
     h.play(PLAYBOOK)
     status = subprocess.run([*lock, "status"], capture_output=True, text=True, check=True)
     assert status.stdout.strip() == "free"
+
+
+def test_the_remediator_runs_it_through_ansible_runner_with_its_extravars(host, fake):
+    import shutil
+
+    from agent.remediator.actions import run_playbook
+    from tests.integration.playbooks.conftest import ROOT
+
+    h = host()
+    live_token(h, fake)
+    h.token_file.chmod(0o640)
+    pdd = h.settings.remediator.private_data_dir
+    (h.tmp / "state" / "runner" / "project").mkdir(parents=True)
+    shutil.copy(ROOT / "playbooks" / PLAYBOOK, f"{pdd}/project/{PLAYBOOK}")
+    extra = h.extravars(unit="port-sheet-sync.service")
+    # What the remediator does not pass: the settings file comes from its environment
+    # (JADA_AGENT_CONFIG), become is off (it runs the playbook as itself).
+    for key in ("jada_settings_file", "jada_become", "ansible_python_interpreter"):
+        extra.pop(key)
+
+    rem = run_playbook(
+        private_data_dir=pdd,
+        playbook=PLAYBOOK,
+        extravars=extra,
+        incident_id=7,
+        rule_name="sheet-sync-token",
+        group={"status": "400"},
+        timeout=180,
+        config_file=str(h.cfg),
+    )
+
+    assert rem.status == "successful", rem.error
+    assert rem.outcome == "recovered"
+    assert rem.cause == "permissions"
+    assert rem.machine_fixable is True
+    assert rem.actions[-1].startswith("verify: port-sheet-sync.service exit 0: [port-sheet]")
+    assert stat.S_IMODE(h.token_file.stat().st_mode) == 0o600
+
+
+def test_a_dead_user_token_with_a_working_service_account_switches_the_settings(
+    host, fake, service_account
+):
+    import yaml
+
+    h = host()
+    live_token(h, fake)
+    fake.revoke_all()
+    write_secret_file(Path(h.settings.google.service_account_file), service_account)
+
+    result = h.result(PLAYBOOK)
+
+    assert result["outcome"] == "recovered", result
+    assert result["cause"] == "revoked_or_expired"
+    assert result["machine_fixable"] is True
+    settings = yaml.safe_load(h.cfg.read_text())
+    assert settings["google"]["credential_type"] == "service_account"
+    assert settings["google"]["token_uri"] == fake.token_uri  # the rest is kept
+    assert stat.S_IMODE(h.cfg.stat().st_mode) == 0o640
+    assert [p.name for p in h.cfg.parent.glob("agent.yml.*")], "no backup of the old settings"
+    assert result["actions"][-1].startswith("verify: port-sheet-sync.service exit 0")
+    assert not h.needs_you_tasks()
+
+
+def test_check_mode_diagnoses_and_changes_nothing(host, fake):
+    h = host()
+    live_token(h, fake)
+    h.token_file.chmod(0o644)
+
+    r = h.play(PLAYBOOK, "--check")
+
+    assert "web1: cause permissions (machine-fixable: fix_permissions)" in r.stdout
+    assert "changed=0" in r.stdout.split("PLAY RECAP")[-1]
+    assert stat.S_IMODE(h.token_file.stat().st_mode) == 0o644
+    assert not h.needs_you_tasks()
+    assert not fake.requests("sheets")
