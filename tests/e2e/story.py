@@ -63,6 +63,8 @@ TASK_TIDY = "Tidy the port allocation notes"
 TASK_SUMMARY = "Write the weekly deployment summary"
 TASK_LOOP = "Chase a flaky integration test"
 FAKES = ("google", "anthropic", "lightsail", "moto")
+# After a failure that must not fire a rule yet: time for the remediator to read the journal.
+SETTLE_S = 2.0
 
 
 def _now() -> float:
@@ -254,8 +256,10 @@ class Story:
         self.results: dict[str, Any] = {}  # what each step returned, for the test's assertions
 
     # ------------------------------------------------------------------ helpers
-    def event(self, step: str, what: str, playbook: str = "", outcome: str = "") -> Event:
-        e = Event(_now(), step, what, playbook, outcome)
+    def event(
+        self, step: str, what: str, playbook: str = "", outcome: str = "", at: float | None = None
+    ) -> Event:
+        e = Event(at or _now(), step, what, playbook, outcome)
         self.events.append(e)
         self.say(f"  [{iso(e.at)[11:19]}] {what}" + (f" -> {outcome}" if outcome else ""))
         return e
@@ -517,7 +521,7 @@ class Story:
         r = self.sync()
         if not r.ok:
             raise StoryError(f"the first sync on a fresh host failed: {r.line!r}")
-        self.event("baseline", "sync: " + r.line, outcome="ok")
+        self.event("baseline", "sync: " + r.line, outcome="ok", at=r.at)
         return r
 
     def revoke(self) -> dict[str, Any]:
@@ -530,10 +534,10 @@ class Story:
             r = self.sync()
             if r.ok or "token error: HTTP Error 400: invalid_grant" not in r.line:
                 raise StoryError(f"sync {n} after the revocation logged {r.line!r}")
-            self.event("revoked", f"sync failure {n}: {r.line}", outcome="failed")
+            self.event("revoked", f"sync failure {n}: {r.line}", outcome="failed", at=r.at)
             if n < 3:
                 # Give the remediator time to read the line: it must not fire yet.
-                time.sleep(3)
+                time.sleep(SETTLE_S)
                 opened = [i for i in self.incidents() if i["id"] not in before]
                 if opened:
                     raise StoryError(f"the remediator fired on failure {n}: {opened}")
@@ -588,7 +592,7 @@ class Story:
         r = self.sync()
         if not r.ok:
             raise StoryError(f"the sync after re-authentication failed: {r.line!r}")
-        self.event("operator", "next sync: " + r.line, outcome="ok")
+        self.event("operator", "next sync: " + r.line, outcome="ok", at=r.at)
         incident = self.wait(
             f"incident #{incident_id} to be resolved",
             lambda: self._resolved(incident_id),
@@ -644,9 +648,9 @@ class Story:
             r = self.sync()
             if r.ok or "permission error" not in r.line:
                 raise StoryError(f"sync {n} with a world-readable token logged {r.line!r}")
-            self.event("permissions", f"sync failure {n}: {r.line}", outcome="failed")
+            self.event("permissions", f"sync failure {n}: {r.line}", outcome="failed", at=r.at)
             if n < 2:
-                time.sleep(3)
+                time.sleep(SETTLE_S)
                 if [i for i in self.incidents() if i["id"] not in before]:
                     raise StoryError("the permission rule fired on the first failure")
         incident = self.wait(
@@ -690,9 +694,9 @@ class Story:
             r = self.sync()
             if r.ok or "token error: HTTP Error 401" not in r.line:
                 raise StoryError(f"sync {n} after the rotation logged {r.line!r}")
-            self.event("rotated", f"sync failure {n}: {r.line}", outcome="failed")
+            self.event("rotated", f"sync failure {n}: {r.line}", outcome="failed", at=r.at)
             if n < 3:
-                time.sleep(3)
+                time.sleep(SETTLE_S)
                 if [i for i in self.incidents() if i["id"] not in before]:
                     raise StoryError(f"the remediator fired on failure {n} of the 401")
         incident = self.wait(
@@ -714,7 +718,7 @@ class Story:
     def quiet_syncs(self, count: int = 3) -> list[SyncResult]:
         runs_before = sum(len(i["remediations"]) for i in self.incidents())
         out = [self.sync() for _ in range(count)]
-        time.sleep(3)
+        time.sleep(SETTLE_S)
         runs_after = sum(len(i["remediations"]) for i in self.incidents())
         self.event(
             "after",
