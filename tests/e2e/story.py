@@ -743,7 +743,7 @@ class Story:
                     Event(
                         _parse_iso(rem.get("started")) or 0,
                         "host",
-                        f"{label} remediation ran"
+                        f"{label} remediation ran {rem.get('duration') or '?'} s"
                         + (f": cause {rem['cause']}" if rem.get("cause") else ""),
                         rem.get("playbook", ""),
                         str(rem.get("outcome") or rem.get("status") or ""),
