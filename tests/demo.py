@@ -16,12 +16,13 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from tests.e2e.story import ROOT, Story, StoryError, format_timeline, stop_fakes
+from tests.e2e.story import JADA, ROOT, Story, StoryError, format_timeline, stop_fakes
 from tests.sandbox import harness
 
 RUN_DIR = Path(os.environ.get("JADA_DEMO_RUN", "/run/jada-demo"))
@@ -110,36 +111,28 @@ def run(keep: bool) -> int:
     if not keep:
         down()
         return 0
-    py = shlex_quote(sys.executable)
+    py = sys.executable
+    if py.startswith(str(ROOT) + os.sep):
+        py = os.path.relpath(py, ROOT)
+    ssh = f"{py} -m tests.sandbox ssh {NAME}"
     say(
         f"""
-The host and the fakes are still up. Look around:
+The host and the fakes are still up. Look around (from {ROOT}):
 
-  python -m tests.sandbox ssh {NAME} -- jada-agent remediator incidents
-  python -m tests.sandbox ssh {NAME} -- jada-agent tasks list
-  python -m tests.sandbox ssh {NAME} -- journalctl -u port-sheet-sync.service -u jada-remediator.service
-  python -m tests.sandbox ssh {NAME}          # a shell on the host
-  {shlex_join(story.m.ssh_argv())}
+  {ssh} -- {JADA} remediator incidents
+  {ssh} -- {JADA} tasks list --status needs_you --status done
+  {ssh} -- {JADA} status
+  {ssh} -- journalctl -u port-sheet-sync.service -u jada-remediator.service
+  {ssh}          # a shell on the host
+  or plain ssh:  {shlex.join(story.m.ssh_argv())}
 
-  (with the virtualenv: {py} -m tests.sandbox ...; jada-agent is /opt/jada-agent/venv/bin/jada-agent)
-  fakes: {", ".join(f"{k} {v}" for k, v in story.f.urls.items())}
-  inventory and playbook outputs: {story.work_dir}
+  fakes: {", ".join(f"{k} {v}" for k, v in story.f.urls.items())} (pid files in {RUN_DIR})
+  inventory and every ansible-playbook output: {story.work_dir}
+  health report and timeline: {story.reports_dir}
 
 Tear it all down with:  make demo-down"""
     )
     return 0
-
-
-def shlex_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
-
-
-def shlex_join(argv: list[str]) -> str:
-    import shlex
-
-    return shlex.join(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
