@@ -58,7 +58,8 @@ def test_sessions_run_from_the_seeded_tasks_and_one_hits_the_turn_cap(story: Sto
 
 
 def test_the_remediator_fires_on_the_third_failure_not_the_first(story: Story) -> None:
-    # revoke() raises if an incident opened after failure 1 or 2; here: not before failure 3.
+    # After each failure below the threshold the story looked: no incident may be open yet.
+    assert story.early_fires == []
     incident = story.results["revoked"]
     failures = [r for r in story.syncs if "invalid_grant" in r.line]
     assert len(failures) >= 3
