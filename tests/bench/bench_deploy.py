@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.e2e.site import playbook, write_inventory
+from tests.e2e.deploy import playbook, write_inventory
 from tests.sandbox import harness
 
 RESULTS = Path(__file__).resolve().parent / "results" / "deploy.json"

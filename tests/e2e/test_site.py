@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.site import PROBE_RULE, VERIFY, Run, exposure, playbook, write_inventory
+from tests.e2e.deploy import PROBE_RULE, VERIFY, Run, exposure, playbook, write_inventory
 from tests.sandbox import harness
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
