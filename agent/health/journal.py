@@ -89,7 +89,14 @@ _DIGITS = b"0123456789"
 _PLAIN, _FAIL, _OK, _SESSION = 0, 1, 2, 3
 
 
+# An Ansible module's record of its own arguments ("Invoked with _raw_params=... failed_when=..."):
+# the words in it are parameters, not events.
+_ANSIBLE_INVOCATION = re.compile(r"^Invoked with ")
+
+
 def _classify(message: str) -> int:
+    if _ANSIBLE_INVOCATION.match(message):
+        return _PLAIN
     if _FAILURE.search(message):
         return _FAIL
     if _SESSION_END.search(message):

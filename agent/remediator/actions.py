@@ -184,6 +184,9 @@ def minimal_env(private_data_dir: str, ident: str, config_file: str | None) -> d
         "ANSIBLE_LOCAL_TEMP": os.path.join(private_data_dir, "tmp"),
         "ANSIBLE_REMOTE_TEMP": os.path.join(private_data_dir, "tmp"),
         "ANSIBLE_NOCOLOR": "1",
+        # Modules run on this host would log "Invoked with <args>" to the journal under the
+        # remediator's unit: noise for the health audit, and arguments are nobody's business.
+        "ANSIBLE_NO_TARGET_SYSLOG": "True",
         "ANSIBLE_LOCALHOST_WARNING": "False",
         "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
         "ANSIBLE_PYTHON_INTERPRETER": sys.executable,

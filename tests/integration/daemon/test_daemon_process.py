@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -208,3 +210,46 @@ def test_two_daemons_on_a_dynamodb_store_share_one_lease(
         owners = [s.owner.split(":")[1] for s in store.list_sessions()]
     assert owners == [str(a.pid), str(b.pid)]
     assert b.stop() == 0
+
+
+DRIVER = """
+import signal, sys, threading, time
+from agent import config
+from agent.daemon.loop import Daemon
+
+d = Daemon(config.load(sys.argv[1]), isolate=True)
+
+def aim():
+    # Wait for the idle wait (an hour: only a signal can end it), then signal the heartbeat
+    # thread, not the main one: the kernel may pick any thread for a process-directed SIGTERM.
+    while d._heartbeat is None or "waiting" not in (d._last_said or ""):
+        time.sleep(0.02)
+    time.sleep(0.3)
+    print("aimed", flush=True)
+    signal.pthread_kill(d._heartbeat.ident, signal.SIGTERM)
+
+threading.Thread(target=aim, daemon=True).start()
+sys.exit(d.run())
+"""
+
+
+def test_sigterm_taken_by_another_thread_still_ends_the_idle_wait_at_once(
+    config_file, tmp_path
+) -> None:
+    cfg = config_file(command_runner=True)
+    # Not beside the fixture's stand-in agent.py, which would shadow the package.
+    (tmp_path / "drv").mkdir()
+    driver = tmp_path / "drv" / "driver.py"
+    driver.write_text(DRIVER)
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(driver), str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "aimed" in proc.stdout, proc.stdout + proc.stderr
+    assert "jada-agent daemon stopped" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0
+    # The wait was an hour long; stopping took about the start-up time, not the poll interval.
+    assert time.monotonic() - t0 < 30

@@ -301,3 +301,23 @@ def test_a_person_holding_the_lock_makes_the_remediation_wait(tmp_path, service_
     assert lock.release("operator")
     items = svc.wait_incident(lambda xs: xs[0].status == "resolved")
     assert len(items[0].remediations) == 1
+
+
+def test_sigterm_taken_by_a_worker_thread_stops_the_service_at_once(tmp_path, service_factory):
+    # A process-directed signal may land on any thread (watchdog's observer, the action worker);
+    # the main thread must not sleep through it until its next housekeeping tick (60 s).
+    import ctypes
+
+    log = tmp_path / "sync.log"
+    log.write_text("")
+    svc = service_factory([rule(log, action=None)]).start()
+    assert svc.proc is not None
+    pid = svc.proc.pid
+    others = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    assert others, "the service runs worker threads"
+    libc = ctypes.CDLL(None, use_errno=True)
+    t0 = time.monotonic()
+    assert libc.tgkill(pid, others[-1], signal.SIGTERM) == 0
+    svc.proc.wait(timeout=50)
+    assert time.monotonic() - t0 < 10
+    assert svc.proc.returncode == 0

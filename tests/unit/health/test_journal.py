@@ -152,3 +152,20 @@ def test_reading_in_parallel_parts_gives_the_same_findings(tmp_path, monkeypatch
     monkeypatch.setattr(journal, "PARALLEL_MIN_BYTES", 1)
     three = journal.analyse_path(p, workers=3).result()
     assert three == one
+
+
+def test_ansible_module_invocations_under_the_remediator_are_not_failures():
+    # A remediation run on the host logs its modules' arguments; their words ("failed_when",
+    # "error") are parameters. A real failure line next to them still counts.
+    t0 = datetime(2026, 5, 20, 12, tzinfo=UTC).timestamp()
+    unit = "jada-remediator.service"
+    noise = (
+        "Invoked with _raw_params=/opt/jada-agent/venv/bin/jada-agent credentials diagnose"
+        " --json msg=the sync failed: token error chdir=None"
+    )
+    entries = [(t0 + 1800 * i, unit, 6, noise) for i in range(6)]
+    entries.append((t0 + 20000, unit, 3, "remediator: action failed: runner error"))
+    result = JournalAnalysis().feed(iter(entries)).result()
+    sigs = [r["signature"] for r in result["recurring"] if r["unit"] == unit]
+    assert not [s for s in sigs if s.startswith("Invoked with")]
+    assert result["units"][unit]["failures"] == 1
