@@ -26,6 +26,7 @@ import boto3
 import pytest
 
 from tests.fakes.google import FakeGoogle
+from tests.integration.google.conftest import assert_no_secret
 from tests.sandbox import harness
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
@@ -45,6 +46,7 @@ class Site:
         self.moto = moto
         self.tmp = tmp
         self.inventory = tmp / "hosts.ini"
+        self.last: subprocess.CompletedProcess[str] | None = None
         harness.inventory([machine.name], self.inventory, group="jada", become_user="admin")
         self.aws_env = {
             "AWS_ENDPOINT_URL": moto,
@@ -81,7 +83,10 @@ class Site:
 
     def result(self, playbook: str, **extravars: Any) -> dict[str, Any]:
         path = f"/root/result-{time.monotonic_ns()}.json"
-        self.play(f"playbooks/{playbook}", jada_result_file=path, **extravars)
+        # A hand run waits for the remediator's lock rather than failing on it.
+        self.last = self.play(
+            f"playbooks/{playbook}", jada_result_file=path, jada_lock_wait="120s", **extravars
+        )
         r = self.sh(f"cat {path}", check=True)
         return json.loads(r.stdout)
 
@@ -199,5 +204,7 @@ def test_credential_refresh_installs_a_token_with_the_rotated_client_secret_from
     installed = json.loads(site.sh(f"cat {TOKEN}", check=True).stdout)
     assert installed["client_secret"] == rotated["client_secret"]
     assert site.fake.requests("sheets"), "the verifying sync never reached the sheet"
+    assert site.last is not None
+    assert_no_secret(site.last.stdout + site.last.stderr, token, installed)
     status = site.sh("systemctl show -p Result --value port-sheet-sync.service", check=True)
     assert status.stdout.strip() == "success"
