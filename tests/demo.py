@@ -26,7 +26,7 @@ from tests.e2e.story import JADA, ROOT, Story, StoryError, format_timeline, stop
 from tests.sandbox import harness
 
 RUN_DIR = Path(os.environ.get("JADA_DEMO_RUN", "/run/jada-demo"))
-NAME = os.environ.get("JADA_DEMO_NAME", "jada-demo")
+NAME = os.environ.get("JADA_DEMO_NAME", "demo")
 
 
 def say(line: str = "") -> None:
