@@ -18,6 +18,7 @@ import json
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,13 @@ def down() -> int:
     name = NAME
     with contextlib.suppress(OSError, ValueError, KeyError):
         name = json.loads(state.read_text())["name"]
+    with contextlib.suppress(harness.SandboxError, OSError, subprocess.SubprocessError):
+        # Stopped by hand our units take well under a second; a poweroff with them running
+        # takes much longer in the sandbox.
+        harness.get(name).run(
+            "systemctl stop jada-remediator.service jada-agent.service port-sheet-sync.timer",
+            timeout=60,
+        )
     stopped = stop_fakes(RUN_DIR)
     removed = harness.down(name)
     say(f"fakes stopped: {', '.join(stopped) or 'none running'}")

@@ -820,6 +820,14 @@ class Story:
 
     # ------------------------------------------------------------------ teardown
     def down(self) -> None:
+        """Stop the fakes and remove the host. Our units are stopped first: stopped by hand they
+        take well under a second, while a poweroff with them running took 15-30 s here."""
+        if self.machine is not None:
+            with contextlib.suppress(Exception):
+                self.m.run(
+                    "systemctl stop jada-remediator.service jada-agent.service port-sheet-sync.timer",
+                    timeout=60,
+                )
         with contextlib.suppress(Exception):
             stop_fakes(self.run_dir)
         with contextlib.suppress(Exception):
