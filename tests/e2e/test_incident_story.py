@@ -131,6 +131,14 @@ def test_secret_files_are_0600_and_owned_by_the_service_user(story: Story) -> No
 def test_no_secret_in_the_journal_runner_artifacts_or_ansible_output(story: Story) -> None:
     assert len(story.secrets) >= 5
     assert story.leaks() == {}
+    # Negative control: a secret that does reach the journal is found.
+    planted = "1//planted-" + secrets.token_urlsafe(16)
+    story.host("systemd-cat -t leak-control", input=f"oops {planted}\n")
+    story.secrets.append(planted)
+    try:
+        assert "journal" in story.wait("the planted line", story.leaks, timeout=10)
+    finally:
+        story.secrets.remove(planted)
 
 
 def test_the_health_report_and_timeline_are_written(story: Story) -> None:
