@@ -796,7 +796,9 @@ class Story:
         found: dict[str, list[str]] = {}
         needles = "\n".join(s for s in self.secrets if s) + "\n"
         journal = self.host(
-            "journalctl -o cat --no-pager | grep -cFf /dev/stdin || true", input=needles
+            # The needles come on the session's stdin (fd 3 here): grep's own stdin is the pipe.
+            "exec 3<&0; journalctl --merge -o cat --no-pager | grep -cFf /dev/fd/3 || true",
+            input=needles,
         ).stdout.strip()
         if journal not in ("", "0"):
             found["journal"] = [f"{journal} lines"]
