@@ -208,3 +208,36 @@ def test_credential_refresh_installs_a_token_with_the_rotated_client_secret_from
     assert_no_secret(site.last.stdout + site.last.stderr, token, installed)
     status = site.sh("systemctl show -p Result --value port-sheet-sync.service", check=True)
     assert status.stdout.strip() == "success"
+
+
+def test_the_remediator_runs_credential_refresh_itself_on_the_third_token_error(site: Site):
+    """The playbook under the real hardened jada-remediator.service, through ansible-runner."""
+    site.put_token(site.fake.issue_refresh_token())
+    site.fake.revoke_all()
+    for _ in range(3):
+        r = site.sh("systemctl start port-sheet-sync.service")
+        assert r.returncode != 0  # the sync fails with the token error, as in production
+
+    deadline = time.monotonic() + 180
+    incident: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        incidents = json.loads(site.jada("remediator", "incidents", "--json"))
+        done = [
+            i
+            for i in incidents
+            if i["rule"] == "sheet-sync-token"
+            and any(r.get("finished") for r in i.get("remediations") or [])
+        ]
+        if done:
+            incident = done[-1]
+            break
+        time.sleep(2)
+    assert incident, f"no finished remediation: {incidents}"
+    run = incident["remediations"][-1]
+    assert run["playbook"] == "credential_refresh.yml"
+    assert run["status"] == "successful", run
+    assert run["outcome"] == "needs_human", run
+    assert run["cause"] == "revoked_or_expired"
+    assert run["next_step"] == f"ansible-playbook playbooks/reauth.yml -l {site.machine.name}"
+    tasks = json.loads(site.jada("tasks", "list", "--status", "needs_you", "--json"))
+    assert [t for t in tasks if t["title"].endswith(f" on {site.machine.name}")]

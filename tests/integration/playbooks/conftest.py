@@ -142,6 +142,18 @@ def host(settings_factory, fake: FakeGoogle, tmp_path: Path):  # noqa: F811 - th
         cfg.write_text(yaml.safe_dump(config.to_dict(s), sort_keys=False))
         cfg.chmod(0o640)
         s = config.load(cfg)
+        # The playbooks change modes and owners: nothing they touch may lie outside tmp_path.
+        for path in (
+            s.state_dir,
+            s.secrets_dir,
+            s.store.path,
+            s.daemon.api_key_file,
+            s.google.token_file,
+            s.google.service_account_file,
+            s.remediator.private_data_dir,
+            s.remediator.lock_file,
+        ):
+            assert Path(path).is_relative_to(tmp_path), f"{path} is outside the test's directory"
         command = tmp_path / "bin" / "jada-agent"
         command.parent.mkdir()
         command.write_text(

@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import subprocess
+import tempfile
 import threading
 import urllib.request
 
@@ -33,6 +34,15 @@ def operator_files(h, fake: FakeGoogle) -> dict:
     cfg = h.tmp / "op" / "agent.yml"
     cfg.write_text(yaml.safe_dump(config.to_dict(h.settings)))
     return {"client": client, "secrets": secrets, "cfg": cfg}
+
+
+def temporaries() -> set[str]:
+    """The playbook's temporary token directories and files (here and "on the host")."""
+    return {
+        p
+        for p in os.listdir(tempfile.gettempdir())
+        if p.startswith(("jada-reauth-", "jada-token-"))
+    }
 
 
 def run_reauth(h, op: dict, *, visit: bool = True, **extravars) -> tuple[int, str]:
@@ -88,6 +98,7 @@ def test_reauth_installs_the_new_token_pushes_it_and_closes_the_needs_you_task(h
         capture_output=True,
     )
     op = operator_files(h, fake)
+    before = temporaries()
 
     rc, out = run_reauth(h, op, jada_push_secret="jada/google-token")
 
@@ -105,8 +116,7 @@ def test_reauth_installs_the_new_token_pushes_it_and_closes_the_needs_you_task(h
     assert not h.needs_you_tasks()
     assert_no_secret(out, token, old)
     # Nothing left behind: no temporary token on "the host" or "the operator's machine".
-    leftovers = [p for p in os.listdir("/tmp") if p.startswith(("jada-reauth-", "jada-token-"))]
-    assert not leftovers
+    assert temporaries() == before
 
 
 def test_no_consent_fails_the_run_and_changes_nothing(host, fake):
