@@ -110,9 +110,9 @@ def run(keep: bool) -> int:
         files = story.report()
         say()
         say("health report: " + ", ".join(str(p.relative_to(ROOT)) for p in files.values()))
-    except (StoryError, harness.SandboxError) as exc:
+    except (StoryError, harness.SandboxError, KeyboardInterrupt) as exc:
         say()
-        say(f"the demo stopped: {exc}")
+        say(f"the demo stopped: {exc or 'interrupted'}")
         say(f"outputs kept in {story.work_dir}; take it down with: make demo-down")
         return 1
     say(f"\ndone in {time.monotonic() - started:.0f} s")
