@@ -520,6 +520,16 @@ class JournalEntry:
     cursor: str
 
 
+def _machine_id(path: str = "/etc/machine-id") -> str | None:
+    """This machine's id (32 hex digits), or None where there is none."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            value = fh.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return value if len(value) == 32 and all(c in "0123456789abcdef" for c in value) else None
+
+
 @dataclass
 class JournalSource:
     """Follows ``journalctl -f -o json`` for the rules' units, resuming after the saved cursor.
@@ -543,7 +553,18 @@ class JournalSource:
 
     def command(self) -> list[str]:
         exe = shutil.which(self.journalctl) or self.journalctl
-        cmd = [exe, "--follow", "--output=json", "--no-pager", "--quiet"]
+        # --follow implies "this boot" unless --merge, and journalctl takes "this boot" from
+        # /proc/sys/kernel/random/boot_id: in a unit with ProtectKernelTunables= or
+        # ProtectControlGroups= systemd mounts a fresh /proc, which in a container (nspawn
+        # overmounts that file with the container's boot id) shows the host kernel's id, so no
+        # entry ever matched. --merge drops the boot filter -- also right after a reboot, when
+        # the saved cursor is in the previous boot and its last entries must not be skipped --
+        # and the machine-id match keeps other machines' journals (journal-remote, linked
+        # container journals) out.
+        cmd = [exe, "--follow", "--merge", "--output=json", "--no-pager", "--quiet"]
+        machine = _machine_id()
+        if machine:
+            cmd.append(f"_MACHINE_ID={machine}")
         for u in self.units:
             cmd.append(f"--unit={u}")
         cursor = self.state.cursor(self.key)

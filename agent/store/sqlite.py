@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -151,9 +152,11 @@ class SQLiteStore(Store):
         for suffix in ("", "-wal", "-shm"):
             f = self.path + suffix
             try:
-                st = os.stat(f)
-                if st.st_uid == 0:
-                    os.chown(f, parent.st_uid, parent.st_gid)
+                # Never through a symlink: the directory is the service user's, and a link it
+                # planted (store.db-wal -> /etc/passwd) would hand it a root-owned file.
+                st = os.lstat(f)
+                if st.st_uid == 0 and stat.S_ISREG(st.st_mode):
+                    os.chown(f, parent.st_uid, parent.st_gid, follow_symlinks=False)
             except OSError:
                 continue
 

@@ -255,3 +255,30 @@ def test_matcher_prefilter_finds_every_line_the_default_pack_matches():
         if r.match.search(line) or (r.resolve and r.resolve.search(line))
     }
     assert got == want and len(want) > 10
+
+
+def test_journal_follows_every_boot_of_this_machine_only():
+    # --follow alone means "this boot" as /proc says it, which a hardened unit in a container
+    # sees wrongly (a fresh /proc: the host kernel's boot id) -- and a resume after a reboot
+    # must not skip the previous boot's last entries. The machine id keeps other journals out.
+    from agent.remediator.sources import _machine_id
+
+    src = JournalSource(["port-sheet-sync.service"], StateDB(), emit=print)
+    cmd = src.command()
+    assert "--merge" in cmd
+    assert not any(a.startswith("--boot") or a == "-b" for a in cmd)
+    machine = _machine_id()
+    if machine:
+        assert f"_MACHINE_ID={machine}" in cmd
+
+
+def test_machine_id_is_read_only_when_well_formed(tmp_path: Path):
+    from agent.remediator.sources import _machine_id
+
+    good = tmp_path / "good"
+    good.write_text("0123456789abcdef0123456789abcdef\n")
+    bad = tmp_path / "bad"
+    bad.write_text("uninitialized\n")
+    assert _machine_id(str(good)) == "0123456789abcdef0123456789abcdef"
+    assert _machine_id(str(bad)) is None
+    assert _machine_id(str(tmp_path / "absent")) is None

@@ -159,3 +159,25 @@ def test_a_store_newer_than_the_code_is_refused(tmp_path) -> None:
     db.close()
     with pytest.raises(StoreError, match="newer than this jada-agent"):
         SQLiteStore(tmp_path / "s.db")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as root and as the service user")
+def test_root_never_hands_a_file_behind_a_planted_symlink_to_the_service_user() -> None:
+    # The state directory is the service user's: it can plant store.db -> a root-owned file,
+    # which SQLite opens as a new database; root must not then give that file away.
+    nobody = 65534
+    top = Path(tempfile.mkdtemp(prefix="jada-own-"))
+    try:
+        top.chmod(0o755)
+        state = top / "state"
+        state.mkdir()
+        os.chown(state, nobody, nobody)
+        victim = top / "victim"
+        victim.write_bytes(b"")
+        db = state / "store.db"
+        db.symlink_to(victim)
+        with SQLiteStore(db) as store:
+            store.add_task("added by root")
+        assert victim.stat().st_uid == 0
+    finally:
+        shutil.rmtree(top)

@@ -1,0 +1,202 @@
+"""``site.yml`` on a fresh sandbox host: converge, idempotence, check mode, units, hardening,
+the daemon and the remediator at work, and the roles' verify playbooks failing on a broken host.
+
+One sandbox host for the module (a few minutes: the first run installs the virtualenv).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.deploy import PROBE_RULE, VERIFY, Run, exposure, playbook, write_inventory
+from tests.sandbox import harness
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+JADA = "/opt/jada-agent/venv/bin/jada-agent"
+UNITS = [
+    "jada-agent.service",
+    "port-sheet-sync.service",
+    "port-sheet-sync.timer",
+    "jada-remediator.service",
+]
+
+
+@dataclass
+class Site:
+    machine: harness.Machine
+    inventory: Path
+    first: Run
+
+
+@pytest.fixture(scope="module")
+def site(sandbox_factory, tmp_path_factory) -> Site:
+    machine = sandbox_factory("roles-site")
+    inventory = write_inventory([machine], tmp_path_factory.mktemp("site") / "inventory.json")
+    first = playbook(inventory, "site.yml")
+    print(f"\nsite.yml on a fresh host: {first.seconds:.1f}s, recap {first.recap}")
+    return Site(machine, inventory, first)
+
+
+def _run(site: Site, cmd: list[str], check: bool = True):
+    res = site.machine.run(cmd)
+    if check:
+        assert res.returncode == 0, f"{cmd}: rc={res.returncode}\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def test_site_converges_a_fresh_host(site: Site):
+    assert site.first.rc == 0, site.first.tail()
+    assert site.first.failed() == 0
+    assert site.first.changed() > 0
+
+
+def test_a_second_run_changes_nothing(site: Site):
+    second = playbook(site.inventory, "site.yml")
+    print(f"\nsite.yml again: {second.seconds:.1f}s, recap {second.recap}")
+    assert second.rc == 0, second.tail()
+    assert second.changed() == 0, second.tail(120)
+
+
+def test_check_mode_with_diff_is_clean_on_a_converged_host(site: Site):
+    check = playbook(site.inventory, "site.yml", "--check", "--diff")
+    assert check.rc == 0, check.tail()
+    assert check.changed() == 0, check.tail(120)
+    assert "--- before" not in check.out  # no diff shown: nothing would change
+
+
+def test_every_unit_file_passes_systemd_analyze_verify(site: Site):
+    res = _run(site, ["systemd-analyze", "verify", *(f"/etc/systemd/system/{u}" for u in UNITS)])
+    assert res.stderr.strip() == ""
+
+
+def test_exposure_of_the_services_is_printed_and_within_bounds(site: Site):
+    figures = {u: exposure(site.machine, u) for u in UNITS if u.endswith(".service")}
+    print()
+    for _unit, (_value, line) in figures.items():
+        print(f"  {line}")
+    assert figures["jada-agent.service"][0] <= 3.0
+    assert figures["port-sheet-sync.service"][0] <= 3.0
+    # Root with the capabilities its playbooks need; the reasons are in the unit.
+    assert figures["jada-remediator.service"][0] <= 3.0
+
+
+def test_the_daemon_is_active_and_runs_a_queued_task(site: Site):
+    assert _run(site, ["systemctl", "is-active", "jada-agent.service"]).stdout.strip() == "active"
+    added = json.loads(
+        _run(site, [JADA, "tasks", "add", "e2e: a harmless session", "--json"]).stdout
+    )
+    assert added["daemon_nudged"] is True
+    deadline = time.monotonic() + 60
+    task = added
+    while time.monotonic() < deadline:
+        task = json.loads(_run(site, [JADA, "tasks", "show", str(added["id"]), "--json"]).stdout)
+        if task["status"] in ("done", "failed"):
+            break
+        time.sleep(1)
+    journal = _run(
+        site, ["journalctl", "--no-pager", "-o", "cat", "-u", "jada-agent.service"]
+    ).stdout
+    assert task["status"] == "done", f"{task}\n{journal[-3000:]}"
+    assert f"task {added['id']} ended outcome=completed" in journal
+
+
+def test_a_line_of_the_sync_reaches_the_remediator(site: Site):
+    t0 = _run(site, ["date", "-u", "+%Y-%m-%dT%H:%M:%S.%6NZ"]).stdout.strip()
+    _run(site, ["systemctl", "start", "port-sheet-sync.service"], check=False)
+    sync = _run(
+        site,
+        [
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "cat",
+            "-u",
+            "port-sheet-sync.service",
+            f"--since={t0[:19].replace('T', ' ')}",
+        ],
+    ).stdout
+    assert "[port-sheet] " in sync
+    deadline = time.monotonic() + 20
+    probe = []
+    while time.monotonic() < deadline:
+        incidents = json.loads(_run(site, [JADA, "remediator", "incidents", "--json"]).stdout)
+        probe = [i for i in incidents if i["rule"] == PROBE_RULE and i["updated"] >= t0]
+        if probe:
+            break
+        time.sleep(0.5)
+    assert probe, f"no incident of {PROBE_RULE} updated since {t0}; sync journal:\n{sync}"
+    assert probe[0]["summary"].startswith("[port-sheet] ")
+
+
+# The roles' verify playbooks pass on the converged host, each fails once the host is broken in
+# the way it checks, and they pass again once it is repaired: the negative control of the
+# Molecule verify step.
+@pytest.mark.parametrize("role", sorted(VERIFY))
+def test_verify_passes_on_the_converged_host(site: Site, role: str):
+    run = playbook(site.inventory, VERIFY[role])
+    assert run.rc == 0, run.tail()
+
+
+BREAKS = [
+    pytest.param(
+        "jada_agent",
+        ["systemctl", "stop", "jada-agent.service"],
+        ["systemctl", "start", "jada-agent.service"],
+        "jada-agent.service",
+        id="daemon-stopped",
+    ),
+    pytest.param(
+        "jada_agent",
+        ["chmod", "0644", "/var/lib/jada-agent/secrets/anthropic-api-key"],
+        ["chmod", "0600", "/var/lib/jada-agent/secrets/anthropic-api-key"],
+        "anthropic-api-key",
+        id="api-key-world-readable",
+    ),
+    pytest.param(
+        "port_sheet_sync",
+        ["chmod", "0644", "/var/lib/jada-agent/secrets/google-token.json"],
+        ["chmod", "0600", "/var/lib/jada-agent/secrets/google-token.json"],
+        "google-token.json",
+        id="token-world-readable",
+    ),
+    pytest.param(
+        "port_sheet_sync",
+        ["systemctl", "stop", "port-sheet-sync.timer"],
+        ["systemctl", "start", "port-sheet-sync.timer"],
+        "port-sheet-sync.timer",
+        id="timer-stopped",
+    ),
+    pytest.param(
+        "remediator",
+        ["systemctl", "stop", "jada-remediator.service"],
+        ["systemctl", "start", "jada-remediator.service"],
+        "jada-remediator.service",
+        id="remediator-stopped",
+    ),
+]
+
+
+@pytest.mark.parametrize(("role", "break_cmd", "fix_cmd", "named"), BREAKS)
+def test_verify_fails_on_a_broken_host(
+    site: Site, role: str, break_cmd: list[str], fix_cmd: list[str], named: str
+):
+    _run(site, break_cmd)
+    try:
+        broken = playbook(site.inventory, VERIFY[role])
+    finally:
+        _run(site, fix_cmd)
+    assert broken.rc != 0 and broken.failed() == 1, broken.tail()
+    failure = broken.out.split("fatal:", 1)[-1]
+    assert named in failure, broken.tail()
+
+
+@pytest.mark.parametrize("role", sorted(VERIFY))
+def test_verify_passes_again_once_repaired(site: Site, role: str):
+    run = playbook(site.inventory, VERIFY[role])
+    assert run.rc == 0, run.tail()
