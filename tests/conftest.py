@@ -22,6 +22,16 @@ def settings_factory(tmp_path: Path):
             "secrets_dir": str(tmp_path / "state" / "secrets"),
             "log_dir": str(tmp_path / "log"),
             "store": {"path": str(tmp_path / "state" / "store.db")},
+            "daemon": {
+                "api_key_file": str(tmp_path / "state" / "secrets" / "anthropic-api-key"),
+                "workspace_root": str(tmp_path / "state" / "workspaces"),
+            },
+            "google": {
+                "token_file": str(tmp_path / "state" / "secrets" / "google-token.json"),
+                "service_account_file": str(
+                    tmp_path / "state" / "secrets" / "google-service-account.json"
+                ),
+            },
             "remediator": {
                 "rules_dirs": [str(tmp_path / "rules.d")],
                 "state_db": str(tmp_path / "state" / "remediator.db"),
