@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -34,7 +35,9 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).with_name("ansible-playbook"))
 SHEET = "e2e-sheet"
-SECRET = "jada/google-token"
+# moto keeps its state per process, shared by every moto server of the test session: a name of
+# this module's own, so a secret another test left behind cannot collide with it.
+SECRET = f"jada/e2e-playbooks-{secrets.token_hex(4)}/google-token"
 TOKEN = "/var/lib/jada-agent/secrets/google-token.json"
 JADA = "/opt/jada-agent/venv/bin/jada-agent"
 
