@@ -73,8 +73,25 @@ def check_anthropic(settings: Settings, timeout: float = 15.0) -> Check:
     return out | {"status": "ok", "detail": f"models listed ({count} on the first page)"}
 
 
+def aws_uses(settings: Settings) -> list[str]:
+    """The settings that make this host need AWS credentials (none: a missing role is fine)."""
+    uses = []
+    if settings.google.secret_name:
+        uses.append("google.secret_name")
+    if settings.google.parameter_name:
+        uses.append("google.parameter_name")
+    if settings.store.backend == "dynamodb":
+        uses.append("store.backend")
+    if settings.remediator.notify.sns_topic_arn:
+        uses.append("remediator.notify.sns_topic_arn")
+    if settings.aws.lightsail_instance:
+        uses.append("aws.lightsail_instance")
+    return uses
+
+
 def check_aws(settings: Settings, timeout: float = 10.0) -> Check:
     out: Check = {"name": "aws_role", "source": "boto3 default chain"}
+    uses = aws_uses(settings)
     try:
         import boto3
         import botocore.exceptions as bex
@@ -92,7 +109,15 @@ def check_aws(settings: Settings, timeout: float = 10.0) -> Check:
         )
         ident = sts.get_caller_identity()
     except bex.NoCredentialsError:
-        return out | {"status": "missing", "detail": "no AWS credentials found"}
+        if not uses:
+            return out | {
+                "status": "not used",
+                "detail": "no AWS credentials; no setting needs them",
+            }
+        return out | {
+            "status": "missing",
+            "detail": "no AWS credentials found (needed by " + ", ".join(uses) + ")",
+        }
     except bex.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "?")
         return out | {"status": "rejected", "detail": f"sts get-caller-identity: {code}"}

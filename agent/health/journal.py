@@ -68,10 +68,11 @@ def normalise(message: str) -> str:
     return _NORMALISE.sub(_replace, message.strip())[:300]
 
 
-# A failure line: an error word, or systemd reporting a non-zero exit / a kill.
+# A failure line: an error word, or systemd reporting a non-zero exit / a kill. A word inside a
+# hyphenated name ("rules: sheet-sync-refresh-error, ...") is a name, not an event.
 _FAILURE = re.compile(
-    r"\b(?:error|errors|failed|failure|fatal|exception|traceback|denied|refused|timed out|timeout"
-    r"|critical|panic|unhealthy|segfault|oom|killed)\b"
+    r"(?<![\w-])(?:error|errors|failed|failure|fatal|exception|traceback|denied|refused|timed out"
+    r"|timeout|critical|panic|unhealthy|segfault|oom|killed)(?![\w-])"
     r"|code=(?:exited|killed|dumped), status=(?!0/)",
     re.IGNORECASE,
 )

@@ -145,7 +145,7 @@ def credential_findings(creds: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for c in creds.get("contexts", []):
         status = c.get("status")
-        if status in ("ok", "not checked"):
+        if status in ("ok", "not checked", "not used"):
             sev = "info"
         elif c["name"] == "anthropic_api_key" and status in ("rejected", "missing"):
             sev = "failing"  # the daemon cannot run a session without it

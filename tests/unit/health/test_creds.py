@@ -107,11 +107,18 @@ def test_aws_role_checked_with_get_caller_identity(settings_factory, monkeypatch
     assert "not-a-real-secret-value" not in json.dumps(result)
 
 
-def test_aws_without_credentials_is_missing(settings_factory, monkeypatch, moto_sts):
+def test_aws_without_credentials_is_missing_only_when_a_setting_needs_them(
+    settings_factory, monkeypatch, moto_sts
+):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    assert check_aws(settings_factory())["status"] == "missing"
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    needs = check_aws(settings_factory(google={"secret_name": "jada/google-token"}))
+    assert needs["status"] == "missing"
+    assert "google.secret_name" in needs["detail"]
+    assert check_aws(settings_factory())["status"] == "not used"
 
 
 def _script(tmp_path: Path, body: str) -> list[str]:

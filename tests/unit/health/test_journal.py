@@ -169,3 +169,13 @@ def test_ansible_module_invocations_under_the_remediator_are_not_failures():
     sigs = [r["signature"] for r in result["recurring"] if r["unit"] == unit]
     assert not [s for s in sigs if s.startswith("Invoked with")]
     assert result["units"][unit]["failures"] == 1
+
+
+def test_a_rule_name_ending_in_error_is_not_a_failure_but_a_failure_line_is():
+    t0 = datetime(2026, 5, 20, 12, tzinfo=UTC).timestamp()
+    unit = "jada-remediator.service"
+    start = "rules: 4 (sheet-sync-token, sheet-sync-refresh-error); journal units: x.service"
+    entries = [(t0 + 3 * i, unit, 6, start) for i in range(3)]
+    entries.append((t0 + 60, unit, 6, "remediation failed: rc=2"))
+    result = JournalAnalysis().feed(iter(entries)).result()
+    assert result["units"][unit]["failures"] == 1
