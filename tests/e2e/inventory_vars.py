@@ -46,6 +46,13 @@ def for_story(story: Story) -> dict[str, dict[str, Any]]:
         "port_sheet_sync_on_calendar": s.timer_schedule(),
         "port_sheet_sync_randomized_delay_sec": 0,
         "port_sheet_sync_persistent": False,
+        # The remediator pulls a rotated client's credential from Secrets Manager (moto here),
+        # with a key of its own, as a Lightsail host (no instance profile) would.
+        "remediator_environment": {"AWS_ENDPOINT_URL": f.urls["moto"], "AWS_REGION": s.REGION},
+        "remediator_aws_credentials": {
+            "aws_access_key_id": s.AWS_KEY_ID,
+            "aws_secret_access_key": s.AWS_SECRET,
+        },
     }
     return {"host": {}, "group": group}
 

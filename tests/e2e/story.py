@@ -408,38 +408,15 @@ class Story:
         fd = os.open(self.inventory, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(inv, fh, indent=2)
-        self.aws_access()
         started = time.monotonic()
         self.ansible("site.yml")
+        self.event("deploy", "AWS access for the remediator: endpoint moto, credentials file 0600")
         self.event(
             "deploy",
             f"ansible-playbook site.yml against {self.name}",
             "site.yml",
             f"ok in {time.monotonic() - started:.0f}s",
         )
-
-    def aws_access(self) -> None:
-        """Give the host access to "AWS" (moto), as an operator gives a real host its AWS
-        configuration: a credentials file (0600, root) and the endpoint, for the remediator
-        (which pulls newer credentials from Secrets Manager) through a drop-in."""
-        creds = (
-            f"[default]\naws_access_key_id = {AWS_KEY_ID}\naws_secret_access_key = {AWS_SECRET}\n"
-        )
-        dropin = (
-            "[Service]\n"
-            f"Environment=AWS_ENDPOINT_URL={self.f.urls['moto']}\n"
-            "Environment=AWS_SHARED_CREDENTIALS_FILE=/etc/jada-agent/aws-credentials\n"
-        )
-        self.host(
-            "install -d -m 0755 /etc/jada-agent /etc/systemd/system/jada-remediator.service.d"
-            " && install -m 0600 /dev/stdin /etc/jada-agent/aws-credentials",
-            input=creds,
-        )
-        self.host(
-            "install -m 0644 /dev/stdin /etc/systemd/system/jada-remediator.service.d/aws.conf",
-            input=dropin,
-        )
-        self.event("deploy", "AWS access for the remediator: endpoint moto, credentials file 0600")
 
     def check_units(self) -> None:
         """The timer is installed (and listed), the daemon and the remediator are running."""
