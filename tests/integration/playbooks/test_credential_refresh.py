@@ -113,6 +113,28 @@ def test_a_rotated_client_secret_is_healed_from_secrets_manager(host, fake, aws)
     assert_no_secret(h.runs[-1].stdout + h.runs[-1].stderr, token, newer)
 
 
+def test_a_rotated_client_secret_is_healed_from_an_ssm_parameter(host, fake, aws):
+    h = host(google={"parameter_name": "/jada/google-token"})
+    token = live_token(h, fake)
+    rotated = fake.rotate_client_secret(token["client_id"])
+    newer = {**token, "client_secret": rotated["client_secret"]}
+    boto3.client("ssm", region_name="us-east-1").put_parameter(
+        Name="/jada/google-token", Value=json.dumps(newer), Type="SecureString", Overwrite=True
+    )
+
+    result = h.result(PLAYBOOK)
+
+    assert result["outcome"] == "recovered", result
+    assert result["cause"] == "client_rotated_or_deleted"
+    installed = json.loads(h.token_file.read_text())
+    assert installed["client_secret"] == rotated["client_secret"]
+    assert stat.S_IMODE(h.token_file.stat().st_mode) == 0o600
+    assert any(a.startswith("install: installed SSM parameter") for a in result["actions"]), result
+    assert result["actions"][-1].startswith("verify: port-sheet-sync.service exit 0")
+    assert not h.needs_you_tasks()
+    assert_no_secret(h.runs[-1].stdout + h.runs[-1].stderr, token, newer)
+
+
 def test_a_transient_token_error_changes_nothing(host, fake):
     h = host(google={"timeout": "0.5s"})
     live_token(h, fake)
