@@ -114,12 +114,12 @@ def test_a_rotated_client_secret_is_healed_from_secrets_manager(host, fake, aws)
 
 
 def test_a_rotated_client_secret_is_healed_from_an_ssm_parameter(host, fake, aws):
-    h = host(google={"parameter_name": "/jada/google-token"})
+    h = host(google={"parameter_name": "/jada/playbooks-test/google-token"})
     token = live_token(h, fake)
     rotated = fake.rotate_client_secret(token["client_id"])
     newer = {**token, "client_secret": rotated["client_secret"]}
     boto3.client("ssm", region_name="us-east-1").put_parameter(
-        Name="/jada/google-token", Value=json.dumps(newer), Type="SecureString", Overwrite=True
+        Name="/jada/playbooks-test/google-token", Value=json.dumps(newer), Type="SecureString", Overwrite=True
     )
 
     result = h.result(PLAYBOOK)
