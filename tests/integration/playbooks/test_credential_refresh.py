@@ -119,7 +119,10 @@ def test_a_rotated_client_secret_is_healed_from_an_ssm_parameter(host, fake, aws
     rotated = fake.rotate_client_secret(token["client_id"])
     newer = {**token, "client_secret": rotated["client_secret"]}
     boto3.client("ssm", region_name="us-east-1").put_parameter(
-        Name="/jada/playbooks-test/google-token", Value=json.dumps(newer), Type="SecureString", Overwrite=True
+        Name="/jada/playbooks-test/google-token",
+        Value=json.dumps(newer),
+        Type="SecureString",
+        Overwrite=True,
     )
 
     result = h.result(PLAYBOOK)
