@@ -504,20 +504,28 @@ class Story:
         self.event("baseline", "sync: " + r.line, outcome="ok", at=r.at)
         return r
 
+    def _failing_syncs(self, phase: str, expect: str, group: str, threshold: int) -> set[int]:
+        """Run the sync ``threshold`` times, each failing with ``expect``; the remediator must
+        not open an incident before the last. Returns the ids of the incidents before."""
+        before = {i["id"] for i in self.incidents()}
+        for n in range(1, threshold + 1):
+            r = self.sync()
+            if r.ok or expect not in r.line:
+                raise StoryError(f"sync {n} ({phase}) logged {r.line!r}, not {expect!r}")
+            self.event(phase, f"sync failure {n}: {r.line}", outcome="failed", at=r.at)
+            if n < threshold:
+                # Give the remediator time to read the line: it must not fire yet.
+                time.sleep(SETTLE_S)
+                self._early(group, n, before)
+        return before
+
     def revoke(self) -> dict[str, Any]:
         """Revoke the grant; fail the sync until the remediator fires; return that incident."""
         self.f.google("revoke_all")
         self.event("revoked", "Google revokes the refresh token (fake: revoke_all)")
-        before = {i["id"] for i in self.incidents()}
-        for n in (1, 2, 3):
-            r = self.sync()
-            if r.ok or "token error: HTTP Error 400: invalid_grant" not in r.line:
-                raise StoryError(f"sync {n} after the revocation logged {r.line!r}")
-            self.event("revoked", f"sync failure {n}: {r.line}", outcome="failed", at=r.at)
-            if n < 3:
-                # Give the remediator time to read the line: it must not fire yet.
-                time.sleep(SETTLE_S)
-                self._early("sheet-sync-token/400", n, before)
+        before = self._failing_syncs(
+            "revoked", "token error: HTTP Error 400: invalid_grant", "sheet-sync-token/400", 3
+        )
         incident = self.wait(
             "the remediator to finish credential_refresh.yml",
             lambda: self._finished_incident(before, "sheet-sync-token"),
@@ -627,15 +635,9 @@ class Story:
         token_file = "/var/lib/jada-agent/secrets/google-token.json"
         self.host(f"chmod 0644 {token_file}")
         self.event("permissions", f"someone runs chmod 0644 {token_file}")
-        before = {i["id"] for i in self.incidents()}
-        for n in (1, 2):
-            r = self.sync()
-            if r.ok or "permission error" not in r.line:
-                raise StoryError(f"sync {n} with a world-readable token logged {r.line!r}")
-            self.event("permissions", f"sync failure {n}: {r.line}", outcome="failed", at=r.at)
-            if n < 2:
-                time.sleep(SETTLE_S)
-                self._early("sheet-sync-token-permissions", n, before)
+        before = self._failing_syncs(
+            "permissions", "permission error", "sheet-sync-token-permissions", 2
+        )
         incident = self.wait(
             "the permission audit to run and resolve the incident",
             lambda: self._new_resolved(before, "sheet-sync-token-permissions"),
@@ -672,15 +674,9 @@ class Story:
             "rotated",
             "the OAuth client secret is rotated; the new client is published in Secrets Manager",
         )
-        before = {i["id"] for i in self.incidents()}
-        for n in (1, 2, 3):
-            r = self.sync()
-            if r.ok or "token error: HTTP Error 401" not in r.line:
-                raise StoryError(f"sync {n} after the rotation logged {r.line!r}")
-            self.event("rotated", f"sync failure {n}: {r.line}", outcome="failed", at=r.at)
-            if n < 3:
-                time.sleep(SETTLE_S)
-                self._early("sheet-sync-token/401", n, before)
+        before = self._failing_syncs(
+            "rotated", "token error: HTTP Error 401", "sheet-sync-token/401", 3
+        )
         incident = self.wait(
             "the remediator to install the rotated client and resolve the incident",
             lambda: self._new_resolved(before, "sheet-sync-token"),

@@ -23,12 +23,12 @@ import yaml
 
 from agent import config
 from agent.store import open_store
-from tests.fakes.google import FakeGoogle
 from tests.integration.google.conftest import (  # noqa: F401 - fixtures shared with these tests
     SHEET,
     aws,
     fake,
     google_server,
+    gsettings,
     moto_url,
     sa_key,
     service_account,
@@ -109,32 +109,15 @@ class Host:
 
 
 @pytest.fixture
-def host(settings_factory, fake: FakeGoogle, tmp_path: Path):  # noqa: F811 - the imported fixture
-    """A host with a live token at google.token_file (0600); ``host(**sections)``."""
+def host(gsettings, tmp_path: Path):  # noqa: F811 - the imported fixture
+    """A host on the fake: settings file, state under tmp_path, a jada-agent wrapper."""
 
     def make(**sections: Any) -> Host:
         secrets = tmp_path / "state" / "secrets"
-        google = {
-            "token_file": str(secrets / "google-token.json"),
-            "service_account_file": str(secrets / "google-service-account.json"),
-            "token_uri": fake.token_uri,
-            "auth_uri": fake.auth_uri,
-            "timeout": "2s",
-            **sections.pop("google", {}),
-        }
-        sheets = {
-            "spreadsheet_id": SHEET,
-            "endpoint": fake.sheets_endpoint,
-            "timeout": "2s",
-            "max_retries": 1,
-            "retry_base_delay": 0.01,
-            "deployed_marker": str(tmp_path / "DEPLOYED"),
-        }
-        s = settings_factory(
+        s = gsettings(
             host_name=sections.pop("host_name", "web1"),
             service_user=getpass.getuser(),
-            google=google,
-            sheets=sheets,
+            sheets={"max_retries": 1, **sections.pop("sheets", {})},
             daemon={"api_key_file": str(secrets / "anthropic-api-key")},
             **sections,
         )
