@@ -8,5 +8,4 @@
 - :mod:`agent.daemon.tools` — the session's tools, confined to the task's workspace;
 - :mod:`agent.daemon.wake` — the wake socket that ``tasks add`` nudges;
 - :mod:`agent.daemon.dashboard` — what ``tasks``/``status``/``sessions`` print;
-- :mod:`agent.daemon._notify` — sd_notify without a dependency (until ``agent.sdnotify``).
 """
