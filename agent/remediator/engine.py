@@ -68,18 +68,26 @@ class Engine:
         """Record a counted match of ``group`` at ``t`` and decide whether the rule fires."""
         state = self.state
         g = group_key(group)
-        window = state.add_match(rule.name, g, t, t - rule.within)
+        last_fire, breaker_open = state.group_state(rule.name, g)
+        cooling = last_fire is not None and t < last_fire + rule.cooldown
+        window = state.add_match(
+            rule.name,
+            g,
+            t,
+            t - rule.within,
+            keep=rule.threshold,
+            defer=cooling or breaker_open is not None,
+        )
         # The window is sorted; a line from the future of another (replay of several logs) is
         # not in (t - within, t].
         n = len(window) if not window or window[-1] <= t else bisect.bisect_right(window, t)
         d = Decision("counted", group=group, count=n)
         if n < rule.threshold:
             return d
-        last_fire, breaker_open = state.group_state(rule.name, g)
         if breaker_open is not None:
             d.silenced = True
             return d
-        if last_fire is not None and t < last_fire + rule.cooldown:
+        if cooling:
             d.cooling = True
             return d
         if rule.breaker is not None:

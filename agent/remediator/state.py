@@ -1,30 +1,39 @@
 """The remediator's own persistent state: one SQLite file (``remediator.state_db``).
 
-It holds what must survive a restart so that a restart neither forgets nor repeats: the
-counted matches of every open window, each group's last fire (cooldown) and breaker, the fire
-history the breaker counts, every tailed file's position ``(path, inode, first-line hash,
-offset)``, the journal cursor, and the remediation that is running (so that a remediator killed
-in the middle records it on its next start). Incidents themselves live in the store.
+It holds what must survive a restart so that a restart neither forgets nor repeats: the newest
+counted matches of every open window (at most the rule's threshold per group), each group's
+last fire (cooldown) and breaker, the fire history the breaker counts, every tailed file's
+position ``(path, dev, inode, first-line hash, size, offset)``, the journal cursor, the firings
+and their remediation jobs (the persisted job queue), the remediation that is running (so that a
+remediator killed in the middle records it on its next start), the service clock's high-water
+mark and the faults the service has seen. Incidents themselves live in the store.
 
-Reads are served from memory; every change is written through. ``batch()`` groups the writes
-of one buffer of lines into one transaction.
+Reads are served from memory. Inside ``batch()`` (one buffer of lines) the windows are written
+once, at commit, whatever the number of matches: a flood costs one row per group, not one per
+line. When a write fails (read-only or full disk) the transaction is rolled back and
+:meth:`StateDB.rebuild` reloads memory from the file, so memory never holds a fire, a window or a
+cooldown that the database does not: the caller re-reads its lines from the saved position.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS window (rule TEXT NOT NULL, grp TEXT NOT NULL, t REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS window_key ON window(rule, grp, t);
+CREATE TABLE IF NOT EXISTS windows (
+    rule TEXT NOT NULL, grp TEXT NOT NULL, ts TEXT NOT NULL, PRIMARY KEY (rule, grp));
 CREATE TABLE IF NOT EXISTS grp (
     rule TEXT NOT NULL, grp TEXT NOT NULL,
     last_fire REAL, breaker_open REAL,
@@ -38,7 +47,27 @@ CREATE TABLE IF NOT EXISTS cursor (key TEXT PRIMARY KEY, cursor TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS running (
     ident TEXT PRIMARY KEY, incident_id INTEGER, rule TEXT, started REAL, pid INTEGER,
     artifact_dir TEXT);
+CREATE TABLE IF NOT EXISTS firings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule TEXT NOT NULL, grp TEXT NOT NULL, t REAL NOT NULL,
+    kind TEXT NOT NULL,              -- fire | breaker
+    count INTEGER NOT NULL, summary TEXT NOT NULL,
+    status TEXT NOT NULL,            -- new | queued | running | ran | done
+    incident_id INTEGER, ident TEXT, result TEXT,
+    created REAL NOT NULL, updated REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS firings_status ON firings(status);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS faults (
+    kind TEXT NOT NULL, key TEXT NOT NULL, message TEXT NOT NULL,
+    first REAL NOT NULL, last REAL NOT NULL, count INTEGER NOT NULL,
+    cleared REAL, PRIMARY KEY (kind, key));
 """
+
+FIRING_STATUSES = ("new", "queued", "running", "ran", "done")
+
+
+class StateWriteError(RuntimeError):
+    """A write to the state database failed; memory was rebuilt from the file."""
 
 
 @dataclass
@@ -50,8 +79,46 @@ class Position:
     offset: int
 
 
+@dataclass
+class Firing:
+    """One fire (or breaker opening) of a rule's group: the unit of the persisted job queue."""
+
+    id: int
+    rule: str
+    grp: str
+    t: float
+    kind: str
+    count: int
+    summary: str
+    status: str
+    incident_id: int | None = None
+    ident: str | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def group(self) -> dict[str, str]:
+        return json.loads(self.grp)
+
+
 def group_key(group: dict[str, str]) -> str:
     return json.dumps(group, sort_keys=True, separators=(",", ":"))
+
+
+def _move_aside(path: str, why: str) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    dest = f"{path}.corrupt-{stamp}"
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(path + suffix, dest + suffix)
+    log.error(
+        "%s: the state database is unreadable (%s); moved aside to %s and starting with an empty"
+        " state: windows, cooldowns and file positions start afresh (logs are read from their"
+        " end); the incidents in the store are unaffected",
+        path,
+        why,
+        dest,
+    )
+    return dest
 
 
 class StateDB:
@@ -59,29 +126,88 @@ class StateDB:
 
     def __init__(self, path: str | os.PathLike[str] = ":memory:"):
         self.path = str(path)
+        self.lock = threading.RLock()
+        self._depth = 0
+        self._dirty: set[tuple[str, str]] = set()
+        self._deferred: set[tuple[str, str]] = set()
+        self.moved_aside: str | None = None
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._connect()
+        except sqlite3.DatabaseError as exc:
+            # A corrupt file would fail every start: the incidents (the record) are in the store.
+            with contextlib.suppress(Exception):
+                self.db.close()
+            self.moved_aside = _move_aside(self.path, str(exc))
+            self._connect()
+
+    def _connect(self) -> None:
+        if self.path != ":memory:":
             # Created 0600: it names files and rules, nobody else needs it.
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             os.close(fd)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.lock = threading.RLock()
         self.db.execute("PRAGMA busy_timeout = 10000")
         if self.path != ":memory:":
+            row = self.db.execute("PRAGMA quick_check").fetchone()
+            if row is None or row[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {row[0] if row else 'no answer'}")
             self.db.execute("PRAGMA journal_mode = WAL")
             # A crash loses at most the last transaction, never corrupts: enough for counters.
             self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.executescript(SCHEMA)
-        self._depth = 0
-        self.windows: dict[tuple[str, str], list[float]] = {}
+        self._migrate()
+        self._load()
+
+    def _migrate(self) -> None:
+        # Before the windows were bounded, every counted match was a row of ``window``.
+        old = self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'window'"
+        ).fetchone()
+        if old is None:
+            return
+        ws: dict[tuple[str, str], list[float]] = {}
         for rule, grp, t in self.db.execute("SELECT rule, grp, t FROM window ORDER BY t"):
-            self.windows.setdefault((rule, grp), []).append(t)
+            ws.setdefault((rule, grp), []).append(t)
+        self.db.execute("BEGIN")
+        for (rule, grp), ts in ws.items():
+            # The threshold is not known here: the newest 1000 are more than any rule needs.
+            self.db.execute(
+                "INSERT OR REPLACE INTO windows VALUES (?, ?, ?)",
+                (rule, grp, json.dumps(ts[-1000:])),
+            )
+        self.db.execute("DROP TABLE window")
+        self.db.execute("COMMIT")
+
+    def _load(self) -> None:
+        self.windows: dict[tuple[str, str], list[float]] = {}
+        for rule, grp, ts in self.db.execute("SELECT rule, grp, ts FROM windows"):
+            self.windows[(rule, grp)] = sorted(float(x) for x in json.loads(ts))
         self.groups: dict[tuple[str, str], list[float | None]] = {
             (r, g): [lf, bo] for r, g, lf, bo in self.db.execute("SELECT * FROM grp")
         }
         self.fires: dict[tuple[str, str], list[float]] = {}
         for rule, grp, t in self.db.execute("SELECT rule, grp, t FROM fires ORDER BY t"):
             self.fires.setdefault((rule, grp), []).append(t)
+        self._dirty = set()
+        self._deferred: set[tuple[str, str]] = set()
+
+    def rebuild(self) -> None:
+        """Memory from the file again, after a failed write (a fresh connection, too: SQLite
+        may keep a failed file handle's error)."""
+        with self.lock:
+            with contextlib.suppress(Exception):
+                self.db.close()
+            self._depth = 0
+            try:
+                self.db = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False
+                )
+                self.db.execute("PRAGMA busy_timeout = 10000")
+                self._load()
+            except sqlite3.Error as exc:
+                raise StateWriteError(f"{self.path}: cannot read back: {exc}") from exc
 
     def close(self) -> None:
         with self.lock:
@@ -89,52 +215,124 @@ class StateDB:
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """One transaction for many writes (nested calls join the outer one)."""
+        """One transaction for many writes (nested calls join the outer one).
+
+        A failure anywhere (a write, the commit) rolls everything back and rebuilds memory from
+        the file, then raises :class:`StateWriteError` (a write failure) or the original error.
+        """
         with self.lock:
             self._depth += 1
             if self._depth == 1:
-                self.db.execute("BEGIN")
+                try:
+                    self._exec("BEGIN")
+                except StateWriteError:
+                    self._depth = 0
+                    self.rebuild()
+                    raise
             try:
                 yield
+                if self._depth == 1:
+                    self._flush()
+                    self._exec("COMMIT")
             except BaseException:
                 self._depth -= 1
                 if self._depth == 0:
-                    self.db.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
+                    self.rebuild()
                 raise
             self._depth -= 1
-            if self._depth == 0:
-                self.db.execute("COMMIT")
 
     def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         with self.lock:
-            return self.db.execute(sql, args)
+            try:
+                return self.db.execute(sql, args)
+            except sqlite3.Error as exc:
+                raise StateWriteError(f"{self.path}: {exc}") from exc
+
+    def _write(self, sql: str, args: tuple[Any, ...] = ()) -> None:
+        """A write outside a batch is its own transaction; a failed one leaves memory as the
+        file has it."""
+        with self.lock:
+            if self._depth:
+                self._exec(sql, args)
+                return
+        with self.batch():
+            self._exec(sql, args)
+
+    def _flush(self) -> None:
+        for key in self._dirty:
+            w = self.windows.get(key)
+            if w:
+                self._exec(
+                    "INSERT INTO windows VALUES (?, ?, ?) ON CONFLICT(rule, grp) DO UPDATE"
+                    " SET ts = excluded.ts",
+                    (*key, json.dumps(w)),
+                )
+            else:
+                self._exec("DELETE FROM windows WHERE rule = ? AND grp = ?", key)
+        self._dirty = set()
 
     # ---------------------------------------------------------------- windows
     def window(self, rule: str, grp: str) -> list[float]:
         return self.windows.get((rule, grp), [])
 
-    def add_match(self, rule: str, grp: str, t: float, drop_until: float) -> list[float]:
-        """Add a counted match at ``t`` and drop those at or before ``drop_until``."""
-        w = self.windows.setdefault((rule, grp), [])
+    def add_match(
+        self,
+        rule: str,
+        grp: str,
+        t: float,
+        drop_until: float,
+        keep: int | None = None,
+        defer: bool = False,
+    ) -> list[float]:
+        """Add a counted match at ``t``, drop those at or before ``drop_until`` and keep the
+        newest ``keep``: a threshold of N never needs more than N timestamps.
+
+        ``defer`` (the group cools down or its breaker is open: nothing can fire now) leaves
+        the write to :meth:`flush_deferred` (the service's housekeeping and its stop), so a
+        flood during a cooldown writes nothing per line; a kill -9 loses at most the matches
+        of one housekeeping interval, which only delays the first fire after the cooldown."""
+        key = (rule, grp)
+        w = self.windows.setdefault(key, [])
         w.append(t)
         if len(w) > 1 and w[-2] > t:
             w.sort()  # out-of-order input (replay of several logs): keep the window sorted
-        self._exec("INSERT INTO window VALUES (?, ?, ?)", (rule, grp, t))
         if w[0] <= drop_until:
-            keep = [x for x in w if x > drop_until]
-            w[:] = keep
-            self._exec(
-                "DELETE FROM window WHERE rule = ? AND grp = ? AND t <= ?", (rule, grp, drop_until)
-            )
+            w[:] = [x for x in w if x > drop_until]
+        if keep is not None and len(w) > keep:
+            # Keep the newest ``keep`` at or before t: a line from another log's future
+            # (replay) must not push out what counts now.
+            del w[: len(w) - keep]
+        with self.lock:
+            if defer:
+                self._deferred.add(key)
+                return w
+            self._dirty.add(key)
+            self._deferred.discard(key)
+            if not self._depth:
+                with self.batch():
+                    pass
         return w
+
+    def flush_deferred(self) -> None:
+        """Write the windows left to later by ``add_match(defer=True)``."""
+        with self.lock:
+            if not self._deferred:
+                return
+            with self.batch():
+                self._dirty |= self._deferred
+                self._deferred = set()
 
     def clear_window(self, rule: str, grp: str | None = None) -> None:
         for key in [k for k in self.windows if k[0] == rule and (grp is None or k[1] == grp)]:
             del self.windows[key]
+            self._dirty.discard(key)
+            self._deferred.discard(key)
         if grp is None:
-            self._exec("DELETE FROM window WHERE rule = ?", (rule,))
+            self._write("DELETE FROM windows WHERE rule = ?", (rule,))
         else:
-            self._exec("DELETE FROM window WHERE rule = ? AND grp = ?", (rule, grp))
+            self._write("DELETE FROM windows WHERE rule = ? AND grp = ?", (rule, grp))
 
     # ---------------------------------------------------------------- cooldown and breaker
     def group_state(self, rule: str, grp: str) -> tuple[float | None, float | None]:
@@ -145,22 +343,24 @@ class StateDB:
         self, rule: str, grp: str, last_fire: float | None, breaker: float | None
     ) -> None:
         self.groups[(rule, grp)] = [last_fire, breaker]
-        self._exec(
+        self._write(
             "INSERT INTO grp VALUES (?, ?, ?, ?) ON CONFLICT(rule, grp) DO UPDATE"
             " SET last_fire = excluded.last_fire, breaker_open = excluded.breaker_open",
             (rule, grp, last_fire, breaker),
         )
 
     def record_fire(self, rule: str, grp: str, t: float, history_from: float) -> None:
-        _, breaker = self.group_state(rule, grp)
-        self._set_group(rule, grp, t, breaker)
-        hist = self.fires.setdefault((rule, grp), [])
-        hist.append(t)
-        hist[:] = [x for x in hist if x > history_from]
-        self._exec("INSERT INTO fires VALUES (?, ?, ?)", (rule, grp, t))
-        self._exec(
-            "DELETE FROM fires WHERE rule = ? AND grp = ? AND t <= ?", (rule, grp, history_from)
-        )
+        with self.batch():
+            _, breaker = self.group_state(rule, grp)
+            self._set_group(rule, grp, t, breaker)
+            hist = self.fires.setdefault((rule, grp), [])
+            hist.append(t)
+            hist[:] = [x for x in hist if x > history_from]
+            self._exec("INSERT INTO fires VALUES (?, ?, ?)", (rule, grp, t))
+            self._exec(
+                "DELETE FROM fires WHERE rule = ? AND grp = ? AND t <= ?",
+                (rule, grp, history_from),
+            )
 
     def fires_since(self, rule: str, grp: str, since: float) -> int:
         return sum(1 for x in self.fires.get((rule, grp), []) if x > since)
@@ -174,11 +374,13 @@ class StateDB:
         keys = {
             k for k in list(self.groups) + list(self.windows) + list(self.fires) if k[0] == rule
         }
-        for store in (self.groups, self.windows, self.fires):
-            for k in [k for k in store if k[0] == rule]:
-                del store[k]  # type: ignore[attr-defined]
         with self.batch():
-            for table in ("grp", "window", "fires"):
+            for store in (self.groups, self.windows, self.fires):
+                for k in [k for k in store if k[0] == rule]:
+                    del store[k]  # type: ignore[attr-defined]
+            self._dirty = {k for k in self._dirty if k[0] != rule}
+            self._deferred = {k for k in self._deferred if k[0] != rule}
+            for table in ("grp", "windows", "fires"):
                 self._exec(f"DELETE FROM {table} WHERE rule = ?", (rule,))  # noqa: S608 - fixed names
         return len(keys)
 
@@ -195,7 +397,7 @@ class StateDB:
         return Position(*row) if row else None
 
     def save_position(self, key: str, pos: Position) -> None:
-        self._exec(
+        self._write(
             "INSERT INTO position VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
             " path = excluded.path, dev = excluded.dev, inode = excluded.inode,"
             " first_hash = excluded.first_hash, offset = excluded.offset",
@@ -207,34 +409,149 @@ class StateDB:
         return row[0] if row else None
 
     def save_cursor(self, key: str, cursor: str) -> None:
-        self._exec(
+        self._write(
             "INSERT INTO cursor VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET cursor = excluded.cursor",
             (key, cursor),
         )
 
-    # ---------------------------------------------------------------- running remediations
-    def add_running(
-        self, ident: str, incident_id: int, rule: str, started: float, artifact_dir: str
-    ) -> None:
-        self._exec(
-            "INSERT OR REPLACE INTO running VALUES (?, ?, ?, ?, ?, ?)",
-            (ident, incident_id, rule, started, os.getpid(), artifact_dir),
+    # ---------------------------------------------------------------- meta (service clock)
+    def meta(self, key: str) -> str | None:
+        row = self._exec("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
         )
 
-    def remove_running(self, ident: str) -> None:
-        self._exec("DELETE FROM running WHERE ident = ?", (ident,))
+    # ---------------------------------------------------------------- firings (the job queue)
+    def add_firing(
+        self, rule: str, grp: str, t: float, kind: str, count: int, summary: str
+    ) -> int:
+        """Record a fire in the same transaction as the engine's state (call inside a batch)."""
+        now = time.time()
+        with self.lock:
+            if not self._depth:
+                raise RuntimeError("add_firing outside a batch")
+            cur = self._exec(
+                "INSERT INTO firings (rule, grp, t, kind, count, summary, status, created, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'new', ?, ?)",
+                (rule, grp, t, kind, count, summary, now, now),
+            )
+            return int(cur.lastrowid or 0)
+
+    def set_firing(
+        self,
+        firing_id: int,
+        status: str,
+        *,
+        incident_id: int | None = None,
+        ident: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        assert status in FIRING_STATUSES, status
+        sets, args = ["status = ?", "updated = ?"], [status, time.time()]
+        if incident_id is not None:
+            sets.append("incident_id = ?")
+            args.append(incident_id)
+        if ident is not None:
+            sets.append("ident = ?")
+            args.append(ident)
+        if result is not None:
+            sets.append("result = ?")
+            args.append(json.dumps(result))
+        self._write(f"UPDATE firings SET {', '.join(sets)} WHERE id = ?", (*args, firing_id))  # noqa: S608
+
+    def firings(self, statuses: tuple[str, ...] = ("new", "queued", "running", "ran")) -> list[Firing]:
+        marks = ",".join("?" * len(statuses))
+        rows = self._exec(
+            "SELECT id, rule, grp, t, kind, count, summary, status, incident_id, ident, result"
+            f" FROM firings WHERE status IN ({marks}) ORDER BY id",  # noqa: S608 - placeholders
+            statuses,
+        ).fetchall()
+        out = []
+        for row in rows:
+            f = Firing(*row[:10])
+            f.result = json.loads(row[10]) if row[10] else None
+            out.append(f)
+        return out
+
+    # ---------------------------------------------------------------- running remediations
+    def add_running(
+        self,
+        ident: str,
+        incident_id: int,
+        rule: str,
+        started: float,
+        artifact_dir: str,
+        firing_id: int | None = None,
+    ) -> None:
+        with self.batch():
+            self._exec(
+                "INSERT OR REPLACE INTO running VALUES (?, ?, ?, ?, ?, ?)",
+                (ident, incident_id, rule, started, os.getpid(), artifact_dir),
+            )
+            if firing_id is not None:
+                self.set_firing(firing_id, "running", ident=ident)
+
+    def remove_running(
+        self, ident: str, firing_id: int | None = None, result: dict[str, Any] | None = None
+    ) -> None:
+        """The run is over: forget it and keep its result with its firing, in one transaction,
+        so a kill before the store has it replays the record instead of losing it."""
+        with self.batch():
+            self._exec("DELETE FROM running WHERE ident = ?", (ident,))
+            if firing_id is not None:
+                self.set_firing(firing_id, "ran", result=result or {})
 
     def list_running(self) -> list[dict[str, Any]]:
         cols = ("ident", "incident_id", "rule", "started", "pid", "artifact_dir")
         return [dict(zip(cols, row, strict=True)) for row in self._exec("SELECT * FROM running")]
 
+    # ---------------------------------------------------------------- faults
+    def record_fault(self, kind: str, key: str, message: str, t: float) -> None:
+        self._write(
+            "INSERT INTO faults VALUES (?, ?, ?, ?, ?, 1, NULL) ON CONFLICT(kind, key) DO UPDATE"
+            " SET message = excluded.message, last = excluded.last,"
+            " count = CASE WHEN cleared IS NULL THEN count + 1 ELSE 1 END,"
+            " first = CASE WHEN cleared IS NULL THEN first ELSE excluded.first END,"
+            " cleared = NULL",
+            (kind, key, message, t, t),
+        )
+
+    def clear_fault(self, kind: str, key: str, t: float) -> None:
+        self._write(
+            "UPDATE faults SET cleared = ? WHERE kind = ? AND key = ? AND cleared IS NULL",
+            (t, kind, key),
+        )
+
+    def list_faults(self) -> list[dict[str, Any]]:
+        cols = ("kind", "key", "message", "first", "last", "count", "cleared")
+        return [
+            dict(zip(cols, row, strict=True))
+            for row in self._exec("SELECT * FROM faults ORDER BY last DESC")
+        ]
+
     def purge(self, older_than: float) -> None:
-        """Bound the file: drop window entries and fire history nobody can count any more."""
+        """Bound the file: drop fire history nobody can count any more, finished firings and
+        cleared faults."""
         with self.batch():
-            self._exec("DELETE FROM window WHERE t < ?", (older_than,))
             self._exec("DELETE FROM fires WHERE t < ?", (older_than,))
-        for store in (self.windows, self.fires):
-            for k in list(store):
-                store[k] = [t for t in store[k] if t >= older_than]
-                if not store[k]:
-                    del store[k]
+            self._exec(
+                "DELETE FROM firings WHERE status = 'done' AND updated < ?", (time.time() - 30 * 86400,)
+            )
+            self._exec("DELETE FROM faults WHERE cleared IS NOT NULL AND cleared < ?",
+                       (time.time() - 30 * 86400,))
+            for k, w in list(self.windows.items()):
+                keep = [t for t in w if t >= older_than]
+                if len(keep) != len(w):
+                    if keep:
+                        self.windows[k] = keep
+                    else:
+                        del self.windows[k]
+                    self._dirty.add(k)
+            for k in list(self.fires):
+                self.fires[k] = [t for t in self.fires[k] if t >= older_than]
+                if not self.fires[k]:
+                    del self.fires[k]

@@ -67,7 +67,8 @@ def test_matches_during_cooldown_count_so_the_first_match_after_it_fires():
     feed(e, r, [0, 1, 2 * 1])  # fires at t=2
     feed(e, r, [40 * M, 50 * M, 59 * M])  # cooling, window holds 3
     d = e.observe(r, LINE, 62 * M + 2)
-    assert d.fired and d.count == 4
+    # the window keeps the newest `threshold` matches: all a fire needs
+    assert d.fired and d.count == 3
 
 
 def test_breaker_opens_instead_of_the_fire_beyond_max_runs_and_stays_open():
@@ -118,3 +119,25 @@ def test_breaker_state_survives_a_restart(tmp_path: Path):
     assert e.observe(r, LINE, 1).breaker_opened
     e.state.close()
     assert Engine(StateDB(db)).observe(r, LINE, 2).silenced
+
+
+def test_a_flood_keeps_at_most_threshold_timestamps_and_writes_nothing_per_line_in_cooldown(
+    tmp_path: Path,
+):
+    db = tmp_path / "state.db"
+    state = StateDB(db)
+    e = Engine(state)
+    r = rule(threshold=3, cooldown="6h")
+    assert feed(e, r, [0, 1, 2])[-1].fired
+    changes = state.db.total_changes
+    with state.batch():
+        ds = feed(e, r, [3 + i / 1000 for i in range(20000)])
+    assert not any(d.fired for d in ds) and all(d.cooling for d in ds[2:])
+    assert state.db.total_changes == changes  # nothing written while cooling
+    assert len(state.window(r.name, "{}")) == 3
+    state.flush_deferred()
+    assert state.db.execute("SELECT count(*) FROM windows").fetchone()[0] == 1
+    state.close()
+    again = StateDB(db)
+    assert len(again.window(r.name, "{}")) == 3
+    again.close()
