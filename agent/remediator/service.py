@@ -11,6 +11,17 @@ cooldowns and breakers live in the state DB under the rule's name and are kept);
 cancels a running playbook, kills its processes, records the interrupted remediation in its
 incident, and exits. A remediation found still "running" at start-up (the service was killed)
 is recorded as interrupted the same way.
+
+Durability (README "Reliability"): the engine's decisions and the source positions commit in
+one state transaction per buffer of lines, and a fire is a row of that same transaction (a
+*firing*): nothing is decided that the database does not hold. A failed write (read-only or
+full disk) rolls back, rebuilds memory from the database, rewinds the source to its saved
+position, raises a fault and retries, so no line is lost or counted twice. Incidents are opened
+in the store *after* the commit, from the firings; a firing with an action is the persisted job
+queue (``new`` → ``queued`` → ``running`` → ``ran`` → ``done``), so a SIGTERM with work queued, or
+a kill -9 anywhere, resumes at start with exactly one remediation per firing. The service's
+clock is monotonic (:mod:`agent.remediator.clock`); one process per state database
+(:class:`~agent.remediator.lock.InstanceLock`).
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import os
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -29,18 +41,21 @@ from typing import Any
 from agent import sdnotify
 from agent.config import Settings
 from agent.remediator import actions as actions_mod
+from agent.remediator.clock import ServiceClock
 from agent.remediator.engine import Decision, Engine
-from agent.remediator.lock import LockBusy, RemediationLock
+from agent.remediator.faults import Faults
+from agent.remediator.lock import AlreadyRunning, InstanceLock, LockBusy, RemediationLock
 from agent.remediator.notify import Message, notify
 from agent.remediator.rules import Rule, RuleSet, load_rules
 from agent.remediator.sources import FileTail, FileWatcher, JournalSource, Matcher, Stats
-from agent.remediator.state import StateDB, group_key
+from agent.remediator.state import Firing, StateDB, StateWriteError, group_key
 from agent.store import Incident, Store, open_store
 
 log = logging.getLogger("jada-remediator")
 
 UNRESOLVED = ("open", "remediating", "escalated")
 HOUSEKEEPING = 60.0
+RETRY = 2.0  # seconds between retries of a failed write (faults active)
 LOCK_OWNER = "jada-remediator"
 
 
@@ -49,6 +64,7 @@ class Job:
     incident_id: int
     rule: Rule
     group: dict[str, str]
+    firing_id: int | None = None
 
 
 def _now_dt(t: float | None = None) -> datetime:
@@ -61,6 +77,8 @@ class Remediator:
         self.cfg = settings.remediator
         self.q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()  # put() is reentrant
         self.state = StateDB(self.cfg.state_db)
+        self.faults = Faults(self.state)
+        self.clock = ServiceClock(self.state)
         self.engine = Engine(self.state)
         self.store: Store = open_store(settings)
         self.rules = RuleSet([], [])
@@ -71,7 +89,7 @@ class Remediator:
         self.watcher: FileWatcher | None = None
         self.journal: JournalSource | None = None
         self.journalctl = journalctl
-        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.jobs: queue.Queue[int | None] = queue.Queue()  # firing ids
         self.cancel = threading.Event()
         self.worker: threading.Thread | None = None
         self.notifier: threading.Thread | None = None
@@ -81,6 +99,7 @@ class Remediator:
         self.stopping = False
         self.lock = RemediationLock(self.cfg.lock_file)
         self.open_ids: dict[tuple[str, str], int] | None = None
+        self.rewound: set[str] = set()  # sources to read again after a failed write
 
     # ------------------------------------------------------------------ rules and sources
     def load(self) -> RuleSet:
@@ -101,9 +120,13 @@ class Remediator:
                 self.tails.pop(p).close()
         for p in paths:
             if p not in self.tails:
-                tail = FileTail(p, self.state, self.stats)
-                with self.state.batch():
-                    tail.start()
+                tail = FileTail(p, self.state, self.stats, on_fault=self._source_fault)
+                try:
+                    with self.state.batch():
+                        tail.start()
+                except StateWriteError as exc:
+                    self._write_failed(f"file:{p}", exc)
+                    tail.rewind()
                 self.tails[p] = tail
         if self.watcher is not None:
             self.watcher.set_paths(paths)
@@ -114,7 +137,11 @@ class Remediator:
                 self.journal = None
             if units:
                 self.journal = JournalSource(
-                    units, self.state, emit=self._journal_event, journalctl=self.journalctl
+                    units,
+                    self.state,
+                    emit=self._journal_event,
+                    journalctl=self.journalctl,
+                    on_fault=self._source_fault,
                 )
                 if self.watcher is not None:  # started: follow immediately
                     self.journal.start()
@@ -136,11 +163,26 @@ class Remediator:
     def _journal_event(self, entries: list[Any]) -> None:
         self.q.put(("journal", entries))
 
+    def _source_fault(self, key: str, message: str | None) -> None:
+        """Sources report trouble (and its end) here, from any thread."""
+        if message is None:
+            self.faults.clear("source", key)
+        else:
+            self.faults.raise_("source", key, message)
+
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         os.umask(0o077)  # state, artifacts and results are nobody else's business
+        if self.state.moved_aside:
+            self.faults.raise_(
+                "state_write",
+                "corrupt",
+                f"the state database was unreadable; moved aside to"
+                f" {self.state.moved_aside} and started afresh",
+            )
         self.recover_interrupted()
         self.apply_rules(self.load())
+        self.recover_queue()
         self.watcher = FileWatcher(self._file_event)
         self.watcher.set_paths(self.tails)
         self.watcher.start()
@@ -189,7 +231,8 @@ class Remediator:
         last_house = time.monotonic()
         while not self.stopping:
             try:
-                event = self.q.get(timeout=tick)
+                # With a write failing, retry soon: the lines wait in their files meanwhile.
+                event = self.q.get(timeout=RETRY if self.retrying else tick)
             except queue.Empty:
                 event = ("tick",)
             try:
@@ -198,10 +241,31 @@ class Remediator:
                 log.exception("remediator: event %s failed", event[0])
             if wd:
                 sdnotify.notify("WATCHDOG=1")
+            if self.retrying and event[0] == "tick":
+                self.retry()
             if time.monotonic() - last_house >= HOUSEKEEPING:
                 last_house = time.monotonic()
-                self.housekeeping()
+                try:
+                    self.housekeeping()
+                except Exception as exc:
+                    self._write_failed("housekeeping", exc)
         self.shutdown()
+
+    @property
+    def retrying(self) -> bool:
+        return bool(self.rewound) or any(
+            k in ("state_write", "store_write") for k, _ in self.faults.active
+        )
+
+    def retry(self) -> None:
+        """After a failed write: read the rewound sources again, open the pending incidents."""
+        rewound, self.rewound = self.rewound, set()
+        for key in rewound:
+            if key.startswith("file:"):
+                self._file_event(key[5:])
+            elif key == "journal" and self.journal is not None:
+                self.journal.restart()
+        self.process_firings()
 
     def dispatch(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
@@ -234,6 +298,9 @@ class Remediator:
         sdnotify.notify("READY=1")
 
     def housekeeping(self) -> None:
+        if self.journal is not None and not self.journal.alive() and not self.stopping:
+            self.faults.raise_("journal", "journal", "the journal reader stopped; restarting it")
+            self.journal.start()
         if self.watcher is not None:
             for path in self.watcher.rescan():
                 self._file_event(path)
@@ -242,10 +309,18 @@ class Remediator:
             + [r.breaker.within for r in self.rules.rules if r.breaker]
             + [86400.0]
         )
-        self.state.purge(time.time() - 2 * longest)
+        self.state.flush_deferred()
+        self.state.purge(self.clock.now() - 2 * longest)
+        self.clock.save()
+        self.process_firings()
 
     def shutdown(self) -> None:
         sdnotify.notify("STOPPING=1")
+        try:
+            self.state.flush_deferred()
+            self.clock.save()
+        except Exception as exc:
+            log.error("state not saved at stop: %s", exc)
         self.cancel.set()
         self.jobs.put(None)
         if self.worker is not None:
@@ -269,27 +344,64 @@ class Remediator:
         matcher = self.matchers.get(f"file:{path}")
         if tail is None or matcher is None:
             return
-        now = time.time()
+        if f"file:{path}" in self.rewound:
+            self.rewound.discard(f"file:{path}")
+        now = self.clock.now()
 
         def sink(buf: bytes | bytearray, end: int) -> None:
             for rule, line in matcher.scan(buf, self.stats, end):
                 self.decide(rule, self.engine.observe(rule, line, now), line, now)
 
-        with self.state.batch():  # position and windows commit together
-            tail.poll(sink)
+        try:
+            with self.state.batch():  # position, windows and firings commit together
+                tail.poll(sink)
+        except Exception as exc:
+            # Rolled back and memory rebuilt: read these lines again from the saved position.
+            tail.rewind()
+            self.rewound.add(f"file:{path}")
+            self._write_failed(f"file:{path}", exc)
+            return
+        self._write_ok()
+        self.process_firings()
 
     def read_journal(self, entries: list[Any]) -> None:
-        now = time.time()
-        with self.state.batch():
-            for e in entries:
-                # The entry's own time (bounded by now): a catch-up after a restart keeps spacing.
-                t = min(e.t, now)
-                for rule in self.journal_rules.get(e.unit, ()):
-                    d = self.engine.observe(rule, e.message, t)
-                    if d.outcome != "nomatch":
-                        self.decide(rule, d, e.message, t)
-                if e.cursor and self.journal is not None:
-                    self.state.save_cursor(self.journal.key, e.cursor)
+        journal = self.journal
+        if journal is None or "journal" in self.rewound:
+            return  # a rewound journal is read again from the saved cursor
+        entries = [e for e in entries if getattr(e, "gen", 0) == journal.generation]
+        if not entries:
+            return
+        try:
+            with self.state.batch():
+                for e in entries:
+                    # The entry's own age on the service clock: a catch-up after a restart
+                    # keeps its spacing, a wall clock stepped back changes nothing.
+                    t = self.clock.since_wall(e.t)
+                    for rule in self.journal_rules.get(e.unit, ()):
+                        d = self.engine.observe(rule, e.message, t)
+                        if d.outcome != "nomatch":
+                            self.decide(rule, d, e.message, t)
+                    if e.cursor:
+                        self.state.save_cursor(journal.key, e.cursor)
+        except Exception as exc:
+            self.rewound.add("journal")
+            journal.invalidate()  # entries already queued from this child are dropped
+            self._write_failed("journal", exc)
+            return
+        self._write_ok()
+        self.process_firings()
+
+    def _write_failed(self, where: str, exc: BaseException) -> None:
+        kind = "state_write" if isinstance(exc, StateWriteError) else "store_write"
+        self.faults.raise_(
+            kind, "write", f"{where}: {type(exc).__name__}: {exc}; the lines will be read again"
+        )
+
+    def _write_ok(self) -> None:
+        if self.faults.active:
+            self.faults.clear("state_write", "write")
+            if not self.state.firings(("new",)):
+                self.faults.clear("store_write", "write")
 
     # ------------------------------------------------------------------ incidents
     def _unresolved(self, rule: str, group: dict[str, str]) -> Incident | None:
@@ -317,49 +429,79 @@ class Remediator:
                         inc.id,
                         status="resolved",
                         summary=f"{inc.summary}\nresolved by: {line[:300]}".strip(),
-                        now=_now_dt(t),
+                        now=_now_dt(),
                     )
                     log.info("incident #%s (%s) resolved by a log line", inc.id, rule.name)
             return
-        if d.fired:
-            inc = self._unresolved(rule.name, d.group)
-            if inc is None:
-                inc = self._opened(
-                    self.store.open_incident(rule.name, d.group, summary=line[:300], now=_now_dt(t))
-                )
+        if d.fired or d.breaker_opened:
+            # In the batch's transaction, with the fire itself: the incident is opened from it
+            # after the commit (process_firings), so a failed write loses neither.
+            kind = "fire" if d.fired else "breaker"
+            self.state.add_firing(rule.name, group_key(d.group), t, kind, d.count, line[:300])
+
+    def process_firings(self) -> None:
+        """Open (or find) the incident of every committed firing; queue or escalate it."""
+        try:
+            pending = self.state.firings(("new",))
+        except StateWriteError as exc:
+            self._write_failed("firings", exc)
+            return
+        if not pending:
+            return
+        rules = self.rules.by_name()
+        for f in pending:
+            try:
+                self._handle_firing(f, rules.get(f.rule))
+            except Exception as exc:
+                self._write_failed(f"incident of {f.rule}", exc)
+                return  # retried on the next tick, in order
+        self.faults.clear("store_write", "write")
+
+    def _handle_firing(self, f: Firing, rule: Rule | None) -> None:
+        group = f.group
+        if rule is None:
+            log.warning("firing of %s dropped: the rule no longer exists", f.rule)
+            self.state.set_firing(f.id, "done")
+            return
+        inc = self._unresolved(rule.name, group)
+        if inc is None:
+            inc = self._opened(self.store.open_incident(rule.name, group, summary=f.summary))
+            if f.kind == "fire":
                 log.info(
                     "incident #%s opened: %s fired (%d within %ss)",
                     inc.id,
                     rule.name,
-                    d.count,
+                    f.count,
                     int(rule.within),
                 )
-            else:
-                log.info("incident #%s: %s fired again (%d)", inc.id, rule.name, d.count)
+        elif f.kind == "fire":
+            log.info("incident #%s: %s fired again (%d)", inc.id, rule.name, f.count)
+        if f.kind == "fire":
             if rule.action is not None:
-                self.jobs.put(Job(inc.id, rule, d.group))
-            else:
-                # An alert-only rule: its description is what the person needs to read.
-                reason = rule.description or f"{rule.name} fired {d.count} times"
-                self.escalate(self.store, inc.id, rule, d.group, reason)
-        elif d.breaker_opened:
-            inc = self._unresolved(rule.name, d.group) or self._opened(
-                self.store.open_incident(rule.name, d.group, summary=line[:300], now=_now_dt(t))
-            )
-            b = rule.breaker
-            reason = (
-                f"circuit breaker open: more than {b.max_runs if b else '?'} remediations within"
-                f" {int(b.within // 3600) if b else '?'}h; not retrying until a person resets it"
-            )
-            log.error("incident #%s: %s", inc.id, reason)
-            self.escalate(
-                self.store,
-                inc.id,
-                rule,
-                d.group,
-                reason,
-                next_step=f"fix the cause, then: jada-agent remediator reset {rule.name}",
-            )
+                self.state.set_firing(f.id, "queued", incident_id=inc.id)
+                self.jobs.put(f.id)
+                return
+            # An alert-only rule: its description is what the person needs to read.
+            reason = rule.description or f"{rule.name} fired {f.count} times"
+            self.escalate(self.store, inc.id, rule, group, reason)
+            self.state.set_firing(f.id, "done", incident_id=inc.id)
+            return
+        # The breaker opened instead of this fire.
+        b = rule.breaker
+        reason = (
+            f"circuit breaker open: more than {b.max_runs if b else '?'} remediations within"
+            f" {int(b.within // 3600) if b else '?'}h; not retrying until a person resets it"
+        )
+        log.error("incident #%s: %s", inc.id, reason)
+        self.escalate(
+            self.store,
+            inc.id,
+            rule,
+            group,
+            reason,
+            next_step=f"fix the cause, then: jada-agent remediator reset {rule.name}",
+        )
+        self.state.set_firing(f.id, "done", incident_id=inc.id)
 
     def escalate(
         self,
@@ -409,15 +551,29 @@ class Remediator:
         store = open_store(self.settings)  # its own connection: SQLite objects stay per thread
         try:
             while True:
-                job = self.jobs.get()
-                if job is None or self.cancel.is_set():
-                    return
+                firing_id = self.jobs.get()
+                if firing_id is None or self.cancel.is_set():
+                    return  # what is still queued stays queued in the state DB: resumed at start
                 try:
-                    self.remediate(store, job)
-                except Exception:
-                    log.exception("remediation of incident #%s failed", job.incident_id)
+                    self.run_job(store, firing_id)
+                except Exception as exc:
+                    log.exception("remediation of firing %s failed", firing_id)
+                    self.faults.raise_("store_write", "remediation", f"firing {firing_id}: {exc}")
         finally:
             store.close()
+
+    def run_job(self, store: Store, firing_id: int) -> None:
+        found = [f for f in self.state.firings(("queued",)) if f.id == firing_id]
+        if not found:
+            return  # already taken (a duplicate put at start)
+        f = found[0]
+        rule = self.rules.by_name().get(f.rule)
+        assert f.incident_id is not None
+        if rule is None or rule.action is None:
+            log.warning("incident #%s: %s has no action any more", f.incident_id, f.rule)
+            self.state.set_firing(f.id, "done")
+            return
+        self.remediate(store, Job(f.incident_id, rule, f.group, f.id))
 
     def remediate(self, store: Store, job: Job) -> None:
         rule, action = job.rule, job.rule.action
@@ -431,11 +587,18 @@ class Remediator:
                 cancel=self.cancel,
             )
         except LockBusy as exc:
+            if self.cancel.is_set():
+                log.info(
+                    "incident #%s: remediation left queued for the next start", job.incident_id
+                )
+                return
             log.warning("incident #%s: not remediated, lock busy: %s", job.incident_id, exc)
             store.update_incident(
                 job.incident_id,
                 remediation={"status": "skipped", "error": f"remediation lock busy: {exc}"},
             )
+            if job.firing_id is not None:
+                self.state.set_firing(job.firing_id, "done")
             return
         try:
             store.update_incident(job.incident_id, status="remediating")
@@ -443,7 +606,12 @@ class Remediator:
 
             def started(rem: actions_mod.Remediation) -> None:
                 self.state.add_running(
-                    rem.ident, job.incident_id, rule.name, rem.started, rem.artifact_dir
+                    rem.ident,
+                    job.incident_id,
+                    rule.name,
+                    rem.started,
+                    rem.artifact_dir,
+                    firing_id=job.firing_id,
                 )
 
             log.info("incident #%s: running %s", job.incident_id, action.playbook)
@@ -460,49 +628,55 @@ class Remediator:
                 config_file=config_file,
                 on_start=started,
             )
-            self.state.remove_running(rem.ident)
+            if rem.status == "canceled":
+                rem.error = (
+                    rem.error + "; " if rem.error else ""
+                ) + "interrupted: the remediator stopped"
+            # The result goes with its firing in the state DB first: a kill before the store
+            # has it replays this record at the next start instead of losing it.
+            self.state.remove_running(rem.ident, firing_id=job.firing_id, result=rem.to_json())
         finally:
-            self.lock.release(LOCK_OWNER)
-        if rem.status == "canceled":
-            rem.error = (
-                rem.error + "; " if rem.error else ""
-            ) + "interrupted: the remediator stopped"
-        self.record(store, job, rem)
+            self.lock.release(LOCK_OWNER, pid=os.getpid())
+        self.record(store, job, rem.to_json())
+        if job.firing_id is not None:
+            self.state.set_firing(job.firing_id, "done")
 
-    def record(self, store: Store, job: Job, rem: actions_mod.Remediation) -> None:
-        status = {"recovered": "resolved", "needs_human": "escalated"}.get(rem.outcome, "open")
+    def record(self, store: Store, job: Job, rem: dict[str, Any]) -> None:
+        outcome = rem.get("outcome", "failed")
+        status = {"recovered": "resolved", "needs_human": "escalated"}.get(outcome, "open")
         current = store.get_incident(job.incident_id)
         if current is not None and current.status == "resolved" and status == "open":
             status = "resolved"  # a resolve line closed it while the playbook ran: keep it closed
         log.info(
             "incident #%s: %s %s -> %s (%s, rc %s, %.1fs)",
             job.incident_id,
-            rem.playbook,
-            rem.status,
-            rem.outcome,
-            rem.cause or "no cause given",
-            rem.rc,
-            rem.duration or 0.0,
+            rem.get("playbook"),
+            rem.get("status"),
+            outcome,
+            rem.get("cause") or "no cause given",
+            rem.get("rc"),
+            rem.get("duration") or 0.0,
         )
         store.update_incident(
             job.incident_id,
             status=status,
-            cause=rem.cause or None,
-            remediation=rem.to_json(),
+            cause=rem.get("cause") or None,
+            remediation=rem,
         )
-        if rem.outcome == "needs_human":
+        if outcome == "needs_human":
             self.escalate(
                 store,
                 job.incident_id,
                 job.rule,
                 job.group,
-                f"{rem.playbook} could not repair it",
-                cause=rem.cause,
-                next_step=rem.next_step,
+                f"{rem.get('playbook')} could not repair it",
+                cause=rem.get("cause") or "",
+                next_step=rem.get("next_step") or "",
             )
 
     def recover_interrupted(self) -> None:
         """Record remediations that were running when the service last died."""
+        by_ident = {f.ident: f for f in self.state.firings(("running",)) if f.ident}
         for run in self.state.list_running():
             killed = actions_mod.kill_marked(run["ident"])
             log.warning(
@@ -525,13 +699,81 @@ class Remediator:
                 )
             except Exception as exc:
                 log.error("cannot record interrupted remediation %s: %s", run["ident"], exc)
+                continue  # kept: recorded at the next start
+            f = by_ident.get(run["ident"])
             self.state.remove_running(run["ident"])
+            if f is not None:
+                self.state.set_firing(f.id, "done")
+
+    def recover_queue(self) -> None:
+        """Resume the persisted job queue and leave no incident "remediating" for ever.
+
+        - ``ran``: the playbook finished, the store never heard: record its result now;
+        - ``running`` without a running record: killed before the playbook started: run it;
+        - ``queued``: queued when the service stopped: run it;
+        - ``new``: fired but the incident was never opened (a failed write): open it;
+        - an incident still "remediating" that no job will finish (a kill -9 of an older
+          version): back to "open", so the next fire remediates it.
+        """
+        rules = self.rules.by_name()
+        running = {r["ident"] for r in self.state.list_running()}
+        for f in self.state.firings(("ran", "running", "queued")):
+            rule = rules.get(f.rule)
+            if f.status == "ran":
+                if rule is not None and f.incident_id is not None:
+                    log.warning(
+                        "incident #%s: recording the remediation that ended as the service stopped",
+                        f.incident_id,
+                    )
+                    self.record(self.store, Job(f.incident_id, rule, f.group, f.id), f.result or {})
+                self.state.set_firing(f.id, "done")
+                continue
+            if f.status == "running" and f.ident in running:
+                continue  # recover_interrupted keeps it until it can record it
+            if f.status == "running":
+                self.state.set_firing(f.id, "queued")
+            log.info("incident #%s: resuming the queued remediation", f.incident_id)
+            self.jobs.put(f.id)
+        waiting = {f.incident_id for f in self.state.firings(("queued", "running"))}
+        for inc in self.store.list_incidents(("remediating",)):
+            log.warning(
+                "incident #%s was left remediating by a stop; %s",
+                inc.id,
+                "its remediation is queued again" if inc.id in waiting else "back to open",
+            )
+            self.store.update_incident(inc.id, status="open")
+        self.process_firings()
 
 
 def run_service(settings: Settings) -> int:
-    """``jada-agent remediator run``: start, block until SIGTERM, exit 0."""
-    r = Remediator(settings)
-    r.install_signals()
-    r.start()
-    r.run_forever()
-    return 0
+    """``jada-agent remediator run``: start, block until SIGTERM, exit 0.
+
+    Exit 75 when another remediator holds this state database, 1 when the store is unreadable
+    (with the command that repairs it)."""
+    import sqlite3
+
+    instance = InstanceLock(str(settings.remediator.state_db) + ".lock")
+    try:
+        instance.acquire()
+    except AlreadyRunning as exc:
+        print(f"jada-agent: {exc}", file=sys.stderr)
+        return 75
+    try:
+        try:
+            r = Remediator(settings)
+        except sqlite3.DatabaseError as exc:
+            path = settings.store.path
+            print(
+                f"jada-agent: the store {path} is unreadable ({exc}); it holds the incidents, so"
+                " it is not replaced automatically. Stop the services, then repair it with:\n"
+                f"  sqlite3 {path} .recover | sqlite3 {path}.recovered"
+                f" && mv {path} {path}.corrupt && mv {path}.recovered {path}",
+                file=sys.stderr,
+            )
+            return 1
+        r.install_signals()
+        r.start()
+        r.run_forever()
+        return 0
+    finally:
+        instance.release()

@@ -15,6 +15,15 @@ The matcher is the fast path: for every literal that a rule's regex requires (se
 widens each hit to its line; only those lines are decoded and searched by the regexes, so the
 bulk of a log is never split into Python strings.
 
+Only regular files are read, opened with ``O_NOFOLLOW``: a log path swapped for a symlink (to
+``/etc/shadow``, say, by a less privileged user who can write the log's directory), a directory
+or a FIFO is never read nor blocks the service; it is a ``source`` fault (logged at most once a
+minute, shown in ``remediator status``) until a regular file is back. A file that cannot be read
+at first sight is read, once it can be, from its size as of that first sight, not from its
+start. A restart checks the saved position against the file: same inode, first-line hash and
+the hash of the bytes just before the offset (a reused inode with the same first line is another
+file); a file truncated while we were stopped is looked for as its copytruncate copy first.
+
 The journal: one ``journalctl -f -o json`` child for all the rules' units, resuming after the
 saved cursor (see :class:`JournalSource` for why a child and not python-systemd).
 """
@@ -22,12 +31,14 @@ saved cursor (see :class:`JournalSource` for why a child and not python-systemd)
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -46,6 +57,47 @@ Sink = Callable[[bytes | bytearray, int], None]
 MAX_LINE = 64 * 1024
 CHUNK = 4 * 1024 * 1024
 DRAIN_GRACE = 60.0  # seconds a rotated-away file is still drained (a writer may not have reopened)
+TAIL_HASH = 256  # bytes before the saved offset whose hash identifies the file at a restart
+
+# A source reports trouble with a message, and its end with None.
+FaultHook = Callable[[str, str | None], None]
+
+_RDONLY = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
+
+
+def open_regular(path: str) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading if it is a regular file, never through a symlink.
+
+    Raises ``OSError`` with a message a person can act on otherwise. ``O_NONBLOCK`` keeps a
+    FIFO from blocking the open; the ``fstat`` after it refuses FIFOs, directories, devices."""
+    try:
+        fd = os.open(path, _RDONLY)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(exc.errno, "is a symbolic link; not followed") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(st.st_mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(st.st_mode)
+            else "not a regular file"
+        )
+        raise OSError(errno.EINVAL, f"is {kind}; only regular files are read")
+    return fd, st
+
+
+def _tail_hash(fd: int, offset: int) -> str | None:
+    if offset <= 0:
+        return None
+    n = min(offset, TAIL_HASH)
+    data = os.pread(fd, n, offset - n)
+    if len(data) != n:
+        return "short"
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
 @dataclass
@@ -57,6 +109,7 @@ class Stats:
     invalid_utf8: int = 0  # decoded lines (candidates, journal messages) that were not UTF-8
     rotations: int = 0
     truncations: int = 0
+    bad_entries: int = 0  # journal lines that were not a JSON object: skipped
 
     def to_json(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -228,28 +281,63 @@ class _Open:
 class FileTail:
     """One tailed path; ``poll(sink)`` hands every new complete line to ``sink`` in buffers."""
 
-    def __init__(self, path: str, state: StateDB, stats: Stats | None = None):
+    def __init__(
+        self,
+        path: str,
+        state: StateDB,
+        stats: Stats | None = None,
+        on_fault: FaultHook | None = None,
+    ):
         self.path = os.path.normpath(path)
         self.key = f"file:{self.path}"
         self.state = state
         self.stats = stats or Stats()
+        self.on_fault = on_fault
         self.cur: _Open | None = None
         self.old: list[tuple[_Open, float]] = []  # rotated-away files still drained
         self.started = False
+        # A file seen but not readable: (dev, inode, size at first sight), read from there.
+        self.unopened: Position | None = None
+        self.fault: str | None = None
+
+    def _report(self, message: str | None) -> None:
+        if message is None and self.fault is None:
+            return
+        self.fault = message
+        if message is not None:
+            log.debug("%s: %s", self.path, message)
+        if self.on_fault is not None:
+            self.on_fault(self.key, None if message is None else f"{self.path}: {message}")
+        elif message is not None:
+            log.error("%s: %s", self.path, message)
 
     # ---------------------------------------------------------------- open / restore
     def _open(self, offset: int | None) -> _Open | None:
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd, st = open_regular(self.path)
         except FileNotFoundError:
             return None
-        except PermissionError:
-            log.error("%s: cannot read the log (permission denied)", self.path)
+        except OSError as exc:
+            self._report(f"cannot read the log: {exc.strerror or exc}")
             return None
-        st = os.fstat(fd)
+        self._report(None)
         o = _Open(fd, st.st_dev, st.st_ino, st.st_size if offset is None else offset, None)
         o.first_hash, o.first_len = _first_line(fd)
         return o
+
+    def _lstat(self) -> os.stat_result | None:
+        try:
+            return os.lstat(self.path)
+        except FileNotFoundError:
+            return None
+
+    def _first_sight(self, st: os.stat_result | None) -> None:
+        """Seen but unreadable: remember its size now, so its old lines never count."""
+        if st is None or not stat.S_ISREG(st.st_mode):
+            self._save_absent()
+            return
+        self.unopened = Position(self.path, st.st_dev, st.st_ino, None, st.st_size)
+        self.state.save_position(self.key, self.unopened)
 
     def start(self) -> None:
         """Resume from the saved position; on the very first start, begin at the end."""
@@ -258,23 +346,45 @@ class FileTail:
         if saved is None:
             self.cur = self._open(offset=None)  # at the end: old lines never count
             if self.cur is None:
-                # absent on first start: when it appears, all of it is new
-                self._save_absent()
+                # absent on first start: when it appears, all of it is new; unreadable: from
+                # its size now, once it can be read
+                self._first_sight(self._lstat())
             else:
                 self._save()
             return
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            st = None
+        st = self._lstat()
+        if saved.inode is not None and saved.first_hash is None:
+            self.unopened = saved  # never read yet: still from its first-sight size
         if st is not None and (st.st_dev, st.st_ino) == (saved.dev, saved.inode):
             self.cur = self._open(offset=saved.offset)
-            if self.cur is not None and (
-                st.st_size < saved.offset
-                or (saved.first_hash and self.cur.first_hash != saved.first_hash)
-            ):
-                log.info("%s: truncated while stopped, reading from its start", self.path)
-                self.cur.offset = 0
+            c = self.cur
+            if c is None:
+                return
+            if self.unopened is not None:
+                self.unopened = None
+                if c.offset > st.st_size:
+                    c.offset = 0
+                return
+            same = (
+                st.st_size >= saved.offset
+                and (not saved.first_hash or c.first_hash == saved.first_hash)
+                and (saved.tail_hash is None or _tail_hash(c.fd, saved.offset) == saved.tail_hash)
+            )
+            if not same:
+                # Truncated (copytruncate) or another file on a reused inode: the lines after
+                # our offset may be in the copy; finish them there, then read this one whole.
+                copy = self._find_copy(
+                    _Open(-1, saved.dev, saved.inode, saved.offset, saved.first_hash)
+                )
+                if copy is not None and (
+                    saved.tail_hash is None or _tail_hash(copy.fd, saved.offset) == saved.tail_hash
+                ):
+                    log.info("%s: truncated while stopped; finishing its copy first", self.path)
+                    self.old.append((copy, time.monotonic()))
+                elif copy is not None:
+                    os.close(copy.fd)
+                log.info("%s: not the file we were reading; reading it from its start", self.path)
+                c.offset = 0
             return
         if saved.inode is not None:
             # Rotated while we were stopped: finish the rotated file first if we can find it.
@@ -293,12 +403,17 @@ class FileTail:
         for name in names:
             p = os.path.join(d, name)
             try:
-                st = os.stat(p)
+                st = os.lstat(p)
             except OSError:
                 continue
             if (st.st_dev, st.st_ino) == (saved.dev, saved.inode) and st.st_size >= saved.offset:
-                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
-                if saved.first_hash and _first_line_hash(fd) != saved.first_hash:
+                try:
+                    fd, _ = open_regular(p)
+                except OSError:
+                    continue
+                if (saved.first_hash and _first_line_hash(fd) != saved.first_hash) or (
+                    saved.tail_hash and _tail_hash(fd, saved.offset) != saved.tail_hash
+                ):
                     os.close(fd)
                     continue
                 log.info("%s: rotated to %s while stopped; finishing it first", self.path, p)
@@ -319,14 +434,16 @@ class FileTail:
         for name in names:
             p = os.path.join(d, name)
             try:
-                st = os.stat(p)
+                st = os.lstat(p)
             except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
                 continue
             if (st.st_dev, st.st_ino) == (c.dev, c.inode) or st.st_size < c.offset:
                 continue
             if best is None or st.st_mtime > best[0]:
                 try:
-                    fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+                    fd, _ = open_regular(p)
                 except OSError:
                     continue
                 try:
@@ -337,8 +454,10 @@ class FileTail:
                     best = (st.st_mtime, p, st)
         if best is None:
             return None
-        fd = os.open(best[1], os.O_RDONLY | os.O_CLOEXEC)
-        st = best[2]
+        try:
+            fd, st = open_regular(best[1])
+        except OSError:
+            return None
         return _Open(fd, st.st_dev, st.st_ino, c.offset, c.first_hash, first_len=c.first_len)
 
     def _save(self) -> None:
@@ -346,11 +465,19 @@ class FileTail:
         if c is None:
             return
         self.state.save_position(
-            self.key, Position(self.path, c.dev, c.inode, c.first_hash, c.offset)
+            self.key,
+            Position(self.path, c.dev, c.inode, c.first_hash, c.offset, _tail_hash(c.fd, c.offset)),
         )
 
     def _save_absent(self) -> None:
         self.state.save_position(self.key, Position(self.path, None, None, None, 0))
+
+    def rewind(self) -> None:
+        """Forget what was read since the last saved position (its transaction failed): the
+        next poll resumes from the database."""
+        self.close()
+        self.started = False
+        self.unopened = None
 
     def close(self) -> None:
         for o, _ in self.old:
@@ -409,11 +536,11 @@ class FileTail:
                 os.close(o.fd)
                 self.old.remove((o, since))
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)
         except FileNotFoundError:
             st = None
         except OSError as exc:
-            log.warning("%s: %s", self.path, exc)
+            self._report(str(exc))
             return
         c = self.cur
         if c is not None:
@@ -442,7 +569,16 @@ class FileTail:
                     c.skipping = False
                     c.first_hash, c.first_len = _first_line(c.fd)
         if self.cur is None and st is not None:
-            self.cur = self._open(offset=0)  # a new file: all of it is new
+            u = self.unopened
+            if u is not None and (st.st_dev, st.st_ino) == (u.dev, u.inode):
+                # Unreadable when first seen: what it held then is old, like at a first start.
+                self.cur = self._open(offset=u.offset if st.st_size >= u.offset else 0)
+            elif u is not None:
+                self.cur = self._open(offset=0)  # a new file since: all of it is new
+            else:
+                self.cur = self._open(offset=0)  # a new file: all of it is new
+            if self.cur is not None:
+                self.unopened = None
         if self.cur is not None:
             self._drain(self.cur, sink)
             self._save()
@@ -518,6 +654,7 @@ class JournalEntry:
     message: str
     t: float  # __REALTIME_TIMESTAMP in seconds
     cursor: str
+    gen: int = 0  # the JournalSource generation (child) that read it: stale ones are dropped
 
 
 def _machine_id(path: str = "/etc/machine-id") -> str | None:
@@ -538,7 +675,13 @@ class JournalSource:
     on PyPI as a wheel, so it would not install from the wheelhouse into the venv; journalctl is
     on every systemd host, speaks the same journal API, and a pipe read blocks (no spinning, no
     ``journal.wait()`` loop to get right). The child runs in its own process group and is
-    restarted with a back-off if it dies. Entries go to ``emit`` from the reader thread.
+    restarted with a back-off (1 s doubling to 60 s) if it dies; its stderr is drained by a
+    thread of its own (a child writing more than a pipe holds to an unread stderr would block,
+    and detection would stop without a word) and its last lines are kept for the message. A
+    line that is not a JSON object is skipped and counted. Entries go to ``emit`` from the
+    reader thread, tagged with the generation of the child that read them: ``restart()`` (after
+    a failed write, to read again from the saved cursor) makes what is still queued stale.
+    A dead child is a ``journal`` fault until entries flow again.
     """
 
     units: list[str]
@@ -550,6 +693,15 @@ class JournalSource:
     thread: threading.Thread | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
     stats: Stats = field(default_factory=Stats)
+    on_fault: FaultHook | None = None
+    generation: int = 0
+    restarts: int = 0
+    last_entry: float | None = None  # wall time an entry last arrived
+    started_at: float | None = None
+    stderr_tail: list[str] = field(default_factory=list)
+    faulty: bool = False
+    _quick: threading.Event = field(default_factory=threading.Event)
+    _bad_logged: float = 0.0
 
     def command(self) -> list[str]:
         exe = shutil.which(self.journalctl) or self.journalctl
@@ -579,10 +731,64 @@ class JournalSource:
         self.thread = threading.Thread(target=self._run, name="journal", daemon=True)
         self.thread.start()
 
+    def _fault(self, message: str | None) -> None:
+        if message is None and not self.faulty:
+            return
+        self.faulty = message is not None
+        if self.on_fault is not None:
+            self.on_fault("journal", message)
+        elif message is not None:
+            log.error("journal: %s", message)
+
+    def status(self) -> dict[str, Any]:
+        p = self.proc
+        alive = p is not None and p.poll() is None
+        thread = self.thread is not None and self.thread.is_alive()
+        return {
+            "units": list(self.units),
+            "state": "running" if alive and thread else "stopped" if not thread else "restarting",
+            "pid": p.pid if alive and p is not None else None,
+            "restarts": self.restarts,
+            "started_at": self.started_at,
+            "last_entry": self.last_entry,
+            "bad_entries": self.stats.bad_entries,
+            "stderr": self.stderr_tail[-5:],
+        }
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def invalidate(self) -> None:
+        """Entries read so far by this child are stale (they will be read again)."""
+        self.generation += 1
+
+    def restart(self) -> None:
+        """Read again from the saved cursor: a new child, at once."""
+        self.generation += 1
+        self._quick.set()
+        p = self.proc
+        if p is not None and p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        if not self.alive() and not self.stopping.is_set():
+            self.start()
+
+    def _drain_stderr(self, stream: Any) -> None:
+        logged = 0.0
+        for raw in stream:
+            line = raw.decode("utf-8", "replace").rstrip()[:500]
+            self.stderr_tail = [*self.stderr_tail[-19:], line]
+            now = time.monotonic()
+            if now - logged >= 60.0:
+                logged = now
+                log.warning("journal: journalctl says: %s", line)
+
     def _run(self) -> None:
         backoff = 1.0
         while not self.stopping.is_set():
             cmd = self.command()
+            gen = self.generation
+            self.stderr_tail = []
             try:
                 self.proc = subprocess.Popen(
                     cmd,
@@ -593,23 +799,41 @@ class JournalSource:
                     env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
                 )
             except OSError as exc:
-                log.error("journal: cannot start %s: %s", cmd[0], exc)
+                self._fault(f"cannot start {cmd[0]}: {exc}; retrying in {backoff:g}s")
                 self.proc = None
             if self.proc is not None:
                 started = time.monotonic()
-                self._read(self.proc)
-                rc = self.proc.wait()
-                err = (self.proc.stderr.read() if self.proc.stderr else b"").decode(
-                    "utf-8", "replace"
+                self.started_at = time.time()
+                drain = threading.Thread(
+                    target=self._drain_stderr,
+                    args=(self.proc.stderr,),
+                    name="journal-stderr",
+                    daemon=True,
                 )
+                drain.start()
+                self._read(self.proc, gen)
+                rc = self.proc.wait()
+                drain.join(timeout=5)
+                err = "\n".join(self.stderr_tail)
                 if self.stopping.is_set():
                     return
-                log.warning("journal: journalctl exited (%s): %s", rc, err.strip()[:300])
+                self.restarts += 1
+                if self._quick.is_set():
+                    self._quick.clear()
+                    backoff = 0.1  # a restart on purpose: no fault, no waiting
+                    if self.stopping.wait(backoff):
+                        return
+                    continue
+                self._fault(
+                    f"journalctl exited ({rc}): {err.strip()[-300:] or 'no message'};"
+                    f" restarting in {backoff:g}s"
+                )
                 if "cursor" in err.lower() and self.state.cursor(self.key):
                     # The saved cursor is gone (journal vacuumed, machine-id changed): a cursor
                     # that cannot be found would fail forever, so start again from now.
                     log.error("journal: the saved cursor is no longer valid; following from now")
-                    self.state.save_cursor(self.key, "")
+                    with contextlib.suppress(Exception):
+                        self.state.save_cursor(self.key, "")
                     backoff = 0.1
                 if time.monotonic() - started > 60:
                     backoff = 1.0
@@ -617,13 +841,21 @@ class JournalSource:
                 return
             backoff = min(backoff * 2, 60.0)
 
-    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+    def _read(self, proc: subprocess.Popen[bytes], gen: int = 0) -> None:
         assert proc.stdout is not None
         # readline blocks on the pipe; a unit's journal is a few lines a minute, so each entry
         # is handed over as it arrives (the detection latency matters, the batching would not).
         for raw in proc.stdout:
-            entry = self.parse(raw)
+            try:
+                entry = self.parse(raw)
+            except Exception as exc:  # one odd entry must never end the reader
+                self.stats.bad_entries += 1
+                log.warning("journal: entry skipped: %s: %s", type(exc).__name__, exc)
+                continue
             if entry is not None:
+                self.last_entry = time.time()
+                self._fault(None)
+                entry.gen = gen
                 self.emit([entry])
 
     def parse(self, raw: bytes) -> JournalEntry | None:
@@ -632,7 +864,17 @@ class JournalSource:
         try:
             doc = json.loads(raw)
         except ValueError:
-            log.warning("journal: unreadable entry skipped (%d bytes)", len(raw))
+            doc = None
+        if not isinstance(doc, dict):
+            self.stats.bad_entries += 1
+            now = time.monotonic()
+            if now - self._bad_logged >= 60.0:
+                self._bad_logged = now
+                log.warning(
+                    "journal: entry skipped, not a JSON object (%d bytes; %d so far)",
+                    len(raw),
+                    self.stats.bad_entries,
+                )
             return None
         msg = doc.get("MESSAGE")
         if isinstance(msg, list):  # non-UTF-8 data arrives as an array of byte values

@@ -77,6 +77,9 @@ class Position:
     inode: int | None
     first_hash: str | None
     offset: int
+    # sha1 of up to 256 bytes before ``offset``: a reused inode whose file starts with the same
+    # line is still told apart at a restart (the content before the offset differs).
+    tail_hash: str | None = None
 
 
 @dataclass
@@ -161,6 +164,9 @@ class StateDB:
         self._load()
 
     def _migrate(self) -> None:
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(position)")}
+        if "tail_hash" not in cols:
+            self.db.execute("ALTER TABLE position ADD COLUMN tail_hash TEXT")
         # Before the windows were bounded, every counted match was a row of ``window``.
         old = self.db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'window'"
@@ -201,9 +207,7 @@ class StateDB:
                 self.db.close()
             self._depth = 0
             try:
-                self.db = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False
-                )
+                self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
                 self.db.execute("PRAGMA busy_timeout = 10000")
                 self._load()
             except sqlite3.Error as exc:
@@ -392,16 +396,19 @@ class StateDB:
     # ---------------------------------------------------------------- sources
     def position(self, key: str) -> Position | None:
         row = self._exec(
-            "SELECT path, dev, inode, first_hash, offset FROM position WHERE key = ?", (key,)
+            "SELECT path, dev, inode, first_hash, offset, tail_hash FROM position WHERE key = ?",
+            (key,),
         ).fetchone()
         return Position(*row) if row else None
 
     def save_position(self, key: str, pos: Position) -> None:
         self._write(
-            "INSERT INTO position VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+            "INSERT INTO position (key, path, dev, inode, first_hash, offset, tail_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
             " path = excluded.path, dev = excluded.dev, inode = excluded.inode,"
-            " first_hash = excluded.first_hash, offset = excluded.offset",
-            (key, pos.path, pos.dev, pos.inode, pos.first_hash, pos.offset),
+            " first_hash = excluded.first_hash, offset = excluded.offset,"
+            " tail_hash = excluded.tail_hash",
+            (key, pos.path, pos.dev, pos.inode, pos.first_hash, pos.offset, pos.tail_hash),
         )
 
     def cursor(self, key: str) -> str | None:
@@ -426,9 +433,7 @@ class StateDB:
         )
 
     # ---------------------------------------------------------------- firings (the job queue)
-    def add_firing(
-        self, rule: str, grp: str, t: float, kind: str, count: int, summary: str
-    ) -> int:
+    def add_firing(self, rule: str, grp: str, t: float, kind: str, count: int, summary: str) -> int:
         """Record a fire in the same transaction as the engine's state (call inside a batch)."""
         now = time.time()
         with self.lock:
@@ -463,11 +468,14 @@ class StateDB:
             args.append(json.dumps(result))
         self._write(f"UPDATE firings SET {', '.join(sets)} WHERE id = ?", (*args, firing_id))  # noqa: S608
 
-    def firings(self, statuses: tuple[str, ...] = ("new", "queued", "running", "ran")) -> list[Firing]:
+    def firings(
+        self, statuses: tuple[str, ...] = ("new", "queued", "running", "ran")
+    ) -> list[Firing]:
         marks = ",".join("?" * len(statuses))
+        cols = "id, rule, grp, t, kind, count, summary, status, incident_id, ident, result"
+        sql = f"SELECT {cols} FROM firings WHERE status IN ({marks}) ORDER BY id"  # noqa: S608
         rows = self._exec(
-            "SELECT id, rule, grp, t, kind, count, summary, status, incident_id, ident, result"
-            f" FROM firings WHERE status IN ({marks}) ORDER BY id",  # noqa: S608 - placeholders
+            sql,
             statuses,
         ).fetchall()
         out = []
@@ -539,10 +547,13 @@ class StateDB:
         with self.batch():
             self._exec("DELETE FROM fires WHERE t < ?", (older_than,))
             self._exec(
-                "DELETE FROM firings WHERE status = 'done' AND updated < ?", (time.time() - 30 * 86400,)
+                "DELETE FROM firings WHERE status = 'done' AND updated < ?",
+                (time.time() - 30 * 86400,),
             )
-            self._exec("DELETE FROM faults WHERE cleared IS NOT NULL AND cleared < ?",
-                       (time.time() - 30 * 86400,))
+            self._exec(
+                "DELETE FROM faults WHERE cleared IS NOT NULL AND cleared < ?",
+                (time.time() - 30 * 86400,),
+            )
             for k, w in list(self.windows.items()):
                 keep = [t for t in w if t >= older_than]
                 if len(keep) != len(w):
