@@ -10,6 +10,7 @@ silently fall back to a default).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import string
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from agent import yamlsafe
 
 DEFAULT_PATH = Path(os.environ.get("JADA_AGENT_CONFIG", "/etc/jada-agent/agent.yml"))
 
@@ -50,13 +53,18 @@ def parse_duration(value: Any, *, file: Any = None, key: str = "duration") -> fl
     if isinstance(value, bool):
         raise ConfigError(file, key, "a duration such as 30s, 90m, 6h or 7d", value)
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ConfigError(file, key, "a finite duration", value)
         if value < 0:
             raise ConfigError(file, key, "a non-negative duration", value)
         return float(value)
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m:
-            return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+            seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+            if not math.isfinite(seconds):
+                raise ConfigError(file, key, "a finite duration", value)
+            return seconds
     raise ConfigError(file, key, "a duration such as 30s, 90m, 6h or 7d", value)
 
 
@@ -318,6 +326,8 @@ def _coerce(value: Any, tp: Any, meta: Any, file: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(file, key, "a number", value)
+        if not math.isfinite(value):
+            raise ConfigError(file, key, "a finite number", value)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -395,10 +405,12 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
         if explicit:
             raise ConfigError(p, "(file)", "an existing settings file") from None
         return Settings(source=str(p) + " (absent: defaults)")
+    except IsADirectoryError:
+        raise ConfigError(p, "(file)", "a settings file, not a directory") from None
     except (PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(p, "(file)", "a readable UTF-8 file", type(exc).__name__) from None
     try:
-        data = yaml.safe_load(text)
+        data = yamlsafe.load(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f"line {where.line + 1}" if where is not None else "(file)"

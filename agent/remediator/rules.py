@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from agent import yamlsafe
 from agent.config import ConfigError, parse_duration
 
 RULE_KEYS = {
@@ -361,7 +362,7 @@ def load_file(path: str | os.PathLike[str]) -> list[tuple[Rule, bool]]:
             file, None, "(file)", "a readable UTF-8 YAML file", type(exc).__name__
         ) from None
     try:
-        doc = yaml.safe_load(text)
+        doc = yamlsafe.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(file)"
