@@ -100,6 +100,7 @@ class Remediator:
         self.lock = RemediationLock(self.cfg.lock_file)
         self.open_ids: dict[tuple[str, str], int] | None = None
         self.rewound: set[str] = set()  # sources to read again after a failed write
+        self.pending_rules: set[str] = set()  # rules with a firing not yet in the store
 
     # ------------------------------------------------------------------ rules and sources
     def load(self) -> RuleSet:
@@ -423,21 +424,29 @@ class Remediator:
 
     def decide(self, rule: Rule, d: Decision, line: str, t: float) -> None:
         if d.outcome == "resolve":
-            for inc in self.store.list_incidents(UNRESOLVED):
-                if inc.rule == rule.name and all(inc.group.get(k) == v for k, v in d.group.items()):
-                    self.store.update_incident(
-                        inc.id,
-                        status="resolved",
-                        summary=f"{inc.summary}\nresolved by: {line[:300]}".strip(),
-                        now=_now_dt(),
-                    )
-                    log.info("incident #%s (%s) resolved by a log line", inc.id, rule.name)
+            if rule.name in self.pending_rules:
+                # A fire of this rule is not in the store yet: resolve after it, in order.
+                self.state.add_firing(rule.name, group_key(d.group), t, "resolve", 0, line[:300])
+            else:
+                self.resolve(rule.name, d.group, line)
             return
         if d.fired or d.breaker_opened:
             # In the batch's transaction, with the fire itself: the incident is opened from it
             # after the commit (process_firings), so a failed write loses neither.
             kind = "fire" if d.fired else "breaker"
             self.state.add_firing(rule.name, group_key(d.group), t, kind, d.count, line[:300])
+            self.pending_rules.add(rule.name)
+
+    def resolve(self, rule_name: str, group: dict[str, str], line: str) -> None:
+        for inc in self.store.list_incidents(UNRESOLVED):
+            if inc.rule == rule_name and all(inc.group.get(k) == v for k, v in group.items()):
+                self.store.update_incident(
+                    inc.id,
+                    status="resolved",
+                    summary=f"{inc.summary}\nresolved by: {line[:300]}".strip(),
+                    now=_now_dt(),
+                )
+                log.info("incident #%s (%s) resolved by a log line", inc.id, rule_name)
 
     def process_firings(self) -> None:
         """Open (or find) the incident of every committed firing; queue or escalate it."""
@@ -446,15 +455,21 @@ class Remediator:
         except StateWriteError as exc:
             self._write_failed("firings", exc)
             return
+        self.pending_rules = {f.rule for f in pending}
         if not pending:
             return
         rules = self.rules.by_name()
         for f in pending:
             try:
-                self._handle_firing(f, rules.get(f.rule))
+                if f.kind == "resolve":
+                    self.resolve(f.rule, f.group, f.summary)
+                    self.state.delete_firing(f.id)
+                else:
+                    self._handle_firing(f, rules.get(f.rule))
             except Exception as exc:
                 self._write_failed(f"incident of {f.rule}", exc)
                 return  # retried on the next tick, in order
+        self.pending_rules = set()
         self.faults.clear("store_write", "write")
 
     def _handle_firing(self, f: Firing, rule: Rule | None) -> None:

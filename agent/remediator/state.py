@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS running (
 CREATE TABLE IF NOT EXISTS firings (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     rule TEXT NOT NULL, grp TEXT NOT NULL, t REAL NOT NULL,
-    kind TEXT NOT NULL,              -- fire | breaker
+    kind TEXT NOT NULL,              -- fire | breaker | resolve (after a fire, in order)
     count INTEGER NOT NULL, summary TEXT NOT NULL,
     status TEXT NOT NULL,            -- new | queued | running | ran | done
     incident_id INTEGER, ident TEXT, result TEXT,
@@ -156,8 +156,10 @@ class StateDB:
             row = self.db.execute("PRAGMA quick_check").fetchone()
             if row is None or row[0] != "ok":
                 raise sqlite3.DatabaseError(f"integrity check: {row[0] if row else 'no answer'}")
-            self.db.execute("PRAGMA journal_mode = WAL")
-            # A crash loses at most the last transaction, never corrupts: enough for counters.
+            # A rollback journal, not WAL: WAL's index is a shared memory map, and a write to it
+            # on a full or read-only file system kills the process with SIGBUS instead of
+            # failing the transaction. The one writer is this service (InstanceLock).
+            self.db.execute("PRAGMA journal_mode = TRUNCATE")
             self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.executescript(SCHEMA)
         self._migrate()
@@ -467,6 +469,9 @@ class StateDB:
             sets.append("result = ?")
             args.append(json.dumps(result))
         self._write(f"UPDATE firings SET {', '.join(sets)} WHERE id = ?", (*args, firing_id))  # noqa: S608
+
+    def delete_firing(self, firing_id: int) -> None:
+        self._write("DELETE FROM firings WHERE id = ?", (firing_id,))
 
     def firings(
         self, statuses: tuple[str, ...] = ("new", "queued", "running", "ran")

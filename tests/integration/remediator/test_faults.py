@@ -40,6 +40,7 @@ needs_root = pytest.mark.skipif(not ROOT, reason="needs root (chattr, mount, oth
 FAIL = "[port-sheet] token error: HTTP Error 400: invalid_grant\n"
 OK = "[port-sheet] sync ok rows=1 requests=1 in 0.1s\n"
 CYCLE = FAIL * 3 + OK
+ACTION = {"playbook": "recovered.yml", "extravars": {"unit": "x.service"}, "timeout": "60s"}
 
 
 def rule(log: Path, **kw) -> dict:
@@ -112,7 +113,7 @@ def nothing_remediating(svc) -> None:
 def test_a_read_only_store_when_the_rule_fires_loses_no_incident(tmp_path, service_factory):
     log = tmp_path / "sync.log"
     log.write_text("")
-    svc = service_factory([rule(log, action={"playbook": "recovered.yml", "timeout": "60s"})])
+    svc = service_factory([rule(log, action=ACTION)])
     store = Path(svc.settings.store.path)
     svc.start()
     append(log, FAIL)  # the store exists and is in use
@@ -169,7 +170,7 @@ def test_a_full_disk_under_the_state_loses_no_counted_line(tmp_path, service_fac
         append(log, CYCLE)
         resolved_cycles(svc, 1)
         filler = statefs / "filler"
-        with open(filler, "wb") as f, contextlib.suppress(OSError):
+        with open(filler, "wb", buffering=0) as f, contextlib.suppress(OSError):
             while True:
                 f.write(b"\0" * 4096)
                 f.flush()
@@ -195,7 +196,7 @@ def test_sigterm_with_a_remediation_queued_resumes_it_after_the_restart(tmp_path
     log = tmp_path / "sync.log"
     log.write_text("")
     svc = service_factory(
-        [rule(log, resolve=None, action={"playbook": "recovered.yml", "timeout": "60s"})]
+        [rule(log, resolve=None, action=ACTION)]
     )
     person = RemediationLock(svc.settings.remediator.lock_file)
     person.acquire("operator", ttl=600)  # the remediation must wait: it stays queued
@@ -222,7 +223,7 @@ def test_kill_9_right_after_remediating_leaves_nothing_stuck_and_runs_once(
     log = tmp_path / "sync.log"
     log.write_text("")
     svc = service_factory(
-        [rule(log, resolve=None, action={"playbook": "recovered.yml", "timeout": "60s"})]
+        [rule(log, resolve=None, action=ACTION)]
     ).start()
     append(log, FAIL * 3)
     svc.wait_incident(lambda xs: xs and xs[0].status == "remediating", timeout=30)
@@ -534,8 +535,8 @@ def test_journalctl_flooding_its_stderr_does_not_stop_detection(tmp_path, servic
         }
     ]
     svc = _journal_service(tmp_path, service_factory, plan).start()
-    items = svc.wait_incident(lambda xs: len(xs) == 1, timeout=20)
-    assert items[0].status == "escalated"
+    items = svc.wait_incident(lambda xs: xs and xs[0].status == "escalated", timeout=20)
+    assert len(items) == 1
     assert stop_within(svc) == 0
 
 
@@ -554,8 +555,8 @@ def test_a_journal_line_that_is_not_an_object_is_skipped_and_counted(tmp_path, s
         }
     ]
     svc = _journal_service(tmp_path, service_factory, plan).start()
-    items = svc.wait_incident(lambda xs: len(xs) == 1, timeout=20)
-    assert items[0].status == "escalated"
+    items = svc.wait_incident(lambda xs: xs and xs[0].status == "escalated", timeout=20)
+    assert len(items) == 1
     assert "not a JSON object" in svc.log.read_text()
     assert stop_within(svc) == 0
 
@@ -568,8 +569,8 @@ def test_a_dying_journalctl_is_a_visible_fault_and_is_restarted(tmp_path, servic
     svc = _journal_service(tmp_path, service_factory, plan).start()
     text = svc.wait_log("fault source journal:", timeout=15)
     assert "Input/output error" in text
-    items = svc.wait_incident(lambda xs: len(xs) == 1, timeout=20)
-    assert items[0].status == "escalated"
+    items = svc.wait_incident(lambda xs: xs and xs[0].status == "escalated", timeout=20)
+    assert len(items) == 1
     svc.wait_log("fault source journal is over", timeout=10)
     assert stop_within(svc) == 0
 
