@@ -51,6 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     reset.add_argument("rule", metavar="RULE")
     reset.set_defaults(func=cmd_reset)
 
+    status = rsub.add_parser(
+        "status", help="faults, sources, queued remediations (exit 1 when something is wrong)"
+    )
+    add_json_flag(status)
+    status.set_defaults(func=cmd_status)
+
     lock = rsub.add_parser(
         "lock", help="the one-remediation-at-a-time lock, for playbooks run by hand"
     )
@@ -180,6 +186,36 @@ def cmd_reset(args: argparse.Namespace) -> int:
     state.close()
     print(f"{args.rule}: breaker closed, cooldown and windows cleared ({n} groups)")
     return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.remediator.status import healthy, sections
+
+    s = sections(load_settings(args))
+    if args.json:
+        print_json(s)
+        return EXIT_OK if healthy(s) else EXIT_FAILURE
+    svc = s["service"]
+    print(f"service: {'running, pid ' + str(svc['pid']) if svc['running'] else 'not running'}")
+    print(f"faults: {len(s['faults']) or 'none'}")
+    for f in s["faults"]:
+        print(f"  {f['kind']} {f['key']}: {f['message']} ({f['count']} times)")
+    files = s["sources"].get("files") or {}
+    for path, info in sorted(files.items()):
+        fault = f"  FAULT: {info['fault']}" if info.get("fault") else ""
+        print(f"file {path}: offset {info.get('offset')}{fault}")
+    j = s["sources"].get("journal")
+    if j:
+        print(
+            f"journal {', '.join(j.get('units') or [])}: {j.get('state')}, pid {j.get('pid')},"
+            f" {j.get('restarts', 0)} restarts, {j.get('bad_entries', 0)} bad entries"
+        )
+    print(f"queue: {len(s['queue']) or 'empty'}")
+    for q in s["queue"]:
+        print(f"  firing {q['firing']} {q['rule']} {q['status']} incident #{q['incident_id']}")
+    if s["stuck"]:
+        print("stuck remediating: " + ", ".join(f"#{i['incident_id']}" for i in s["stuck"]))
+    return EXIT_OK if healthy(s) else EXIT_FAILURE
 
 
 def cmd_lock_acquire(args: argparse.Namespace) -> int:

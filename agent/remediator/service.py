@@ -26,6 +26,8 @@ clock is monotonic (:mod:`agent.remediator.clock`); one process per state databa
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import queue
@@ -184,6 +186,7 @@ class Remediator:
         self.recover_interrupted()
         self.apply_rules(self.load())
         self.recover_queue()
+        self.save_sources()
         self.watcher = FileWatcher(self._file_event)
         self.watcher.set_paths(self.tails)
         self.watcher.start()
@@ -313,7 +316,19 @@ class Remediator:
         self.state.flush_deferred()
         self.state.purge(self.clock.now() - 2 * longest)
         self.clock.save()
+        self.save_sources()
         self.process_firings()
+
+    def save_sources(self) -> None:
+        """A snapshot of the sources for ``remediator status`` (another process)."""
+        from agent.remediator.status import SOURCES_META
+
+        snap = {
+            "files": {p: {"fault": t.fault} for p, t in self.tails.items()},
+            "journal": self.journal.status() if self.journal is not None else None,
+        }
+        with contextlib.suppress(Exception):
+            self.state.set_meta(SOURCES_META, json.dumps(snap))
 
     def shutdown(self) -> None:
         sdnotify.notify("STOPPING=1")

@@ -348,7 +348,14 @@ class FileTail:
             if self.cur is None:
                 # absent on first start: when it appears, all of it is new; unreadable: from
                 # its size now, once it can be read
-                self._first_sight(self._lstat())
+                try:
+                    st = self._lstat()
+                except OSError as exc:
+                    # Not even its size can be seen: this is not the first sight yet.
+                    self._report(f"cannot see the log: {exc.strerror or exc}")
+                    self.started = False
+                    return
+                self._first_sight(st)
             else:
                 self._save()
             return

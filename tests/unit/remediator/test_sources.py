@@ -282,3 +282,105 @@ def test_machine_id_is_read_only_when_well_formed(tmp_path: Path):
     assert _machine_id(str(good)) == "0123456789abcdef0123456789abcdef"
     assert _machine_id(str(bad)) is None
     assert _machine_id(str(tmp_path / "absent")) is None
+
+
+def test_a_log_unreadable_at_first_sight_is_read_from_its_size_then(tmp_path: Path):
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to read as another user")
+    import shutil
+    import tempfile
+
+    where = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's tmp_path is not reachable by others
+    where.chmod(0o755)  # the directory can be listed, the log cannot be read
+    log = where / "a.log"
+    log.write_text("old 1\nold 2\n")
+    log.chmod(0o600)
+    tail, got = FileTail(str(log), StateDB()), Collect()
+    os.seteuid(65534)  # as a user that cannot read it
+    try:
+        tail.poll(got)
+    finally:
+        os.seteuid(0)
+    assert got.lines == [] and tail.fault and "Permission denied" in tail.fault
+    append(log, "new\n")
+    tail.poll(got)  # readable now: only what came after the first sight
+    shutil.rmtree(where)
+    assert got.lines == [b"new"] and tail.fault is None
+
+
+def test_a_symlink_a_fifo_or_a_directory_at_the_path_is_never_read(tmp_path: Path):
+    secret = tmp_path / "secret"
+    secret.write_text("root:$6$hash\n")
+    log = tmp_path / "a.log"
+    log.write_text("")
+    reported: list[tuple[str, str | None]] = []
+    tail = FileTail(str(log), StateDB(), on_fault=lambda k, m: reported.append((k, m)))
+    got = Collect()
+    tail.poll(got)
+    for make, says in (
+        (lambda: log.symlink_to(secret), "symbolic link"),
+        (lambda: os.mkfifo(log), "FIFO"),
+        (lambda: log.mkdir(), "directory"),
+    ):
+        if log.is_dir() and not log.is_symlink():
+            log.rmdir()
+        else:
+            log.unlink()
+        make()
+        append(secret, "root:$6$more\n")
+        tail.poll(got)
+        assert got.lines == []
+        assert reported[-1][1] is not None and says in reported[-1][1]
+    log.rmdir()
+    log.write_text("back\n")
+    tail.poll(got)
+    assert got.lines == [b"back"] and reported[-1] == (f"file:{log}", None)
+
+
+def test_same_inode_and_first_line_but_other_content_is_read_from_its_start(tmp_path: Path):
+    db, log = tmp_path / "s.db", tmp_path / "a.log"
+    log.write_text("header\n")
+    s1 = StateDB(db)
+    t1, got = FileTail(str(log), s1), Collect()
+    t1.poll(got)
+    append(log, "a\n" * 10)
+    t1.poll(got)
+    t1.close()
+    s1.close()
+    with open(log, "r+") as f:  # same inode, same first line, longer: another file
+        f.truncate(0)
+        f.write("header\n" + "b\n" * 30)
+    t2 = FileTail(str(log), StateDB(db))
+    t2.poll(got)
+    assert got.lines.count(b"b") == 30
+
+
+def test_copytruncate_while_stopped_finishes_the_copy_first(tmp_path: Path):
+    import shutil
+
+    db, log = tmp_path / "s.db", tmp_path / "a.log"
+    log.write_text("")
+    s1 = StateDB(db)
+    t1, got = FileTail(str(log), s1), Collect()
+    t1.poll(got)
+    append(log, "one\n")
+    t1.poll(got)
+    t1.close()
+    s1.close()
+    append(log, "two\n")  # unread when the copy is made
+    shutil.copyfile(log, tmp_path / "a.log.1")
+    with open(log, "r+b") as f:
+        f.truncate(0)
+    append(log, "three\n")
+    t2 = FileTail(str(log), StateDB(db))
+    t2.poll(got)
+    assert got.lines == [b"one", b"two", b"three"]
+
+
+def test_a_journal_line_that_is_not_an_object_is_skipped_and_counted():
+    src = JournalSource(["u.service"], StateDB(), emit=lambda b: None)
+    for raw in (b"[1, 2]\n", b'"text"\n', b"null\n", b"{broken\n"):
+        assert src.parse(raw) is None
+    assert src.stats.bad_entries == 4
