@@ -195,9 +195,7 @@ def test_sigterm_with_a_remediation_queued_resumes_it_after_the_restart(tmp_path
 
     log = tmp_path / "sync.log"
     log.write_text("")
-    svc = service_factory(
-        [rule(log, resolve=None, action=ACTION)]
-    )
+    svc = service_factory([rule(log, resolve=None, action=ACTION)])
     person = RemediationLock(svc.settings.remediator.lock_file)
     person.acquire("operator", ttl=600)  # the remediation must wait: it stays queued
     svc.start()
@@ -222,9 +220,7 @@ def test_kill_9_right_after_remediating_leaves_nothing_stuck_and_runs_once(
 ):
     log = tmp_path / "sync.log"
     log.write_text("")
-    svc = service_factory(
-        [rule(log, resolve=None, action=ACTION)]
-    ).start()
+    svc = service_factory([rule(log, resolve=None, action=ACTION)]).start()
     append(log, FAIL * 3)
     svc.wait_incident(lambda xs: xs and xs[0].status == "remediating", timeout=30)
     svc.signal(signal.SIGKILL)

@@ -85,9 +85,7 @@ def test_a_recorded_pid_that_now_names_another_process_is_stale(tmp_path: Path):
     path = tmp_path / "l"
     # our own pid, but with another start time: the holder died and the pid was reused
     path.write_text(
-        json.dumps(
-            {"owner": "x", "pid": os.getpid(), "acquired": 0, "expires": 9e12, "start": 1}
-        )
+        json.dumps({"owner": "x", "pid": os.getpid(), "acquired": 0, "expires": 9e12, "start": 1})
     )
     assert RemediationLock(path).acquire("y", ttl=60).owner == "y"
 
