@@ -50,8 +50,7 @@ class _BoundedLoader(yaml.SafeLoader):
         node = super().compose_document()
         if node is not None and _expanded(node, {}) > MAX_NODES:
             raise DocumentTooLarge(
-                f"the document expands to more than {MAX_NODES} nodes (YAML aliases '*name'"
-                " repeating anchored parts): write the values out, without aliases"
+                f"aliases (*name) expand it beyond {MAX_NODES} nodes; write the values out"
             )
         return node
 

@@ -71,3 +71,33 @@ def test_config_check_command_exit_codes(tmp_path: Path) -> None:
     ko = subprocess.run([*run, str(bad)], capture_output=True, text=True)
     assert ko.returncode == 64
     assert f"{bad}: store.backend: expected one of sqlite, dynamodb" in ko.stderr
+
+
+@pytest.mark.parametrize(
+    "value", [float("inf"), float("-inf"), float("nan"), "1" + "0" * 400 + "s"]
+)
+def test_durations_must_be_finite(value) -> None:
+    with pytest.raises(config.ConfigError, match="a finite duration"):
+        config.parse_duration(value, key="daemon.lease_ttl")
+
+
+def test_a_directory_as_the_settings_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(config.ConfigError, match="a settings file, not a directory"):
+        config.load(tmp_path)
+
+
+def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    from agent import yamlsafe
+
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]")
+    bomb = "\n".join(lines) + "\n"
+    with pytest.raises(yamlsafe.DocumentTooLarge, match="aliases"):
+        yamlsafe.load(bomb)
+    f = tmp_path / "agent.yml"
+    f.write_text(bomb)
+    with pytest.raises(config.ConfigError, match="aliases"):
+        config.load(f)
+    # a few honest aliases are fine
+    assert yamlsafe.load("a: &x [1, 2]\nb: *x\n") == {"a": [1, 2], "b": [1, 2]}

@@ -102,6 +102,17 @@ def assert_cycles(svc, n: int) -> None:
     assert all(i.status == "resolved" for i in items)
 
 
+def remediator_status(svc) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "agent", "-c", str(svc.cfg), "remediator", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "Traceback" not in out.stderr, out.stderr
+    return {**json.loads(out.stdout), "rc": out.returncode}
+
+
 def nothing_remediating(svc) -> None:
     assert [i.id for i in svc.incidents() if i.status == "remediating"] == []
 
@@ -123,12 +134,20 @@ def test_a_read_only_store_when_the_rule_fires_loses_no_incident(tmp_path, servi
         append(log, FAIL * 2)  # fires while the store cannot be written
         svc.wait_log("store_write", timeout=15)
         time.sleep(0.5)
+        status = remediator_status(svc)
     finally:
         chattr("-i", *db_files(store))
+    # visible while it lasts: the write error and the firing waiting for its incident
+    assert status["rc"] == 1
+    assert [f["kind"] for f in status["faults"]] == ["store_write"]
+    assert [(q["rule"], q["status"]) for q in status["queue"]] == [("sheet-sync-token", "new")]
+    assert status["service"] == {"running": True, "pid": svc.proc.pid}
     items = svc.wait_incident(lambda xs: xs and xs[0].status == "resolved", timeout=30)
     assert len(items) == 1 and len(items[0].remediations) == 1
     assert items[0].remediations[0]["outcome"] == "recovered"
     nothing_remediating(svc)
+    after = remediator_status(svc)
+    assert after["rc"] == 0 and after["faults"] == [] and after["queue"] == []
     assert stop_within(svc) == 0
 
 
