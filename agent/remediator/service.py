@@ -589,6 +589,13 @@ class Remediator:
                 except Exception as exc:
                     log.exception("remediation of firing %s failed", firing_id)
                     self.faults.raise_("store_write", "remediation", f"firing {firing_id}: {exc}")
+                    # Still queued in the state DB (the write that failed did not move it):
+                    # try again in a while rather than only at the next start.
+                    retry = threading.Timer(RETRY * 5, self.jobs.put, args=(firing_id,))
+                    retry.daemon = True
+                    retry.start()
+                else:
+                    self.faults.clear("store_write", "remediation")
         finally:
             store.close()
 

@@ -666,3 +666,52 @@ def test_a_yaml_alias_bomb_in_the_settings_is_refused(tmp_path):
     # refused for what it is (the aliases), before anything walks the expansion
     assert out.returncode == 64 and "Traceback" not in out.stderr
     assert "aliases (*name) expand it beyond" in out.stderr
+
+
+@needs_root
+def test_a_read_only_state_while_reading_the_journal_loses_and_repeats_no_entry(
+    tmp_path, service_factory
+):
+    from tests.integration.remediator.test_journal import FAKE, entry
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    feed = tmp_path / "journal.jsonl"
+    feed.write_text("")
+    fake = bindir / "journalctl"
+    fake.write_text(FAKE.format(python=sys.executable, feed=str(feed)))
+    fake.chmod(0o755)
+    r = {
+        "name": "sheet-sync-token",
+        "source": {"journal": {"unit": "port-sheet-sync.service"}},
+        "match": r"\[port-sheet\] token error: HTTP Error (?P<status>4\d\d)",
+        "threshold": 3,
+        "within": "90m",
+        "cooldown": 0,
+        "resolve": r"\[port-sheet\] sync ok",
+    }
+    svc = service_factory([r], env={"PATH": f"{bindir}:{os.environ['PATH']}"})
+    state = Path(svc.settings.remediator.state_db)
+    svc.start()
+    time.sleep(0.5)
+    n = 0
+
+    def cycle() -> str:
+        nonlocal n
+        out = ""
+        for line in (FAIL, FAIL, FAIL, OK):
+            n += 1
+            out += entry(n, line.strip())
+        return out
+
+    append(feed, cycle())
+    resolved_cycles(svc, 1)
+    chattr("+i", *db_files(state))
+    try:
+        append(feed, "".join(cycle() for _ in range(5)))
+        svc.wait_log("state_write", timeout=15)
+        time.sleep(0.5)
+    finally:
+        chattr("-i", *db_files(state))
+    assert_cycles(svc, 6)
+    assert stop_within(svc) == 0
