@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 APT_PACKAGES=(debootstrap systemd-container eatmydata zstd iproute2 openssh-client openssh-server logrotate
-              python3-venv procps sudo)
+              python3-venv procps sudo libfaketime e2fsprogs)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
