@@ -33,6 +33,7 @@ import os
 import queue
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -61,6 +62,10 @@ RETRY = 2.0  # seconds between retries of a failed write (faults active)
 LOCK_OWNER = "jada-remediator"
 
 
+class StartError(RuntimeError):
+    """The service cannot start; the message says why and what to do."""
+
+
 @dataclass
 class Job:
     incident_id: int
@@ -78,11 +83,25 @@ class Remediator:
         self.settings = settings
         self.cfg = settings.remediator
         self.q: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()  # put() is reentrant
-        self.state = StateDB(self.cfg.state_db)
+        try:
+            self.state = StateDB(self.cfg.state_db)
+        except (StateWriteError, sqlite3.Error, OSError) as exc:
+            raise StartError(f"cannot open the state database {self.cfg.state_db}: {exc}") from None
         self.faults = Faults(self.state)
         self.clock = ServiceClock(self.state)
         self.engine = Engine(self.state)
-        self.store: Store = open_store(settings)
+        try:
+            self.store: Store = open_store(settings)
+        except sqlite3.OperationalError as exc:
+            raise StartError(f"cannot open the store {settings.store.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            path = settings.store.path
+            raise StartError(
+                f"the store {path} is unreadable ({exc}); it holds the incidents, so it is not"
+                " replaced automatically. Stop the services, then repair it with:\n"
+                f"  sqlite3 {path} .recover | sqlite3 {path}.recovered"
+                f" && mv {path} {path}.corrupt && mv {path}.recovered {path}"
+            ) from None
         self.rules = RuleSet([], [])
         self.matchers: dict[str, Matcher] = {}
         self.journal_rules: dict[str, list[Rule]] = {}
@@ -673,7 +692,15 @@ class Remediator:
             # has it replays this record at the next start instead of losing it.
             self.state.remove_running(rem.ident, firing_id=job.firing_id, result=rem.to_json())
         finally:
-            self.lock.release(LOCK_OWNER, pid=os.getpid())
+            try:
+                self.lock.release(LOCK_OWNER, pid=os.getpid())
+            except LockBusy as exc:
+                # Broken as stale while we ran (a ttl too short for the run): say so, go on.
+                log.warning(
+                    "incident #%s: the remediation lock was no longer ours: %s",
+                    job.incident_id,
+                    exc,
+                )
         self.record(store, job, rem.to_json())
         if job.firing_id is not None:
             self.state.set_firing(job.firing_id, "done")
@@ -713,8 +740,13 @@ class Remediator:
 
     def recover_interrupted(self) -> None:
         """Record remediations that were running when the service last died."""
-        by_ident = {f.ident: f for f in self.state.firings(("running",)) if f.ident}
-        for run in self.state.list_running():
+        try:
+            by_ident = {f.ident: f for f in self.state.firings(("running",)) if f.ident}
+            runs = self.state.list_running()
+        except StateWriteError as exc:
+            self._write_failed("recovery at start", exc)
+            return
+        for run in runs:
             killed = actions_mod.kill_marked(run["ident"])
             log.warning(
                 "incident #%s: remediation %s was interrupted by a stop (%d processes killed)",
@@ -738,9 +770,12 @@ class Remediator:
                 log.error("cannot record interrupted remediation %s: %s", run["ident"], exc)
                 continue  # kept: recorded at the next start
             f = by_ident.get(run["ident"])
-            self.state.remove_running(run["ident"])
-            if f is not None:
-                self.state.set_firing(f.id, "done")
+            try:
+                self.state.remove_running(run["ident"])
+                if f is not None:
+                    self.state.set_firing(f.id, "done")
+            except StateWriteError as exc:
+                self._write_failed("recovery at start", exc)
 
     def recover_queue(self) -> None:
         """Resume the persisted job queue and leave no incident "remediating" for ever.
@@ -752,6 +787,14 @@ class Remediator:
         - an incident still "remediating" that no job will finish (a kill -9 of an older
           version): back to "open", so the next fire remediates it.
         """
+        try:
+            self._recover_queue()
+        except Exception as exc:
+            # Never a failed start: what could not be recovered now is kept for the next one.
+            self._write_failed("recovery at start", exc)
+        self.process_firings()
+
+    def _recover_queue(self) -> None:
         rules = self.rules.by_name()
         running = {r["ident"] for r in self.state.list_running()}
         for f in self.state.firings(("ran", "running", "queued")):
@@ -779,7 +822,6 @@ class Remediator:
                 "its remediation is queued again" if inc.id in waiting else "back to open",
             )
             self.store.update_incident(inc.id, status="open")
-        self.process_firings()
 
 
 def run_service(settings: Settings) -> int:
@@ -787,8 +829,6 @@ def run_service(settings: Settings) -> int:
 
     Exit 75 when another remediator holds this state database, 1 when the store is unreadable
     (with the command that repairs it)."""
-    import sqlite3
-
     instance = InstanceLock(str(settings.remediator.state_db) + ".lock")
     try:
         instance.acquire()
@@ -798,15 +838,8 @@ def run_service(settings: Settings) -> int:
     try:
         try:
             r = Remediator(settings)
-        except sqlite3.DatabaseError as exc:
-            path = settings.store.path
-            print(
-                f"jada-agent: the store {path} is unreadable ({exc}); it holds the incidents, so"
-                " it is not replaced automatically. Stop the services, then repair it with:\n"
-                f"  sqlite3 {path} .recover | sqlite3 {path}.recovered"
-                f" && mv {path} {path}.corrupt && mv {path}.recovered {path}",
-                file=sys.stderr,
-            )
+        except StartError as exc:
+            print(f"jada-agent: {exc}", file=sys.stderr)
             return 1
         r.install_signals()
         r.start()

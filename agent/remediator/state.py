@@ -139,6 +139,9 @@ class StateDB:
         try:
             self._connect()
         except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                # Locked, read-only, an I/O error: not corruption. Never move a good file aside.
+                raise StateWriteError(f"{self.path}: {exc}") from exc
             # A corrupt file would fail every start: the incidents (the record) are in the store.
             with contextlib.suppress(Exception):
                 self.db.close()
