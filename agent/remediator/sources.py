@@ -360,7 +360,12 @@ class FileTail:
                 self._save()
             return
         st = self._lstat()
-        if saved.inode is not None and saved.first_hash is None:
+        if (
+            saved.inode is not None
+            and saved.first_hash is None
+            and saved.tail_hash is None
+            and saved.offset > 0
+        ):
             self.unopened = saved  # never read yet: still from its first-sight size
         if st is not None and (st.st_dev, st.st_ino) == (saved.dev, saved.inode):
             self.cur = self._open(offset=saved.offset)

@@ -17,6 +17,7 @@ cooldown that the database does not: the caller re-reads its lines from the save
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import logging
@@ -311,8 +312,10 @@ class StateDB:
             w[:] = [x for x in w if x > drop_until]
         if keep is not None and len(w) > keep:
             # Keep the newest ``keep`` at or before t: a line from another log's future
-            # (replay) must not push out what counts now.
-            del w[: len(w) - keep]
+            # (replay of several logs) must not push out what counts now.
+            upto = bisect.bisect_right(w, t)
+            if upto > keep:
+                del w[: upto - keep]
         with self.lock:
             if defer:
                 self._deferred.add(key)
