@@ -384,3 +384,38 @@ def test_a_journal_line_that_is_not_an_object_is_skipped_and_counted():
     for raw in (b"[1, 2]\n", b'"text"\n', b"null\n", b"{broken\n"):
         assert src.parse(raw) is None
     assert src.stats.bad_entries == 4
+
+
+def test_the_first_sight_of_an_unreadable_log_survives_a_restart(tmp_path: Path):
+    import shutil
+    import tempfile
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to read as another user")
+    where = Path(tempfile.mkdtemp(dir="/tmp"))
+    where.chmod(0o755)
+    log = where / "a.log"
+    log.write_text("old\n" * 5)
+    log.chmod(0o600)
+    dbdir = where / "state"
+    dbdir.mkdir(mode=0o777)
+    dbdir.chmod(0o777)  # the other user writes the state in this test
+    db = dbdir / "s.db"
+    s1 = StateDB(db)
+    for f in dbdir.iterdir():
+        f.chmod(0o666)
+    t1 = FileTail(str(log), s1)
+    os.seteuid(65534)
+    try:
+        t1.poll(Collect())
+    finally:
+        os.seteuid(0)
+    t1.close()
+    s1.close()
+    append(log, "new\n")
+    got = Collect()
+    FileTail(str(log), StateDB(db)).poll(got)  # readable after the restart
+    shutil.rmtree(where)
+    assert got.lines == [b"new"]
