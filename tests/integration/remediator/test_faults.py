@@ -321,7 +321,8 @@ def test_a_million_matches_in_cooldown_cost_no_rows_and_no_memory(tmp_path, serv
         time.sleep(0.2)
     assert offset() == size
     grown_mib = (_rss_kib(svc.proc.pid) - rss0) / 1024
-    assert grown_mib < 20, f"RSS grew {grown_mib:.1f} MiB"
+    print(f"RSS grew {grown_mib:.1f} MiB over 1M matches")
+    assert grown_mib < 25, f"RSS grew {grown_mib:.1f} MiB"
     assert stop_within(svc) == 0
     with sqlite3.connect(state) as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
