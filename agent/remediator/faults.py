@@ -5,8 +5,10 @@ it (the first time, then at most once a minute while it lasts), shows it in the 
 line (``systemctl status``: readable even when the disk is not), records it in the state
 database's ``faults`` table when that can be written (what ``remediator status`` reads and the
 outbox alerts on), and tells every subscriber. Clearing it logs the recovery and tells them
-again. Kinds: ``state_write``, ``store_write``, ``source`` (a log that cannot be read, a path
-that is not a regular file), ``journal`` (journalctl died, stalls or reports errors).
+again. Kinds: ``state_write`` and ``store_write`` (key ``write`` for reading and opening
+incidents, ``remediation`` for the job worker, ``corrupt`` for a state database moved aside),
+``source`` (key ``file:PATH``: a log that cannot be read, a path that is not a regular file; key
+``journal``: journalctl died or the reader stopped).
 """
 
 from __future__ import annotations

@@ -195,6 +195,9 @@ class Remediator:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         os.umask(0o077)  # state, artifacts and results are nobody else's business
+        # Faults of a previous run are over or will be raised again by this one.
+        with contextlib.suppress(Exception):
+            self.state.clear_all_faults(time.time())
         if self.state.moved_aside:
             self.faults.raise_(
                 "state_write",
@@ -251,7 +254,7 @@ class Remediator:
         log.info("remediator ready")
         wd = sdnotify.watchdog_interval()
         tick = min(HOUSEKEEPING, wd) if wd else HOUSEKEEPING
-        last_house = time.monotonic()
+        last_house = next_retry = time.monotonic()
         while not self.stopping:
             try:
                 # With a write failing, retry soon: the lines wait in their files meanwhile.
@@ -264,7 +267,9 @@ class Remediator:
                 log.exception("remediator: event %s failed", event[0])
             if wd:
                 sdnotify.notify("WATCHDOG=1")
-            if self.retrying and event[0] == "tick":
+            # By the clock, not on idle ticks only: a busy queue must not postpone the retry.
+            if self.retrying and time.monotonic() >= next_retry:
+                next_retry = time.monotonic() + RETRY
                 self.retry()
             if time.monotonic() - last_house >= HOUSEKEEPING:
                 last_house = time.monotonic()
@@ -277,7 +282,7 @@ class Remediator:
     @property
     def retrying(self) -> bool:
         return bool(self.rewound) or any(
-            k in ("state_write", "store_write") for k, _ in self.faults.active
+            k in ("state_write", "store_write") and key == "write" for k, key in self.faults.active
         )
 
     def retry(self) -> None:
@@ -322,7 +327,7 @@ class Remediator:
 
     def housekeeping(self) -> None:
         if self.journal is not None and not self.journal.alive() and not self.stopping:
-            self.faults.raise_("journal", "journal", "the journal reader stopped; restarting it")
+            self._source_fault("journal", "the journal reader stopped; restarting it")
             self.journal.start()
         if self.watcher is not None:
             for path in self.watcher.rescan():

@@ -545,6 +545,9 @@ class StateDB:
             (t, kind, key),
         )
 
+    def clear_all_faults(self, t: float) -> None:
+        self._write("UPDATE faults SET cleared = ? WHERE cleared IS NULL", (t,))
+
     def list_faults(self) -> list[dict[str, Any]]:
         cols = ("kind", "key", "message", "first", "last", "count", "cleared")
         return [
