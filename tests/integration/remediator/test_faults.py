@@ -378,6 +378,8 @@ def test_a_corrupt_state_database_is_moved_aside_and_the_service_starts(tmp_path
     text = svc.wait_log("moved aside")
     assert "Traceback" not in text
     assert list(state.parent.glob("remediator.db.corrupt-*"))
+    status = remediator_status(svc)
+    assert [(f["kind"], f["key"]) for f in status["faults"]] == [("state_write", "corrupt")]
     append(log, CYCLE)
     assert_cycles(svc, 1)
     assert stop_within(svc) == 0
