@@ -173,8 +173,13 @@ def test_matcher_finds_matching_lines_cuts_long_ones_and_counts_bad_utf8():
     assert stats.candidates == 3
 
 
-def test_matcher_without_a_literal_searches_every_line():
-    r = rule(source={"file": "/x"}, match=r"(?i)TOKEN ERROR (?P<status>\d+)")
+def test_matcher_without_a_literal_finds_lines_with_the_whole_pattern_in_the_same_pass():
+    # No literal to look for: the pattern itself joins the one RE2 pass (line-anchored).
+    r = rule(source={"file": "/x"}, match=r"(?i)^TOKEN ERROR (?P<status>\d+)$")
+    hits = Matcher([r]).scan(b"a\ntoken error 4\nb token error 5\n", Stats())
+    assert [line for _, line in hits] == ["token error 4"]
+    # \A / \z name the whole text, which a buffer of lines is not: every line is searched.
+    r = rule(source={"file": "/x"}, match=r"(?i)\Atoken error (?P<status>\d+)\z")
     hits = Matcher([r]).scan(b"a\ntoken error 4\nb\n", Stats())
     assert [line for _, line in hits] == ["a", "token error 4", "b"]
 
