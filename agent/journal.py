@@ -91,17 +91,21 @@ def _field(line: bytes, key: bytes) -> str:
     return line[i:j].decode("utf-8", "replace") if j > i else ""
 
 
-def parse_json(line: bytes | str) -> JournalRecord | None:
+_new = tuple.__new__  # a NamedTuple built without its Python-level __new__: per-entry cost
+
+
+def parse_json(line: bytes | str, cursor: bool = True) -> JournalRecord | None:
     """One ``journalctl -o json`` line; None for a blank line.
 
     Raises ``ValueError`` when the line is not a JSON object. journalctl writes compact JSON
     (``"KEY":"value"``), whose fields are found with ``bytes.find`` (a key in quotes followed by
     ``":"`` cannot occur inside a value, where quotes are escaped); a MESSAGE with escapes is
-    decoded by the JSON decoder, and a line in any other form is decoded whole.
+    decoded by the JSON decoder, and a line in any other form is decoded whole. Without
+    ``cursor`` the cursor is left empty (a reader that does not resume saves the search).
     """
     if isinstance(line, str):
         line = line.encode("utf-8", "surrogatepass")
-    if len(line.strip()) < 2:
+    if len(line) < 3 and not line.strip():
         return None
     i = line.find(b'"__REALTIME_TIMESTAMP":"')
     k = line.find(b'"MESSAGE":"')
@@ -123,8 +127,11 @@ def parse_json(line: bytes | str) -> JournalRecord | None:
             message = raw.decode("utf-8")
         except UnicodeDecodeError:
             message, valid = raw.decode("utf-8", "replace"), False
-    systemd_unit = _field(line, b'"_SYSTEMD_UNIT":"')
-    if _is_manager(systemd_unit):
+    u = line.find(b'"_SYSTEMD_UNIT":"')
+    systemd_unit = (
+        line[u + 17 : line.find(b'"', u + 17)].decode("utf-8", "replace") if u >= 0 else ""
+    )
+    if systemd_unit in MANAGER_UNITS or systemd_unit.startswith("user@"):
         unit = attribute(
             systemd_unit,
             _field(line, b'"UNIT":"'),
@@ -136,7 +143,8 @@ def parse_json(line: bytes | str) -> JournalRecord | None:
         unit = systemd_unit
     p = line.find(b'"PRIORITY":"')
     prio = line[p + 12] - 48 if p >= 0 and 48 <= line[p + 12] <= 57 else -1
-    return JournalRecord(t, unit, prio, message, _field(line, b'"__CURSOR":"'), valid)
+    cur = _field(line, b'"__CURSOR":"') if cursor else ""
+    return _new(JournalRecord, (t, unit, prio, message, cur, valid))
 
 
 def _parse_record(line: bytes) -> JournalRecord:

@@ -1,20 +1,19 @@
 """The matcher's fast path: one RE2 pass over a buffer of lines finds the lines any rule may match.
 
 The bulk of a log matches no rule, and splitting it into Python strings is what costs. So the
-buffer is searched as bytes, once, with one RE2 alternation of every rule's required literals
-(``rules.required_literals``) -- and, for a rule that has none (``(?i)...``), its whole pattern,
-line-anchored with ``(?m)``. RE2 runs that alternation as one DFA, so the cost of the pass does not
-grow with the number of rules. Each hit is widened to its line, cut at ``max_line`` bytes, and an
-``re2.Set`` of the same alternatives names which of them the line holds; the caller then runs only
-those rules' full patterns on it.
+buffer is searched as bytes, once, with one RE2 alternation of every alternative the matcher
+hands in: the rules' required literals (``rules.required_literals``) and, for a rule that has
+none (``(?i)...``), its whole pattern, line-anchored with ``(?m)``. RE2 runs the alternation as
+one DFA, so the cost of the pass does not grow with the number of rules. Each hit is widened to
+its line, cut at ``max_line`` bytes, and an ``re2.Set`` of the same alternatives names which of
+them the line holds; the caller then runs only those rules' full patterns on it.
 
-No line that a rule matches is missed: a match inside a line is also a match of the alternation
-in the buffer, and the scan resumes at the start of the next line after each hit.
+No line that holds an alternative is missed: a match inside a line is also a match of the
+alternation in the buffer, and after each hit the scan resumes at the start of the next line.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 
 import re2
@@ -24,21 +23,21 @@ _OPTIONS.log_errors = False
 
 
 class Prefilter:
-    """Candidate lines of a buffer and the alternatives (literals or patterns) each one holds."""
+    """Candidate lines of a buffer and the alternatives (by index) each one holds."""
 
-    def __init__(self, literals: Sequence[bytes], patterns: Sequence[str] = (), max_line: int = 0):
-        alternatives = [re.escape(lit) for lit in literals]
-        alternatives += [b"(?:" + p.encode("utf-8") + b")" for p in patterns]
+    def __init__(self, alternatives: Sequence[bytes], max_line: int = 0):
         self.count = len(alternatives)
         self.max_line = max_line
         self.scan = (
-            re2.compile(b"(?m)" + b"|".join(alternatives), _OPTIONS) if alternatives else None
+            re2.compile(b"(?m)" + b"|".join(b"(?:" + a + b")" for a in alternatives), _OPTIONS)
+            if alternatives
+            else None
         )
         self.set: re2.Set | None = None
         if self.count > 1:
             self.set = re2.Set.SearchSet(_OPTIONS)
             for alt in alternatives:
-                self.set.Add(b"(?m)" + alt)
+                self.set.Add(b"(?m)(?:" + alt + b")")
             self.set.Compile()
 
     def lines(self, buf: bytes | bytearray, end: int) -> Iterator[tuple[int, bytes, list[int]]]:
@@ -61,7 +60,7 @@ class Prefilter:
             line = bytes(buf[s : min(e, s + cap)] if cap else buf[s:e])
             pos = e + 1
             if one is not None:
-                # A hit beyond the cut counts only if the cut line still holds the literal.
+                # A hit beyond the cut counts only if the cut line still holds it.
                 if cap and i - s >= cap and self.scan.search(line) is None:
                     continue
                 yield s, line, one

@@ -2,20 +2,37 @@
 
 Used by the live file source (``service.Remediator.read_file``) and by the offline tester
 (``replay``), so both see exactly the same lines. The byte-level pass is the fast path
-(:mod:`agent.remediator.fastpath`); a rule whose pattern could not be reduced to literals or
-pattern alternatives (one anchored with ``\\A``/``\\z``) searches every line. Lines are cut at
-``MAX_LINE`` bytes before any pattern sees them.
+(:mod:`agent.remediator.fastpath`): one RE2 alternation of the rules' required literals, or of a
+rule's whole pattern where it has none. A rule anchored to the whole text (``\\A``, ``\\z``)
+searches every line. Lines are cut at ``MAX_LINE`` bytes before any pattern sees them.
+
+For ``journalctl -o json`` exports (``form="json"``) the literals are looked for as the JSON
+encoder writes them, and every entry whose MESSAGE is an array of bytes is a candidate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from agent.remediator.fastpath import Prefilter
 from agent.remediator.rules import Rule
 
 MAX_LINE = 64 * 1024
+
+# A line that does not start with a timestamp (``[``? ``YYYY-MM-DD[T ]HH:MM:SS``), written as
+# "fails at the k-th character" because RE2 has no negative lookahead: the offline tester counts
+# undated lines in the same pass that finds the candidates.
+_TS_CLASSES = [rb"\d"] * 4 + [b"-"] + [rb"\d"] * 2 + [b"-"] + [rb"\d"] * 2 + [b"[T ]"]
+_TS_CLASSES += [rb"\d"] * 2 + [b":"] + [rb"\d"] * 2 + [b":"] + [rb"\d"] * 2
+_NOT = {rb"\d": rb"[^\d]", b"-": b"[^-]", b":": b"[^:]", b"[T ]": b"[^T ]"}
+UNDATED = (
+    rb"^(?:\[?(?:"
+    + b"|".join(b"".join(_TS_CLASSES[:k]) + _NOT[_TS_CLASSES[k]] for k in range(1, 19))
+    + rb")|[^\d\[]|\[[^\d])"
+)
 
 
 @dataclass
@@ -32,43 +49,68 @@ class Stats:
         return dict(self.__dict__)
 
 
-def _line_anchored(pattern: str) -> bool:
+def _whole_text_anchored(pattern: str) -> bool:
     # \A and \z mean the whole text: inside a buffer of many lines they would not hold.
     p = pattern.replace("\\\\", "")
     return "\\A" in p or "\\z" in p
 
 
+def _json_forms(lit: bytes) -> list[bytes]:
+    """``lit`` as it appears inside a JSON string (raw UTF-8 and ``\\uXXXX`` escaped)."""
+    text = lit.decode("utf-8")
+    return list(
+        dict.fromkeys(json.dumps(text, ensure_ascii=a)[1:-1].encode() for a in (False, True))
+    )
+
+
 class Matcher:
     """Finds, in buffers of complete lines, the lines each rule must look at."""
 
-    def __init__(self, rules: Iterable[Rule], max_line: int = MAX_LINE):
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        max_line: int = MAX_LINE,
+        form: str = "text",
+        mark_undated: bool = False,
+    ):
         self.rules = list(rules)
         self.max_line = max_line
-        literals: dict[bytes, set[int]] = {}
-        patterns: dict[str, set[int]] = {}
+        alternatives: dict[bytes, set[int]] = {}
         self.every_line: list[int] = []  # rules searched on every line
         for i, r in enumerate(self.rules):
             parts = [(r.match, r.match_literals)]
             if r.resolve is not None:
                 parts.append((r.resolve, r.resolve_literals))
-            if any(lits is None and _line_anchored(p.pattern) for p, lits in parts):
+            if any(
+                lits is None and (form == "json" or _whole_text_anchored(p.pattern))
+                for p, lits in parts
+            ):
                 self.every_line.append(i)
                 continue
             for p, lits in parts:
                 if lits is None:
-                    patterns.setdefault(p.pattern, set()).add(i)
-                else:
-                    for lit in lits:
-                        literals.setdefault(lit, set()).add(i)
-        self.targets: list[list[int]] = [sorted(v) for v in literals.values()]
-        self.targets += [sorted(v) for v in patterns.values()]
-        self.prefilter = Prefilter(list(literals), list(patterns), max_line)
+                    alternatives.setdefault(p.pattern.encode("utf-8"), set()).add(i)
+                    continue
+                for lit in lits:
+                    for form_lit in _json_forms(lit) if form == "json" else [lit]:
+                        alternatives.setdefault(re.escape(form_lit), set()).add(i)
+            if form == "json":  # MESSAGE that is not UTF-8: an array of byte values
+                alternatives.setdefault(rb'"MESSAGE"\s*:\s*\[', set()).add(i)
+        self.undated = -1
+        if mark_undated:
+            self.undated = len(alternatives)
+            alternatives[UNDATED] = set()
+        self.targets: list[list[int]] = [sorted(v) for v in alternatives.values()]
+        self.prefilter = Prefilter(list(alternatives), max_line)
 
-    def scan(
-        self, buf: bytes | bytearray, stats: Stats, end: int | None = None
-    ) -> list[tuple[Rule, str]]:
-        """``(rule, line)`` pairs in line order; ``buf[:end]`` holds complete lines."""
-        end = len(buf) if end is None else end
+    def candidates(
+        self, buf: bytes | bytearray, end: int, stats: Stats
+    ) -> Iterator[tuple[int, bytes, set[int], bool]]:
+        """``(start, line cut to MAX_LINE, rule indexes, undated)`` of the lines that matter.
+
+        With ``mark_undated``, lines without a leading timestamp are reported too (maybe with
+        no rule). Counts the bytes, the cut lines and the candidates into ``stats``.
+        """
         stats.bytes += end
         cap = self.max_line
         # A line longer than the cap contains a whole aligned half-size block with no newline:
@@ -89,35 +131,46 @@ class Matcher:
                     i = max(e + 1, i + half)
                 else:
                     i += half
-        if not self.rules:
-            return []
-        hits: dict[int, tuple[bytes, set[int]]] = {}
-        targets = self.targets
-        for s, line, alts in self.prefilter.lines(buf, end):
-            idxs = {x for a in alts for x in targets[a]}
-            hits[s] = (line, idxs)
+        if not self.rules and self.undated < 0:
+            return
+        targets, undated = self.targets, self.undated
+        hits = self.prefilter.lines(buf, end)
         if self.every_line:
+            found = {s: (line, alts) for s, line, alts in hits}
             s = 0
-            data = bytes(buf[:end])
-            for raw in data.split(b"\n")[:-1]:
-                if s in hits:
-                    hits[s][1].update(self.every_line)
-                else:
-                    hits[s] = (raw[:cap], set(self.every_line))
+            for raw in bytes(buf[:end]).split(b"\n")[:-1]:
+                if s not in found:
+                    found[s] = (raw[:cap], [])
                 s += len(raw) + 1
+            hits = ((s, line, alts) for s, (line, alts) in sorted(found.items()))
+        for s, line, alts in hits:
+            idxs = {x for a in alts for x in targets[a]}
+            if self.every_line:
+                idxs.update(self.every_line)
+            if idxs:
+                stats.candidates += 1
+            yield s, line, idxs, undated in alts
+
+    def scan(
+        self, buf: bytes | bytearray, stats: Stats, end: int | None = None
+    ) -> list[tuple[Rule, str]]:
+        """``(rule, line)`` pairs in line order; ``buf[:end]`` holds complete lines."""
+        end = len(buf) if end is None else end
         out: list[tuple[Rule, str]] = []
-        stats.candidates += len(hits)
         rules = self.rules
-        for s in sorted(hits) if self.every_line else hits:
-            raw, idxs = hits[s]
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                # Only lines a rule looks at are ever decoded; those are counted.
-                stats.invalid_utf8 += 1
-                line = raw.decode("utf-8", "replace")
+        for _s, raw, idxs, _undated in self.candidates(buf, end, stats):
+            line = decode(raw, stats)
             if len(idxs) == 1:
                 out.append((rules[next(iter(idxs))], line))
             else:
                 out.extend((rules[i], line) for i in sorted(idxs))
         return out
+
+
+def decode(raw: bytes, stats: Stats) -> str:
+    """A candidate line as text; one that is not UTF-8 is decoded with U+FFFD and counted."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        stats.invalid_utf8 += 1
+        return raw.decode("utf-8", "replace")

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.remediator.replay import Report, parse_lines, parse_timestamp, replay
-from agent.remediator.rules import load_rules
+from agent.remediator.replay import parse_timestamp, replay
+from agent.remediator.rules import load_rules, parse_rule
 
 DATA = Path(__file__).parent / "data"
 PACK = Path(__file__).parents[3] / "files" / "rules.d"
@@ -50,10 +50,14 @@ def test_timestamps_of_every_accepted_form_are_read_as_utc():
 
 
 def test_undated_lines_take_the_previous_lines_time():
-    rep = Report()
-    entries = parse_lines(["2026-05-13T15:00:00Z a", "b", "c"], rep)
-    assert [e.t for e in entries] == [1778684400.0] * 3
-    assert rep.undated == 2
+    r = parse_rule(
+        {"name": "r", "source": {"file": "/x"}, "match": "boom", "threshold": 1, "within": "1h"},
+        "r.yml",
+        0,
+    )
+    rep = replay([r], [["2026-05-13T15:00:00Z a", "boom b", "boom c", "2026-05-13T16:00:00Z d"]])
+    assert [f["at"] for f in rep.rules[0].fired] == ["2026-05-13T15:00:00Z"] * 2
+    assert (rep.lines, rep.undated) == (4, 2)
 
 
 def test_journal_rules_read_their_units_short_iso_lines_and_skip_other_identifiers():
