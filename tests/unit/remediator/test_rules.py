@@ -139,7 +139,15 @@ def test_check_command_accepts_the_packaged_pack_and_rejects_a_bad_file(tmp_path
 def test_check_refuses_backtracking_syntax_with_a_message_naming_it(tmp_path: Path):
     write_rules(tmp_path / "bad" / "x.yml", {**BASE, "match": r"(?P<code>\w+) again \1"})
     bad = subprocess.run(
-        [sys.executable, "-m", "agent", "remediator", "check", "--rules-dir", str(tmp_path / "bad")],
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "remediator",
+            "check",
+            "--rules-dir",
+            str(tmp_path / "bad"),
+        ],
         capture_output=True,
         text=True,
     )
