@@ -22,18 +22,6 @@ from agent.remediator.rules import Rule
 
 MAX_LINE = 64 * 1024
 
-# A line that does not start with a timestamp (``[``? ``YYYY-MM-DD[T ]HH:MM:SS``), written as
-# "fails at the k-th character" because RE2 has no negative lookahead: the offline tester counts
-# undated lines in the same pass that finds the candidates.
-_TS_CLASSES = [rb"\d"] * 4 + [b"-"] + [rb"\d"] * 2 + [b"-"] + [rb"\d"] * 2 + [b"[T ]"]
-_TS_CLASSES += [rb"\d"] * 2 + [b":"] + [rb"\d"] * 2 + [b":"] + [rb"\d"] * 2
-_NOT = {rb"\d": rb"[^\d]", b"-": b"[^-]", b":": b"[^:]", b"[T ]": b"[^T ]"}
-UNDATED = (
-    rb"^(?:\[?(?:"
-    + b"|".join(b"".join(_TS_CLASSES[:k]) + _NOT[_TS_CLASSES[k]] for k in range(1, 19))
-    + rb")|[^\d\[]|\[[^\d])"
-)
-
 
 @dataclass
 class Stats:
@@ -71,11 +59,11 @@ class Matcher:
         rules: Iterable[Rule],
         max_line: int = MAX_LINE,
         form: str = "text",
-        mark_undated: bool = False,
     ):
         self.rules = list(rules)
         self.max_line = max_line
         alternatives: dict[bytes, set[int]] = {}
+        literal_of: dict[bytes, bytes] = {}  # alternative -> the literal it looks for
         self.every_line: list[int] = []  # rules searched on every line
         for i, r in enumerate(self.rules):
             parts = [(r.match, r.match_literals)]
@@ -93,23 +81,22 @@ class Matcher:
                     continue
                 for lit in lits:
                     for form_lit in _json_forms(lit) if form == "json" else [lit]:
-                        alternatives.setdefault(re.escape(form_lit), set()).add(i)
+                        alt = re.escape(form_lit)
+                        alternatives.setdefault(alt, set()).add(i)
+                        literal_of[alt] = form_lit
             if form == "json":  # MESSAGE that is not UTF-8: an array of byte values
                 alternatives.setdefault(rb'"MESSAGE"\s*:\s*\[', set()).add(i)
-        self.undated = -1
-        if mark_undated:
-            self.undated = len(alternatives)
-            alternatives[UNDATED] = set()
         self.targets: list[list[int]] = [sorted(v) for v in alternatives.values()]
-        self.prefilter = Prefilter(list(alternatives), max_line)
+        self.prefilter = Prefilter(
+            list(alternatives), [literal_of.get(a) for a in alternatives], max_line
+        )
 
     def candidates(
         self, buf: bytes | bytearray, end: int, stats: Stats
-    ) -> Iterator[tuple[int, bytes, set[int], bool]]:
-        """``(start, line cut to MAX_LINE, rule indexes, undated)`` of the lines that matter.
+    ) -> Iterator[tuple[int, bytes, set[int]]]:
+        """``(start, line cut to MAX_LINE, rule indexes)`` of the lines that matter.
 
-        With ``mark_undated``, lines without a leading timestamp are reported too (maybe with
-        no rule). Counts the bytes, the cut lines and the candidates into ``stats``.
+        Counts the bytes, the cut lines and the candidates into ``stats``.
         """
         stats.bytes += end
         cap = self.max_line
@@ -131,9 +118,9 @@ class Matcher:
                     i = max(e + 1, i + half)
                 else:
                     i += half
-        if not self.rules and self.undated < 0:
+        if not self.rules:
             return
-        targets, undated = self.targets, self.undated
+        targets = self.targets
         hits = self.prefilter.lines(buf, end)
         if self.every_line:
             found = {s: (line, alts) for s, line, alts in hits}
@@ -147,9 +134,8 @@ class Matcher:
             idxs = {x for a in alts for x in targets[a]}
             if self.every_line:
                 idxs.update(self.every_line)
-            if idxs:
-                stats.candidates += 1
-            yield s, line, idxs, undated in alts
+            stats.candidates += 1
+            yield s, line, idxs
 
     def scan(
         self, buf: bytes | bytearray, stats: Stats, end: int | None = None
@@ -158,7 +144,7 @@ class Matcher:
         end = len(buf) if end is None else end
         out: list[tuple[Rule, str]] = []
         rules = self.rules
-        for _s, raw, idxs, _undated in self.candidates(buf, end, stats):
+        for _s, raw, idxs in self.candidates(buf, end, stats):
             line = decode(raw, stats)
             if len(idxs) == 1:
                 out.append((rules[next(iter(idxs))], line))

@@ -32,8 +32,46 @@ import yaml
 
 from agent.config import ConfigError, parse_duration
 
-# The compiled form of a rule's regex (RE2's pattern object: search, groupindex, pattern).
-Pattern = Any
+
+class Pattern:
+    """A rule's compiled regex: RE2's pattern, with a faster ``search`` of ASCII text.
+
+    google-re2 maps every str to UTF-8 and back to character offsets in Python; for ASCII text
+    (nearly every log line) the offsets are the same, so the search goes to RE2 directly and
+    builds google-re2's own match object (``group``, ``groupdict``, ``span``, ``re``).
+    """
+
+    __slots__ = ("_direct", "_rx", "groupindex", "groups", "pattern")
+
+    def __init__(self, rx: Any):
+        self._rx = rx
+        self.pattern: str = rx.pattern
+        self.groupindex: dict[str, int] = dict(rx.groupindex)
+        self.groups: int = rx.groups
+        raw = getattr(rx, "_regexp", None)
+        self._direct = raw.Match if raw is not None and _DIRECT else None
+
+    def search(self, text: str, pos: int | None = None, endpos: int | None = None) -> Any:
+        direct = self._direct
+        if direct is not None and pos is None and endpos is None and text.isascii():
+            spans = direct(_UNANCHORED, text.encode("ascii"), 0, len(text))
+            if spans[0] == _NULL_SPAN:
+                return None
+            return _Match(self._rx, text, 0, len(text), spans)
+        return self._rx.search(text, pos, endpos)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rx, name)
+
+    def __repr__(self) -> str:
+        return f"Pattern({self.pattern!r})"
+
+
+# google-re2's internals used by Pattern.search; without them it takes the public path.
+_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+_NULL_SPAN = getattr(re2, "_NULL_SPAN", (-1, -1))
+_Match = getattr(re2, "_Match", None)
+_DIRECT = _UNANCHORED is not None and _Match is not None
 
 RULE_KEYS = {
     "name",
@@ -247,7 +285,7 @@ def _unsupported(pattern: str) -> str | None:
 def compile_regex(value: str) -> Pattern:
     """``value`` compiled with RE2 (linear-time); ``ValueError`` names what RE2 refuses."""
     try:
-        return re2.compile(value, _RE2_OPTIONS)
+        return Pattern(re2.compile(value, _RE2_OPTIONS))
     except re2.error as exc:
         what = _unsupported(value)
         detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
