@@ -30,6 +30,7 @@ import re2
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
+_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
 
 PLAN_SAMPLE = 256 * 1024  # a buffer at least this large is a sample worth planning from
 DFA_BYTES_PER_S = 0.7e9  # measured: RE2's DFA over an alternation that cannot be accelerated
@@ -128,13 +129,24 @@ class Prefilter:
 
     @staticmethod
     def _starts(rx: re2._Regexp, buf: bytes | bytearray, end: int) -> Iterator[int]:
-        search, find, rfind = rx.search, buf.find, buf.rfind
+        find, rfind = buf.find, buf.rfind
+        raw = getattr(rx, "_regexp", None)
+        if raw is not None and _UNANCHORED is not None:
+            match = raw.Match  # RE2 itself: only the span is needed, not a match object
+
+            def start(pos: int) -> int:
+                return match(_UNANCHORED, buf, pos, end)[0][0]
+        else:
+
+            def start(pos: int) -> int:
+                m = rx.search(buf, pos, end)
+                return -1 if m is None else m.start()
+
         pos = 0
         while pos < end:
-            m = search(buf, pos, end)
-            if m is None:
+            i = start(pos)
+            if i < 0:
                 return
-            i = m.start()
             yield rfind(b"\n", 0, i) + 1
             e = find(b"\n", i, end)
             pos = end if e < 0 else e + 1

@@ -304,6 +304,13 @@ class Remediator:
         inc = self.store.get_incident(inc_id) if inc_id is not None else None
         return inc if inc is not None and inc.status in UNRESOLVED else None
 
+    def _may_be_unresolved(self, rule: str) -> bool:
+        # Unresolved incidents of a rule are those found at start plus those opened here since
+        # (only this thread opens them): none of those means there is nothing to resolve.
+        if self.open_ids is None:
+            self._unresolved(rule, {})
+        return any(r == rule for r, _ in self.open_ids or ())
+
     def _opened(self, inc: Incident) -> Incident:
         if self.open_ids is not None:
             self.open_ids[(inc.rule, group_key(inc.group))] = inc.id
@@ -311,6 +318,8 @@ class Remediator:
 
     def decide(self, rule: Rule, d: Decision, line: str, t: float) -> None:
         if d.outcome == "resolve":
+            if not self._may_be_unresolved(rule.name):
+                return  # a healthy log's "sync ok" lines cost no store query
             for inc in self.store.list_incidents(UNRESOLVED):
                 if inc.rule == rule.name and all(inc.group.get(k) == v for k, v in d.group.items()):
                     self.store.update_incident(
@@ -320,6 +329,11 @@ class Remediator:
                         now=_now_dt(t),
                     )
                     log.info("incident #%s (%s) resolved by a log line", inc.id, rule.name)
+            if self.open_ids is not None and not any(
+                inc.rule == rule.name for inc in self.store.list_incidents(UNRESOLVED)
+            ):
+                for key in [k for k in self.open_ids if k[0] == rule.name]:
+                    del self.open_ids[key]  # nothing of the rule left open: skip queries again
             return
         if d.fired:
             inc = self._unresolved(rule.name, d.group)
