@@ -185,3 +185,29 @@ def test_text_output_explains_why_a_rule_did_not_fire():
         check=True,
     ).stdout
     assert "never fired: at most 2 of 3 matches within 90m" in out
+
+
+def test_out_of_range_timestamps_never_crash_replay(tmp_path: Path):
+    rules = tmp_path / "r.yml"
+    rules.write_text(
+        "rules:\n"
+        "  - {name: f, source: {file: /x}, match: boom, threshold: 1, within: 1h}\n"
+        "  - {name: j, source: {journal: {unit: a.service}}, match: boom, threshold: 1,"
+        " within: 1h}\n"
+    )
+    log = tmp_path / "x.log"
+    log.write_text(
+        "9999-12-31T23:59:59-14:00 boom beyond year 9999 in UTC\n"
+        "0001-01-01T00:00:00+14:00 boom before year 1 in UTC\n"
+        "2026-13-45T99:99:99Z boom an impossible date\n"
+    )
+    export = tmp_path / "j.json"
+    export.write_text(
+        '{"__REALTIME_TIMESTAMP":"99999999999999999999","_SYSTEMD_UNIT":"a.service",'
+        '"MESSAGE":"boom far future"}\n'
+    )
+    got = cli_json("--rules", str(rules), str(log), str(export))
+    rep = {r["name"]: r for r in got["rules"]}
+    # Every line is counted; times beyond what a date can show are written as its limit.
+    assert rep["f"]["matched"] == 3 and rep["f"]["fired"][0]["at"] == "9999-12-31T23:59:59.999999Z"
+    assert [f["at"] for f in rep["j"]["fired"]] == ["9999-12-31T23:59:59.999999Z"]
