@@ -8,7 +8,8 @@ writes is read with ``bytes.find``, anything else with the JSON decoder), decodi
 unit (:func:`attribute`: ``_SYSTEMD_UNIT``, and for the manager's own lines -- "x.service: Failed
 with result 'exit-code'." comes from ``init.scope`` -- the ``UNIT=``/``USER_UNIT=`` it is about),
 splitting ``journalctl -o short-iso`` text (:func:`split_syslog`) and reading leading timestamps
-(:func:`parse_timestamp`, cached by their second; :func:`iso_z` to write them back).
+(:func:`parse_timestamp`, cached by their second; :func:`iso_z` to write them back and
+:func:`epoch_of` to read those back).
 """
 
 from __future__ import annotations
@@ -251,6 +252,13 @@ def split_syslog(line: str) -> SyslogLine | None:
     if s is None:
         return None
     return SyslogLine(t, s["host"], s["ident"], s["msg"])
+
+
+def epoch_of(text: str | None) -> float | None:
+    """Epoch seconds of an ISO-8601 time as the reports write it (``2026-05-13T14:30:00Z``)."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def iso_z(ts: float | None, seconds: bool = True) -> str | None:
