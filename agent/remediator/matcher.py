@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from agent.remediator.fastpath import Prefilter
@@ -59,13 +59,22 @@ class Matcher:
         rules: Iterable[Rule],
         max_line: int = MAX_LINE,
         form: str = "text",
+        wants_resolve: Callable[[Rule], bool] | None = None,
+        only: Callable[[Rule], bool] | None = None,
     ):
+        """``wants_resolve(rule)`` False: a line that only holds the rule's ``resolve`` (not its
+        ``match``) is not handed to it -- there is nothing of the rule to resolve. ``only``: the
+        rules this matcher looks for (indexes stay those of ``rules``)."""
         self.rules = list(rules)
         self.max_line = max_line
+        self.wants_resolve = wants_resolve
         alternatives: dict[bytes, set[int]] = {}
+        may_match: dict[bytes, set[int]] = {}  # alternative -> rules whose match it may be
         literal_of: dict[bytes, bytes] = {}  # alternative -> the literal it looks for
         self.every_line: list[int] = []  # rules searched on every line
         for i, r in enumerate(self.rules):
+            if only is not None and not only(r):
+                continue
             parts = [(r.match, r.match_literals)]
             if r.resolve is not None:
                 parts.append((r.resolve, r.resolve_literals))
@@ -75,18 +84,23 @@ class Matcher:
             ):
                 self.every_line.append(i)
                 continue
-            for p, lits in parts:
+            for part, (p, lits) in enumerate(parts):
+                found: list[tuple[bytes, bytes | None]] = []
                 if lits is None:
-                    alternatives.setdefault(p.pattern.encode("utf-8"), set()).add(i)
-                    continue
-                for lit in lits:
+                    found.append((p.pattern.encode("utf-8"), None))
+                for lit in lits or ():
                     for form_lit in _json_forms(lit) if form == "json" else [lit]:
-                        alt = re.escape(form_lit)
-                        alternatives.setdefault(alt, set()).add(i)
-                        literal_of[alt] = form_lit
-            if form == "json":  # MESSAGE that is not UTF-8: an array of byte values
-                alternatives.setdefault(rb'"MESSAGE"\s*:\s*\[', set()).add(i)
+                        found.append((re.escape(form_lit), form_lit))
+                if form == "json":  # MESSAGE that is not UTF-8: an array of byte values
+                    found += [(re.escape(x), x) for x in (b'"MESSAGE":[', b'"MESSAGE": [')]
+                for alt, lit in found:
+                    alternatives.setdefault(alt, set()).add(i)
+                    if part == 0 or form == "json":
+                        may_match.setdefault(alt, set()).add(i)
+                    if lit is not None:
+                        literal_of[alt] = lit
         self.targets: list[list[int]] = [sorted(v) for v in alternatives.values()]
+        self.match_targets: list[set[int]] = [may_match.get(a, set()) for a in alternatives]
         self.prefilter = Prefilter(
             list(alternatives), [literal_of.get(a) for a in alternatives], max_line
         )
@@ -120,7 +134,8 @@ class Matcher:
                     i += half
         if not self.rules:
             return
-        targets = self.targets
+        targets, match_targets = self.targets, self.match_targets
+        wants, rules = self.wants_resolve, self.rules
         hits = self.prefilter.lines(buf, end)
         if self.every_line:
             found = {s: (line, alts) for s, line, alts in hits}
@@ -132,6 +147,9 @@ class Matcher:
             hits = ((s, line, alts) for s, (line, alts) in sorted(found.items()))
         for s, line, alts in hits:
             idxs = {x for a in alts for x in targets[a]}
+            if wants is not None:
+                matching = {x for a in alts for x in match_targets[a]}
+                idxs = {i for i in idxs if i in matching or wants(rules[i])}
             if self.every_line:
                 idxs.update(self.every_line)
             stats.candidates += 1

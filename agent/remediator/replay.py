@@ -293,6 +293,14 @@ def _json_time(buf: bytes, k: int) -> float:
     return int(m.group(1)) / 1e6 if m else 0.0
 
 
+def _never(_rule: Rule) -> bool:
+    return False
+
+
+def _journal_rule(rule: Rule) -> bool:
+    return rule.source.kind == "journal"
+
+
 def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield first
     yield from rest
@@ -304,17 +312,14 @@ def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
 def replay(rules: list[Rule], logs: Iterable[Log]) -> Report:
     """Run ``rules`` over ``logs`` (paths, binary streams or lines) and report what fired when."""
     report = Report(rules=[RuleReport(r.name) for r in rules])
-    journal_rules = [r for r in rules if r.source.kind == "journal"]
     reader = _Reader(
         rules,
         report,
-        Matcher(rules),
-        Matcher(journal_rules, form="json"),
+        # Replay reports counts and fires, not resolutions: lines that could only resolve a
+        # rule are not handed to it (the engine would find no match in them).
+        Matcher(rules, wants_resolve=_never),
+        Matcher(rules, form="json", wants_resolve=_never, only=_journal_rule),
     )
-    # The JSON matcher knows only the journal rules: map its indexes back to ``rules``.
-    back = [rules.index(r) for r in journal_rules]
-    reader.json_matcher.targets = [[back[i] for i in t] for t in reader.json_matcher.targets]
-    reader.json_matcher.every_line = [back[i] for i in reader.json_matcher.every_line]
     streams = [reader.events(log) for log in logs]
     events = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda e: e[0])
     engine = Engine(StateDB(":memory:"))

@@ -90,7 +90,9 @@ class Remediator:
         self.rules = rules
         by_source = rules.sources()
         self.matchers = {
-            key: Matcher(rs) for key, rs in by_source.items() if key.startswith("file:")
+            key: Matcher(rs, wants_resolve=lambda r: self._may_be_unresolved(r.name))
+            for key, rs in by_source.items()
+            if key.startswith("file:")
         }
         self.journal_rules = {
             key.split(":", 1)[1]: rs for key, rs in by_source.items() if key.startswith("journal:")

@@ -551,8 +551,9 @@ def _timed(fn: Any) -> float:
 
 
 def write_journal_file(path: Path, n: int, machine: str) -> str:
-    """A journal file of a seed entry and ``n`` sync entries, written by
-    systemd-journal-remote from the export format; returns the seed entry's cursor."""
+    """Journal files (in ``path``'s directory: journal-remote rotates a large one) of a seed
+    entry and ``n`` sync entries, written by systemd-journal-remote from the export format;
+    returns the seed entry's cursor."""
     exe = ensure_tool("/lib/systemd/systemd-journal-remote", "systemd-journal-remote")
     if exe is None:
         raise FileNotFoundError("systemd-journal-remote")
@@ -581,8 +582,8 @@ def write_journal_file(path: Path, n: int, machine: str) -> str:
     if proc.wait() != 0:
         raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "journal-remote failed")
     out = subprocess.run(
-        ["journalctl", f"--file={path}", "-o", "json", "-n", "1", "--reverse", "--no-pager",
-         "MESSAGE=[port-sheet] seed"],
+        ["journalctl", f"--directory={path.parent}", "-o", "json", "-n", "1", "--reverse",
+         "--no-pager", "MESSAGE=[port-sheet] seed"],
         capture_output=True, check=True,
     )  # fmt: skip
     return json.loads(out.stdout.splitlines()[0])["__CURSOR"]
@@ -597,14 +598,16 @@ def bench_journal(tmp: Path, quick: bool) -> dict[str, Any]:
 
     n = 100_000 if quick else 1_000_000
     machine = _machine_id() or "3d1219c7c4c5404aaa1f6d2a48adfda4"
-    jfile = tmp / "bench.journal"
+    jdir = tmp / "journal"
+    jdir.mkdir()
+    jfile = jdir / "bench.journal"
     try:
         seed = write_journal_file(jfile, n, machine)
     except (FileNotFoundError, RuntimeError) as exc:
         print(f"journal: skipped ({exc})")
         return {"skipped": str(exc)}
     wrapper = tmp / "journalctl"
-    wrapper.write_text(f'#!/bin/sh\nexec journalctl --file={jfile} "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nexec journalctl --directory={jdir} "$@"\n')
     wrapper.chmod(0o755)
     rules_dir = tmp / "journal-rules"
     pack = rules_on(Path("/var/log/x.log"), "pack")
