@@ -155,6 +155,23 @@ class Matcher:
             stats.candidates += 1
             yield s, line, idxs
 
+    def rules_for(self, text: str) -> list[Rule]:
+        """The rules that must look at one line of text (a journal message), in rule order."""
+        raw = text.encode("utf-8", "surrogatepass")[: self.max_line]
+        pf = self.prefilter
+        if pf.set is not None:
+            alts = pf.set.Match(raw) or []
+        elif pf.passes and pf.passes[0].search(raw) is not None:
+            alts = [0]
+        else:
+            alts = []
+        idxs = {x for a in alts for x in self.targets[a]}
+        if self.wants_resolve is not None and idxs:
+            matching = {x for a in alts for x in self.match_targets[a]}
+            idxs = {i for i in idxs if i in matching or self.wants_resolve(self.rules[i])}
+        idxs.update(self.every_line)
+        return [self.rules[i] for i in sorted(idxs)]
+
     def scan(
         self, buf: bytes | bytearray, stats: Stats, end: int | None = None
     ) -> list[tuple[Rule, str]]:

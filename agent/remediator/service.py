@@ -66,6 +66,7 @@ class Remediator:
         self.rules = RuleSet([], [])
         self.matchers: dict[str, Matcher] = {}
         self.journal_rules: dict[str, list[Rule]] = {}
+        self.journal_matchers: dict[str, Matcher] = {}
         self.tails: dict[str, FileTail] = {}
         self.stats = Stats()
         self.watcher: FileWatcher | None = None
@@ -96,6 +97,10 @@ class Remediator:
         }
         self.journal_rules = {
             key.split(":", 1)[1]: rs for key, rs in by_source.items() if key.startswith("journal:")
+        }
+        self.journal_matchers = {
+            unit: Matcher(rs, wants_resolve=lambda r: self._may_be_unresolved(r.name))
+            for unit, rs in self.journal_rules.items()
         }
         paths = {key.split(":", 1)[1] for key in self.matchers}
         for p in list(self.tails):
@@ -286,7 +291,8 @@ class Remediator:
             for e in entries:
                 # The entry's own time (bounded by now): a catch-up after a restart keeps spacing.
                 t = min(e.t, now)
-                for rule in self.journal_rules.get(e.unit, ()):
+                matcher = self.journal_matchers.get(e.unit)
+                for rule in matcher.rules_for(e.message) if matcher is not None else ():
                     d = self.engine.observe(rule, e.message, t)
                     if d.outcome != "nomatch":
                         self.decide(rule, d, e.message, t)

@@ -287,3 +287,17 @@ def test_machine_id_is_read_only_when_well_formed(tmp_path: Path):
     assert _machine_id(str(good)) == "0123456789abcdef0123456789abcdef"
     assert _machine_id(str(bad)) is None
     assert _machine_id(str(tmp_path / "absent")) is None
+
+
+def test_a_journal_message_reaches_only_the_rules_whose_literal_it_holds():
+    from agent.remediator.rules import load_rules
+
+    rules = load_rules([Path(__file__).parents[3] / "files" / "rules.d"]).rules
+    m = Matcher(rules)
+    assert m.rules_for("[port-sheet] collected tab=Ports rows=3") == []
+    assert [r.name for r in m.rules_for("[port-sheet] token error: HTTP Error 400: x")] == [
+        "sheet-sync-token"
+    ]
+    # A "sync ok" line can only resolve: with nothing open it goes to no rule at all.
+    assert len(m.rules_for("[port-sheet] sync ok rows=1")) == 4
+    assert Matcher(rules, wants_resolve=lambda r: False).rules_for("[port-sheet] sync ok") == []
