@@ -37,6 +37,7 @@ DFA_BYTES_PER_S = 0.7e9  # measured: RE2's DFA over an alternation that cannot b
 MEMCHR_BYTES_PER_S = 8e9  # an RE2 pass with a literal first byte (memchr)
 HIT_COST_S = 25e-9  # each occurrence of that byte restarts RE2's DFA for a few bytes
 MIN_ANCHOR = 4  # a re-anchored literal keeps at least this many bytes
+PREFIX_MIN = 8  # literals sharing this many leading bytes may share one prefix-accelerated pass
 
 
 def _compile(alternatives: Sequence[bytes]) -> re2._Regexp:
@@ -67,36 +68,61 @@ class Prefilter:
             self.set.Compile()
 
     def plan(self, sample: bytes | bytearray) -> str:
-        """Choose the passes for logs like ``sample``; returns a description of the plan."""
+        """Choose the passes for logs like ``sample``; returns a description of the plan.
+
+        Three candidates, costed per byte of log from the sample: one DFA pass of everything;
+        every literal re-anchored at its rarest byte, one memchr pass per anchor byte; and
+        literals sharing a long prefix (``[port-sheet] token error: ``, ``[port-sheet] sync
+        ok``) as one pass each, which RE2 accelerates on the prefix, the others re-anchored.
+        """
         self.planned = True
         n = max(len(sample), 1)
-        freq: dict[int, float] = {}
+        freq: dict[bytes, float] = {}
 
-        def f(b: int) -> float:
-            if b not in freq:
-                freq[b] = sample.count(bytes([b])) / n
-            return freq[b]
+        def f(s: bytes) -> float:
+            if s not in freq:
+                freq[s] = sample.count(s) / n
+            return freq[s]
 
-        groups: dict[int, list[bytes]] = {}
-        rest: list[bytes] = []
-        for alt, lit in zip(self.alternatives, self.literals, strict=True):
-            if lit is None or len(lit) < 2:
-                rest.append(alt)
-                continue
-            last = max(len(lit) - MIN_ANCHOR, 0)
-            p = min(range(last + 1), key=lambda i: (f(lit[i]), i))
-            groups.setdefault(lit[p], []).append(re.escape(lit[p:]))
-        size = 1e6  # per MB of log
-        cost_groups = sum(size / MEMCHR_BYTES_PER_S + f(b) * size * HIT_COST_S for b in groups)
-        if rest:
-            cost_groups += size / DFA_BYTES_PER_S
-        if not groups or cost_groups >= size / DFA_BYTES_PER_S:
+        def anchored(lits: list[bytes]) -> dict[bytes, list[bytes]]:
+            groups: dict[bytes, list[bytes]] = {}
+            for lit in lits:
+                last = max(len(lit) - MIN_ANCHOR, 0)
+                p = min(range(last + 1), key=lambda i: (f(lit[i : i + 1]), i))
+                groups.setdefault(lit[p : p + 1], []).append(lit[p:])
+            return groups
+
+        def cost(groups: dict[bytes, list[bytes]]) -> float:
+            # per byte of log: a memchr-speed pass per group, a DFA restart per anchor hit
+            return sum(1 / MEMCHR_BYTES_PER_S + f(k) * HIT_COST_S for k in groups)
+
+        rest = [a for a, lit in zip(self.alternatives, self.literals, strict=True) if lit is None]
+        lits = sorted(
+            {lit for lit in self.literals if lit is not None and len(lit) >= 2}, key=bytes
+        )
+        dfa = 1 / DFA_BYTES_PER_S
+        extra = dfa if rest else 0.0
+        # Literals sharing a prefix of PREFIX_MIN bytes or more, keyed by that prefix.
+        by_prefix: dict[bytes, list[bytes]] = {}
+        for lit in lits:
+            by_prefix.setdefault(lit[:PREFIX_MIN], []).append(lit)
+        shared = {k: v for k, v in by_prefix.items() if len(v) > 1 and len(k) == PREFIX_MIN}
+        alone = [lit for lit in lits if lit[:PREFIX_MIN] not in shared]
+        plans = {
+            "anchored": (cost(anchored(lits)) + extra, anchored(lits)),
+            "prefixed": (
+                cost(shared) + cost(anchored(alone)) + extra,
+                {**shared, **anchored(alone)},
+            ),
+        }
+        name, (best, groups) = min(plans.items(), key=lambda kv: kv[1][0])
+        if not lits or best >= dfa:
             return f"one DFA pass over {self.count} alternatives"
-        self.passes = [_compile(list(dict.fromkeys(g))) for g in groups.values()]
+        self.passes = [_compile([re.escape(x) for x in dict.fromkeys(g)]) for g in groups.values()]
         if rest:
             self.passes.append(_compile(rest))
-        anchors = ", ".join(repr(chr(b)) for b in groups)
-        return f"{len(self.passes)} passes (anchored at {anchors}{' + DFA' if rest else ''})"
+        keys = ", ".join(repr(k.decode("utf-8", "replace")) for k in groups)
+        return f"{len(self.passes)} passes, {name} ({keys}{' + DFA' if rest else ''})"
 
     def lines(self, buf: bytes | bytearray, end: int) -> Iterator[tuple[int, bytes, list[int]]]:
         """``(start, line, alternatives)`` of each line in ``buf[:end]`` that holds one."""

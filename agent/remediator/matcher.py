@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 
 from agent.remediator.fastpath import Prefilter
@@ -59,15 +59,17 @@ class Matcher:
         rules: Iterable[Rule],
         max_line: int = MAX_LINE,
         form: str = "text",
-        wants_resolve: Callable[[Rule], bool] | None = None,
+        resolvable: Callable[[], Container[str]] | None = None,
         only: Callable[[Rule], bool] | None = None,
     ):
-        """``wants_resolve(rule)`` False: a line that only holds the rule's ``resolve`` (not its
-        ``match``) is not handed to it -- there is nothing of the rule to resolve. ``only``: the
-        rules this matcher looks for (indexes stay those of ``rules``)."""
+        """``resolvable()``: the names of the rules that may have something to resolve now; a
+        line that holds only another rule's ``resolve`` literal (not its ``match``) is not
+        handed to that rule. It is asked per line, as the lines are consumed, so an incident
+        opened by one line is resolved by a later line of the same buffer. ``only``: the rules
+        this matcher looks for (indexes stay those of ``rules``)."""
         self.rules = list(rules)
         self.max_line = max_line
-        self.wants_resolve = wants_resolve
+        self.resolvable = resolvable
         alternatives: dict[bytes, set[int]] = {}
         may_match: dict[bytes, set[int]] = {}  # alternative -> rules whose match it may be
         literal_of: dict[bytes, bytes] = {}  # alternative -> the literal it looks for
@@ -135,7 +137,7 @@ class Matcher:
         if not self.rules:
             return
         targets, match_targets = self.targets, self.match_targets
-        wants, rules = self.wants_resolve, self.rules
+        resolvable, rules = self.resolvable, self.rules
         hits = self.prefilter.lines(buf, end)
         if self.every_line:
             found = {s: (line, alts) for s, line, alts in hits}
@@ -147,9 +149,11 @@ class Matcher:
             hits = ((s, line, alts) for s, (line, alts) in sorted(found.items()))
         for s, line, alts in hits:
             idxs = {x for a in alts for x in targets[a]}
-            if wants is not None:
+            if resolvable is not None:
                 matching = {x for a in alts for x in match_targets[a]}
-                idxs = {i for i in idxs if i in matching or wants(rules[i])}
+                if len(matching) < len(idxs):
+                    names = resolvable()
+                    idxs = {i for i in idxs if i in matching or rules[i].name in names}
             if self.every_line:
                 idxs.update(self.every_line)
             stats.candidates += 1
@@ -166,26 +170,30 @@ class Matcher:
         else:
             alts = []
         idxs = {x for a in alts for x in self.targets[a]}
-        if self.wants_resolve is not None and idxs:
+        if self.resolvable is not None and idxs:
             matching = {x for a in alts for x in self.match_targets[a]}
-            idxs = {i for i in idxs if i in matching or self.wants_resolve(self.rules[i])}
+            if len(matching) < len(idxs):
+                names = self.resolvable()
+                idxs = {i for i in idxs if i in matching or self.rules[i].name in names}
         idxs.update(self.every_line)
         return [self.rules[i] for i in sorted(idxs)]
 
     def scan(
         self, buf: bytes | bytearray, stats: Stats, end: int | None = None
-    ) -> list[tuple[Rule, str]]:
-        """``(rule, line)`` pairs in line order; ``buf[:end]`` holds complete lines."""
+    ) -> Iterator[tuple[Rule, str]]:
+        """``(rule, line)`` pairs in line order, as they are consumed; ``buf[:end]`` holds
+        complete lines."""
         end = len(buf) if end is None else end
-        out: list[tuple[Rule, str]] = []
         rules = self.rules
         for _s, raw, idxs in self.candidates(buf, end, stats):
+            if not idxs:
+                continue
             line = decode(raw, stats)
             if len(idxs) == 1:
-                out.append((rules[next(iter(idxs))], line))
+                yield rules[next(iter(idxs))], line
             else:
-                out.extend((rules[i], line) for i in sorted(idxs))
-        return out
+                for i in sorted(idxs):
+                    yield rules[i], line
 
 
 def decode(raw: bytes, stats: Stats) -> str:

@@ -293,10 +293,6 @@ def _json_time(buf: bytes, k: int) -> float:
     return int(m.group(1)) / 1e6 if m else 0.0
 
 
-def _never(_rule: Rule) -> bool:
-    return False
-
-
 def _journal_rule(rule: Rule) -> bool:
     return rule.source.kind == "journal"
 
@@ -317,8 +313,8 @@ def replay(rules: list[Rule], logs: Iterable[Log]) -> Report:
         report,
         # Replay reports counts and fires, not resolutions: lines that could only resolve a
         # rule are not handed to it (the engine would find no match in them).
-        Matcher(rules, wants_resolve=_never),
-        Matcher(rules, form="json", wants_resolve=_never, only=_journal_rule),
+        Matcher(rules, resolvable=tuple),
+        Matcher(rules, form="json", resolvable=tuple, only=_journal_rule),
     )
     streams = [reader.events(log) for log in logs]
     events = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda e: e[0])

@@ -91,7 +91,7 @@ class Remediator:
         self.rules = rules
         by_source = rules.sources()
         self.matchers = {
-            key: Matcher(rs, wants_resolve=lambda r: self._may_be_unresolved(r.name))
+            key: Matcher(rs, resolvable=self._resolvable)
             for key, rs in by_source.items()
             if key.startswith("file:")
         }
@@ -99,7 +99,7 @@ class Remediator:
             key.split(":", 1)[1]: rs for key, rs in by_source.items() if key.startswith("journal:")
         }
         self.journal_matchers = {
-            unit: Matcher(rs, wants_resolve=lambda r: self._may_be_unresolved(r.name))
+            unit: Matcher(rs, resolvable=self._resolvable)
             for unit, rs in self.journal_rules.items()
         }
         paths = {key.split(":", 1)[1] for key in self.matchers}
@@ -312,12 +312,15 @@ class Remediator:
         inc = self.store.get_incident(inc_id) if inc_id is not None else None
         return inc if inc is not None and inc.status in UNRESOLVED else None
 
-    def _may_be_unresolved(self, rule: str) -> bool:
-        # Unresolved incidents of a rule are those found at start plus those opened here since
-        # (only this thread opens them): none of those means there is nothing to resolve.
+    def _resolvable(self) -> set[str]:
+        # Unresolved incidents are those found at start plus those opened here since (only
+        # this thread opens them): a rule with none of those has nothing to resolve.
         if self.open_ids is None:
-            self._unresolved(rule, {})
-        return any(r == rule for r, _ in self.open_ids or ())
+            self._unresolved("", {})
+        return {r for r, _ in self.open_ids or ()}
+
+    def _may_be_unresolved(self, rule: str) -> bool:
+        return rule in self._resolvable()
 
     def _opened(self, inc: Incident) -> Incident:
         if self.open_ids is not None:

@@ -150,3 +150,27 @@ def test_replay_fires_exactly_what_the_live_service_fires_on_the_same_journal(
 
 def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_resolve_line_read_with_the_failures_resolves_their_incident(
+    tmp_path: Path, service_factory
+):
+    # Nothing is open when the read starts; the third failure opens an incident, and the
+    # "sync ok" line of the same read must still reach the rule and close it.
+    log = tmp_path / "sync.log"
+    rule = {
+        "name": "sheet-sync-token",
+        "source": {"file": str(log)},
+        "match": r"\[port-sheet\] token error: HTTP Error (?P<status>\d{3})",
+        "threshold": 3,
+        "within": "90m",
+        "resolve": r"\[port-sheet\] sync ok\b",
+    }
+    svc = service_factory([rule]).start()
+    tmp = tmp_path / "sync.log.new"
+    tmp.write_text(
+        "[port-sheet] token error: HTTP Error 400: Bad Request\n" * 3 + "[port-sheet] sync ok\n"
+    )
+    tmp.rename(log)  # the whole file appears at once: one read
+    items = svc.wait_incident(lambda xs: len(xs) == 1 and xs[0].status == "resolved")
+    assert "resolved by: [port-sheet] sync ok" in items[0].summary
