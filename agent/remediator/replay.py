@@ -222,6 +222,8 @@ class _Reader:
             report.undated += _count_undated(buf)
             done = 0  # lines before this offset have given ``last`` what they could
             for s, raw, idxs in self.text_matcher.candidates(buf, end, stats):
+                if not idxs:
+                    continue
                 line = decode(raw.rstrip(b"\r"), stats)
                 parsed = parse_timestamp(line)
                 if parsed is None:
@@ -268,6 +270,8 @@ class _Reader:
             report.lines += n
             report.undated += n - buf.count(_TS_KEY)
             for s, raw, idxs in self.json_matcher.candidates(buf, end, stats):
+                if not idxs:
+                    continue
                 try:
                     rec = journal.parse_json(raw)
                 except ValueError:
