@@ -1043,6 +1043,12 @@ def readme_rows(results: dict[str, Any]) -> list[str]:
             f" | {jr['lines_per_s'] / 1e3:.0f} k entries/s; RSS {jr['remediator_peak_rss_mb']} MB"
             f" + journalctl {jr['journalctl_peak_rss_mb']} MB | — |"
         )
+    d = results.get("detection")
+    if d:
+        rows.append(
+            f"| remediator detection latency (line appended → incident) | p50 {d['p50_ms']} ms,"
+            f" p99 {d['p99_ms']} ms | — |"
+        )
     fp = results.get("footprint")
     if fp:
         rows.append(f"| remediator idle | RSS {fp['rss_mb']} MB, CPU {fp['cpu_percent']} % | — |")
@@ -1055,7 +1061,8 @@ def update_readme(results: dict[str, Any]) -> None:
     lines = readme.read_text().split("\n")
     rows = readme_rows(results)
     keys = ("| remediator ingest", "| remediator log ingest", "| remediator rules",
-            "| `remediator replay`", "| remediator journal path", "| remediator idle")  # fmt: skip
+            "| `remediator replay`", "| remediator journal path", "| remediator idle",
+            "| remediator detection latency")  # fmt: skip
     at = next(i for i, line in enumerate(lines) if line.startswith("| what | figure |")) + 2
     kept = [line for line in lines if not line.startswith(keys)]
     at = next(i for i, line in enumerate(kept) if line.startswith("| what | figure |")) + 2
