@@ -28,7 +28,8 @@ Comparisons run in the same run on the same files: ``grep -c``, ``grep -F -f`` a
    idle RSS and CPU over 60 s. Targets ≤ 30 MB, ≤ 0.1 %.
 
 ``python -m tests.bench.bench_remediator [--quick] [--only NAME] [--readme]``; results in
-tests/bench/results/remediator.json; ``--readme`` rewrites README's ingest/replay rows from it.
+tests/bench/results/remediator.json; ``--readme`` (or ``--readme-only``, without running)
+rewrites README's remediator rows from it.
 """
 
 from __future__ import annotations
@@ -1082,7 +1083,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller runs (CI smoke)")
     ap.add_argument("--only", action="append", choices=PARTS)
     ap.add_argument("--readme", action="store_true", help="rewrite README's rows from the JSON")
+    ap.add_argument(
+        "--readme-only", action="store_true", help="rewrite README's rows from the last JSON"
+    )
     args = ap.parse_args()
+    if args.readme_only:
+        update_readme(json.loads(OUT.read_text()))
+        print("README.md: benchmark rows rewritten from", OUT)
+        return
     which = args.only or PARTS
     results: dict[str, Any] = json.loads(OUT.read_text()) if args.only and OUT.exists() else {}
     results.update(
