@@ -208,19 +208,28 @@ def ensure_tool(binary: str, package: str) -> str | None:
 
 
 def run_child(cmd: list[str], **kw: Any) -> tuple[float, float, float, subprocess.CompletedProcess]:
-    """(wall s, CPU s, peak RSS MB) of one child process, measured by wait4."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-    out, err = b"", b""
-    # communicate() would reap the child; read its pipes, then wait4 for its own rusage.
-    assert p.stdout is not None and p.stderr is not None
-    out = p.stdout.read()
-    err = p.stderr.read()
-    _, status, ru = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    done = subprocess.CompletedProcess(cmd, p.returncode, out, err)
-    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, done
+    """(wall s, CPU s, peak RSS MB) of one child process.
+
+    The peak comes from GNU time (its own small process forks the command): the rusage of a
+    child forked from this process would count this process's pages up to the exec.
+    """
+    timed = shutil.which("time") or "/usr/bin/time"
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+        full = (
+            [timed, "-f", "%M %U %S", "-o", rss_file.name, *cmd] if os.path.exists(timed) else cmd
+        )
+        t0 = time.perf_counter()
+        done = subprocess.run(full, capture_output=True, check=False, **kw)
+        wall = time.perf_counter() - t0
+        fields = rss_file.read().split()
+    rss_mb = int(fields[-3]) / 1024 if len(fields) >= 3 else float("nan")
+    cpu = float(fields[-2]) + float(fields[-1]) if len(fields) >= 3 else float("nan")
+    return (
+        wall,
+        cpu,
+        rss_mb,
+        subprocess.CompletedProcess(cmd, done.returncode, done.stdout, done.stderr),
+    )
 
 
 def grep_c(path: Path, needle: str, runs: int = 3) -> dict[str, Any]:
