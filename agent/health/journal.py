@@ -126,9 +126,11 @@ def iter_json(stream: Iterable[bytes], path: str = "<journal>") -> Iterator[Entr
                 f"{path}: line {lineno}: expected a journalctl -o json object with "
                 f"__REALTIME_TIMESTAMP, got {line[:60]!r}"
             ) from None
-        if rec is None or rec.t is None:
+        if rec is None:
             continue
-        yield rec.t, rec.unit, rec.priority, rec.message
+        t, unit, prio, message, _cursor, _valid = rec  # unpacking: cheaper than attributes
+        if t is not None:
+            yield t, unit, prio, message
 
 
 def iter_short_iso(stream: IO[bytes], path: str = "<journal>") -> Iterator[Entry]:
