@@ -148,6 +148,13 @@ class Matcher:
                 s += len(raw) + 1
             hits = ((s, line, alts) for s, (line, alts) in sorted(found.items()))
         for s, line, alts in hits:
+            stats.candidates += 1
+            if resolvable is not None and not any(match_targets[a] for a in alts):
+                # A line that can only resolve (a healthy log's "sync ok"): with nothing open
+                # it concerns no rule, however many rules share that resolve pattern.
+                names = resolvable()
+                if not names and not self.every_line:
+                    continue
             idxs = {x for a in alts for x in targets[a]}
             if resolvable is not None:
                 matching = {x for a in alts for x in match_targets[a]}
@@ -156,7 +163,6 @@ class Matcher:
                     idxs = {i for i in idxs if i in matching or rules[i].name in names}
             if self.every_line:
                 idxs.update(self.every_line)
-            stats.candidates += 1
             yield s, line, idxs
 
     def rules_for(self, text: str) -> list[Rule]:
