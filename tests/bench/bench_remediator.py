@@ -482,7 +482,10 @@ def bench_replay(tmp: Path, quick: bool) -> dict[str, Any]:
         write_rules(rules_dir, rules_on(Path("/var/log/x.log"), which))
         rules = load_rules([rules_dir]).rules
         best = min(_timed(lambda r=rules: replay(r, [str(src)])) for _ in range(3))
-        wall, _cpu, rss, rep = replay_cli(rules_dir, src)
+        # best of three whole-process runs: a shared machine's other work only adds time
+        wall, _cpu, rss, rep = min(
+            (replay_cli(rules_dir, src) for _ in range(3)), key=lambda x: x[0]
+        )
         res[which] = {
             "in_process_lines_per_s": round(n / best),
             "whole_process_lines_per_s": round(n / wall),
