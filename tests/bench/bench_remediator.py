@@ -1088,11 +1088,16 @@ def update_readme(results: dict[str, Any]) -> None:
     kept = [line for line in lines if not line.startswith(keys)]
     at = next(i for i, line in enumerate(kept) if line.startswith("| what | figure |")) + 2
     kept[at:at] = rows
+    ran = [
+        f"{name} {r['ran']['when']} (load {r['ran']['load_average']})"
+        for name, r in results.items()
+        if isinstance(r, dict) and "ran" in r
+    ]
     note = (
-        f"Remediator ingest/replay rows: `python -m tests.bench.bench_remediator --readme`,"
-        f" {results.get('when', '?')}, load average {results.get('load_average', '?')}."
+        "Remediator rows: `python -m tests.bench.bench_remediator --readme` on this machine"
+        f" (2 cores, shared), {'; '.join(ran) or results.get('when', '?')}."
     )
-    kept = [line for line in kept if not line.startswith("Remediator ingest/replay rows:")]
+    kept = [line for line in kept if not line.startswith(("Remediator rows:", "Remediator ingest"))]
     end = next(i for i in range(at, len(kept)) if not kept[i].startswith("|"))
     kept[end:end] = ["", note]
     readme.write_text("\n".join(kept))
@@ -1127,6 +1132,10 @@ def main() -> None:
             sub = tmp / name
             sub.mkdir()
             results[name] = globals()[f"bench_{name}"](sub, args.quick)
+            results[name]["ran"] = {
+                "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "load_average": round(os.getloadavg()[0], 2),
+            }
             OUT.parent.mkdir(parents=True, exist_ok=True)
             OUT.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written: {OUT}")
