@@ -19,16 +19,14 @@ import jinja2
 
 from agent.health.report import VERDICT_COLOURS, render_html
 from agent.health.verdict import VERDICT_ORDER
+from agent.journal import epoch_of
 
 
 class FleetError(ValueError):
     """A report file is missing or malformed; the message names it and the expected form."""
 
 
-def _ts(text: str | None) -> float | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+_ts = epoch_of  # one parser of report times for every health module (agent.journal)
 
 
 def _safe_name(name: str) -> str:

@@ -1,12 +1,12 @@
 """Reading a systemd journal and finding its recurring failure signatures.
 
 This module owns three things: streaming entries out of ``journalctl -o json`` (live or an export)
-and ``journalctl -o short-iso`` text; attributing each entry to the unit it came from; and the
-analysis — normalising failure lines into signatures, grouping them per unit, counting them,
+and ``journalctl -o short-iso`` text, each entry parsed and attributed to its unit by the shared
+reader :mod:`agent.journal`; and the analysis — normalising failure lines into signatures, grouping them per unit, counting them,
 finding their cadence ("every 30 min since ...") and bucketing failures into a timeline.
 
 It is built for size: a week's export of a million entries is streamed line by line, the few
-fields we need are pulled out with compiled byte regexes (no full JSON decode unless a value is
+fields we need are pulled out with ``bytes.find`` (no full JSON decode unless a value is
 escaped), and a signature is computed once per distinct raw message (bounded cache).
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import itertools
-import json
 import re
 import statistics
 import subprocess
@@ -24,6 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+
+from agent import journal
+from agent.journal import iso_z
+
+__all__ = ["JournalAnalysis", "JournalError", "iso_z", "open_journal", "read_live", "read_stream"]
 
 # One entry as the analysis sees it: (epoch seconds, unit or "", priority or -1, message).
 Entry = tuple[float, str, int, str]
@@ -80,11 +84,6 @@ _FAILURE = re.compile(
 _SUCCESS = re.compile(r"\bsync ok\b|Deactivated successfully|\bsucceeded\b|^Finished ")
 # The daemon's session end line: session 12 task 3 ended outcome=max_turns turns=30 exit=1 (...)
 _SESSION_END = re.compile(r"\bsession (\d+) task (\S+) ended outcome=(\w+)")
-# A unit named inside a message from systemd itself ("port-sheet-sync.service: Main process ...").
-_UNIT_IN_MESSAGE = re.compile(r"([A-Za-z0-9@:_.\\-]+\.(?:service|timer|socket|mount|path|scope))\b")
-
-_MANAGER_UNITS = {"init.scope", "", "-.slice"}
-
 
 _DIGITS = b"0123456789"
 _PLAIN, _FAIL, _OK, _SESSION = 0, 1, 2, 3
@@ -110,144 +109,28 @@ def _classify(message: str) -> int:
 # --------------------------------------------------------------------------- reading
 
 
-_J_MSG = re.compile(rb'"MESSAGE"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
-_J_MSG_OTHER = re.compile(rb'"MESSAGE"\s*:\s*[\[n]')
-
-_SHORT = re.compile(
-    r"^(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)\s+"
-    r"(?P<host>\S+)\s+(?P<ident>[^\s\[:]+)(?:\[(?P<pid>\d+)\])?:\s?(?P<msg>.*)$"
-)
-
-
 def _unit_for(explicit: str, ident: str, message: str) -> str:
-    """Attribute an entry: the unit systemd names, else a unit in the message, else the ident."""
-    if explicit and explicit not in _MANAGER_UNITS:
-        return explicit
-    m = _UNIT_IN_MESSAGE.search(message[:200])
-    if m:
-        return m.group(1)
-    if ident and ident not in ("systemd", "kernel"):
-        return ident if "." in ident else ident + ".service"
-    return explicit or ident or ""
+    """Attribute an entry (see :func:`agent.journal.attribute`, the one rule for every reader)."""
+    return journal.attribute(explicit, ident=ident, message=message)
 
 
-def _decode_json_string(raw: bytes) -> str:
-    if b"\\" not in raw:
-        return raw.decode("utf-8", "replace")
-    return json.loads(b'"' + raw + b'"')
-
-
-def _json_message(line: bytes, path: str, lineno: int) -> str:
-    """The MESSAGE of a record whose value is not a plain string (bytes array or null)."""
-    try:
-        record = json.loads(line)
-    except ValueError as exc:
-        raise JournalError(f"{path}: line {lineno}: expected one JSON object ({exc})") from None
-    value = record.get("MESSAGE")
-    if isinstance(value, list):
-        return bytes(v & 0xFF for v in value if isinstance(v, int)).decode("utf-8", "replace")
-    return "" if value is None else str(value)
-
-
-def _field(line: bytes, key: bytes) -> str:
-    """The plain (unescaped) string value of ``key`` in one JSON line, or ""."""
-    i = line.find(key)
-    if i < 0:
-        return ""
-    i += len(key)
-    j = line.find(b'"', i)
-    return line[i:j].decode("utf-8", "replace") if j > i else ""
-
-
-def _from_record(line: bytes, path: str, lineno: int) -> Entry | None:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        record = None
-    if not isinstance(record, dict):
-        raise JournalError(
-            f"{path}: line {lineno}: expected a journalctl -o json object with "
-            f"__REALTIME_TIMESTAMP, got {line[:60]!r}"
-        )
-    try:
-        ts = int(record["__REALTIME_TIMESTAMP"]) / 1e6
-    except (KeyError, TypeError, ValueError):
-        return None  # an object without a timestamp cannot be placed in time
-    value = record.get("MESSAGE")
-    if isinstance(value, list):
-        message = bytes(v & 0xFF for v in value if isinstance(v, int)).decode("utf-8", "replace")
-    else:
-        message = "" if value is None else str(value)
-    explicit = str(
-        record.get("UNIT") or record.get("USER_UNIT") or record.get("_SYSTEMD_UNIT") or ""
-    )
-    ident = str(record.get("SYSLOG_IDENTIFIER") or "")
-    prio = str(record.get("PRIORITY", ""))
-    return ts, _unit_for(explicit, ident, message), int(prio) if prio.isdigit() else -1, message
-
-
-def iter_json(stream: IO[bytes], path: str = "<journal>") -> Iterator[Entry]:
-    """Entries of a ``journalctl -o json`` stream (one object per line).
-
-    journalctl writes compact JSON (``"KEY":"value"``), so the few fields we need are found with
-    ``bytes.find``; a MESSAGE with escapes is decoded by the JSON decoder, and a MESSAGE that is
-    not a string (a byte array or null) by decoding the whole record.
-    """
-    msg_s = _J_MSG.search
+def iter_json(stream: Iterable[bytes], path: str = "<journal>") -> Iterator[Entry]:
+    """Entries of a ``journalctl -o json`` stream (one object per line), each read by
+    :func:`agent.journal.parse_json`; an entry without a timestamp cannot be placed in time."""
+    parse = journal.parse_json
     for lineno, line in enumerate(stream, 1):
-        if len(line) < 3:
+        try:
+            rec = parse(line, False)
+        except ValueError:
+            raise JournalError(
+                f"{path}: line {lineno}: expected a journalctl -o json object with "
+                f"__REALTIME_TIMESTAMP, got {line[:60]!r}"
+            ) from None
+        if rec is None:
             continue
-        i = line.find(b'"__REALTIME_TIMESTAMP":"')
-        if i < 0:
-            # Not journalctl's compact form (an export re-written by another tool): decode fully.
-            entry = _from_record(line, path, lineno)
-            if entry is not None:
-                yield entry
-            continue
-        j = line.find(b'"', i + 24)
-        ts = int(line[i + 24 : j]) / 1e6
-        k = line.find(b'"MESSAGE":"')
-        if k >= 0:
-            e = line.find(b'"', k + 11)
-            if line.find(b"\\", k + 11, e) >= 0:  # the value has escapes: decode it properly
-                mm = msg_s(line, k)
-                message = _decode_json_string(mm.group(1)) if mm else ""
-            else:
-                message = line[k + 11 : e].decode("utf-8", "replace")
-        elif _J_MSG_OTHER.search(line):
-            message = _json_message(line, path, lineno)
-        else:
-            mm = msg_s(line)
-            if mm is None:
-                continue
-            message = _decode_json_string(mm.group(1))
-        # The unit a process logged from; systemd's own lines (init.scope) name the unit they
-        # are about in UNIT= / USER_UNIT=, which only then is worth a scan of the line.
-        u = line.find(b'"_SYSTEMD_UNIT":"')
-        if u >= 0:
-            ue = line.find(b'"', u + 17)
-            explicit = line[u + 17 : ue].decode("utf-8", "replace")
-        else:
-            explicit = ""
-        ident = ""
-        if explicit in _MANAGER_UNITS:
-            explicit = _field(line, b'"UNIT":"') or _field(line, b'"USER_UNIT":"') or explicit
-            if explicit in _MANAGER_UNITS:
-                ident = _field(line, b'"SYSLOG_IDENTIFIER":"')
-        p = line.find(b'"PRIORITY":"')
-        prio = line[p + 12] - 48 if p >= 0 else -1
-        yield ts, _unit_for(explicit, ident, message), prio, message
-
-
-def _parse_ts(text: str) -> float:
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    elif len(text) > 5 and text[-5] in "+-" and text[-3] != ":":
-        text = text[:-2] + ":" + text[-2:]
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+        t, unit, prio, message, _cursor, _valid = rec  # unpacking: cheaper than attributes
+        if t is not None:
+            yield t, unit, prio, message
 
 
 def iter_short_iso(stream: IO[bytes], path: str = "<journal>") -> Iterator[Entry]:
@@ -257,8 +140,8 @@ def iter_short_iso(stream: IO[bytes], path: str = "<journal>") -> Iterator[Entry
         line = raw.decode("utf-8", "replace").rstrip("\n")
         if not line or line.startswith("-- "):
             continue  # "-- Boot ... --", "-- No entries --"
-        m = _SHORT.match(line)
-        if m is None:
+        m = journal.split_syslog(line)
+        if m is None or m.t is None:
             bad += 1
             if bad > 10 and bad > lineno // 2:
                 raise JournalError(
@@ -266,9 +149,7 @@ def iter_short_iso(stream: IO[bytes], path: str = "<journal>") -> Iterator[Entry
                     f"'2026-05-13T14:30:00+0000 HOST IDENT[PID]: MESSAGE', got {line[:60]!r}"
                 )
             continue  # a continuation line of a multi-line message
-        message = m.group("msg")
-        ident = m.group("ident")
-        yield _parse_ts(m.group("ts")), _unit_for("", ident, message), -1, message
+        yield m.t, journal.attribute("", ident=m.ident, message=m.message), -1, m.message
 
 
 def open_journal(path: str | Path) -> Iterator[Entry]:
@@ -374,13 +255,6 @@ def cadence(times: Iterable[float]) -> tuple[float, float] | None:
         start = i
     period = round(median / 60) * 60 if median >= 120 else round(median)
     return float(period), ts[start]
-
-
-def iso_z(ts: float | None, seconds: bool = True) -> str | None:
-    if ts is None:
-        return None
-    fmt = "%Y-%m-%dT%H:%M:%SZ" if seconds else "%Y-%m-%d %H:%MZ"
-    return datetime.fromtimestamp(ts, UTC).strftime(fmt)
 
 
 def human_period(seconds: float) -> str:

@@ -15,6 +15,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from agent.health.journal import human_period
+from agent.journal import epoch_of
 
 VERDICT_COLOURS = {
     "healthy": "#1a7f37",
@@ -24,10 +25,7 @@ VERDICT_COLOURS = {
 }
 
 
-def _ts(text: str | None) -> float | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+_ts = epoch_of  # one parser of report times for every health module (agent.journal)
 
 
 def _bytes(n: float | None) -> str:

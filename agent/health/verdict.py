@@ -9,10 +9,10 @@ a sync failing every 30 minutes for days while the daemon looked fine — and on
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from agent.health.journal import human_period
+from agent.journal import epoch_of
 
 SEVERITY_ORDER = {"failing": 0, "degraded": 1, "unknown": 2, "ok": 3, "info": 4}
 VERDICT_ORDER = {"failing": 0, "degraded": 1, "unknown": 2, "healthy": 3}
@@ -20,10 +20,7 @@ DISK_LIMIT_PCT = 90.0
 MEMORY_LIMIT_PCT = 90.0
 
 
-def _ts(text: str | None) -> float | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+_ts = epoch_of  # one parser of report times for every health module (agent.journal)
 
 
 def _short(text: str | None) -> str:

@@ -1,44 +1,66 @@
-"""The offline rule tester (like ``fail2ban-regex``): feed logs and rules, see what would fire.
+"""The offline tester (like ``fail2ban-regex``): feed logs and rules, see what would fire.
 
-Input lines are plain text with a leading ISO-8601 / RFC 3339 timestamp, ``journalctl -o
-short-iso`` output (``TIMESTAMP HOST IDENT[PID]: MESSAGE``) or ``journalctl -o json`` entries
-(``__REALTIME_TIMESTAMP``, ``MESSAGE``, ``_SYSTEMD_UNIT``); a line without a timestamp takes the
-previous line's (before any dated line: the epoch). A journal rule applies to JSON entries of
-its unit and to text lines whose syslog identifier names the unit (``x.service`` or ``x``); a
-file rule applies to every text line. Windows use the lines' own times, lines of several logs
-are merged by time, and the live :class:`~agent.remediator.engine.Engine` decides, so cooldown
-and breaker apply exactly as they would live.
+Input is plain text with a leading ISO-8601 / RFC 3339 timestamp, ``journalctl -o short-iso``
+output (``TIMESTAMP HOST IDENT[PID]: MESSAGE``) or a ``journalctl -o json`` export (told apart by
+the log's first byte); a line without a timestamp takes the previous line's (before any dated
+line: the epoch). A journal rule applies to JSON entries attributed to its unit -- by the same
+reader as the live journal source (:mod:`agent.journal`), so systemd's own lines about the unit
+(``UNIT=``) count here as they do live -- and to text lines whose syslog identifier names the
+unit (``x.service`` or ``x``); a file rule applies to every text line.
+
+It decides exactly as the live service: the same :class:`~agent.remediator.matcher.Matcher`
+(one RE2 pass of the rules' literals, lines cut at ``MAX_LINE``) picks the lines, and the live
+:class:`~agent.remediator.engine.Engine` counts them, so cooldown and breaker apply as they
+would live, on the lines' own times. It streams: logs are read in 4 MiB chunks, only the lines a
+rule may match (and, for the count, the undated ones) become Python strings, and only their
+timestamps are parsed (cached by second), so memory stays flat whatever the log's size. Each
+log is taken in its own order (as the service would have read it); several logs are merged by
+time.
 """
 
 from __future__ import annotations
 
-import json
+import heapq
+import io
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import IO, Any
 
+import re2
+
+from agent import journal
+from agent.journal import parse_timestamp
 from agent.remediator.engine import Engine
+from agent.remediator.matcher import MAX_LINE, Matcher, Stats, decode
 from agent.remediator.rules import Rule
 from agent.remediator.state import StateDB
 
-_TS = re.compile(
-    r"^\[?(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}:\d{2})(?:[.,](?P<frac>\d{1,9}))?"
-    r"(?P<tz>Z|[+-]\d{2}:?\d{2}|\s?UTC)?\]?"
+__all__ = ["Report", "RuleReport", "parse_timestamp", "render_text", "replay"]
+
+CHUNK = 4 * 1024 * 1024
+_TS_KEY = b'"__REALTIME_TIMESTAMP"'
+
+# The start of a line that is not a timestamp (``[``? ``YYYY-MM-DD[T ]HH:MM:SS``), written as
+# "differs at the k-th character" since RE2 has no negative lookahead, never consuming the
+# newline that starts the next line. After a ``\n`` it is found with memchr: ~1 GB/s.
+_TS_CLASSES = [rb"\d"] * 4 + [b"-"] + [rb"\d"] * 2 + [b"-"] + [rb"\d"] * 2 + [b"[T ]"]
+_TS_CLASSES += [rb"\d"] * 2 + [b":"] + [rb"\d"] * 2 + [b":"] + [rb"\d"] * 2
+_NOT = {rb"\d": rb"[^\d\n]", b"-": b"[^-\n]", b":": b"[^:\n]", b"[T ]": b"[^T \n]"}
+_NOT_TS = (
+    rb"(?:\[?(?:"
+    + b"|".join(
+        b"".join(_TS_CLASSES[:k]) + b"(?:" + _NOT[_TS_CLASSES[k]] + b"|$)" for k in range(1, 19)
+    )
+    + rb")|[^\d\[\n]|\[(?:[^\d\n]|$)|$)"
 )
-_SYSLOG = re.compile(r"\s+(?P<host>\S+)\s+(?P<ident>[^\s\[\]:]+)(?:\[\d+\])?:\s?(?P<msg>.*)$")
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UNDATED_FIRST = re2.compile(b"(?m)" + _NOT_TS)
+_UNDATED_NEXT = re2.compile(b"(?m)\n" + _NOT_TS)
+_TS_VALUE = re.compile(rb'"__REALTIME_TIMESTAMP"\s*:\s*"(\d+)"')
 
-
-@dataclass
-class Entry:
-    t: float
-    text: str  # the whole line (text) or MESSAGE (json)
-    message: str  # what a journal rule searches: MESSAGE, or the text after IDENT[PID]:
-    unit: str | None  # _SYSTEMD_UNIT of a JSON entry
-    ident: str | None  # syslog identifier of a text line
-    is_json: bool
+# A log to replay: a path, an open binary stream, or lines of text.
+Log = str | os.PathLike[str] | IO[bytes] | Iterable[str]
 
 
 @dataclass
@@ -77,122 +99,247 @@ class Report:
         }
 
 
-def parse_timestamp(line: str) -> tuple[float, int] | None:
-    """``(epoch seconds, end offset)`` of a leading timestamp; naive times are taken as UTC."""
-    m = _TS.match(line)
-    if m is None:
-        return None
-    try:
-        dt = datetime.fromisoformat(f"{m['date']}T{m['time']}")
-    except ValueError:
-        return None
-    tz = (m["tz"] or "").strip()
-    if tz and tz not in ("Z", "UTC"):
-        sign = 1 if tz[0] == "+" else -1
-        digits = tz[1:].replace(":", "")
-        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4]))
-        dt = dt.replace(tzinfo=timezone(sign * offset))
-    else:
-        dt = dt.replace(tzinfo=UTC)
-    t = dt.timestamp()
-    if m["frac"]:
-        t += int(m["frac"]) / 10 ** len(m["frac"])
-    return t, m.end()
-
-
-def journal_message(value: Any) -> str:
-    """A journal MESSAGE as text: a string, or (non-UTF-8 data) a list of byte values."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        try:
-            return bytes(value).decode("utf-8", "replace")
-        except (TypeError, ValueError):
-            return ""
-    return "" if value is None else str(value)
-
-
-def parse_lines(lines: Iterable[str], report: Report) -> list[Entry]:
-    """Entries of one log; counts lines and undated lines into ``report``."""
-    out: list[Entry] = []
-    last = EPOCH.timestamp()
-    for raw in lines:
-        line = raw.rstrip("\r\n")
-        report.lines += 1
-        if line.startswith("{"):
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                doc = None
-            if isinstance(doc, dict) and ("MESSAGE" in doc or "__REALTIME_TIMESTAMP" in doc):
-                ts = doc.get("__REALTIME_TIMESTAMP")
-                try:
-                    last = int(ts) / 1e6
-                except (TypeError, ValueError):
-                    report.undated += 1
-                msg = journal_message(doc.get("MESSAGE"))
-                out.append(Entry(last, msg, msg, doc.get("_SYSTEMD_UNIT"), None, True))
-                continue
-        parsed = parse_timestamp(line)
-        ident = None
-        message = line
-        if parsed is None:
-            report.undated += 1
-        else:
-            last, end = parsed
-            s = _SYSLOG.match(line, end)
-            if s is not None:
-                ident, message = s["ident"], s["msg"]
-        out.append(Entry(last, line, message, None, ident, False))
-    return out
-
-
-def applies(rule: Rule, entry: Entry) -> str | None:
-    """The text ``rule`` searches in ``entry``, or None when the rule does not read it."""
-    if rule.source.kind == "file":
-        return None if entry.is_json else entry.text
-    unit = rule.source.target
-    if entry.is_json:
-        return entry.message if entry.unit == unit else None
-    if entry.ident is not None and entry.ident in (unit, unit.rsplit(".", 1)[0]):
-        return entry.message
-    return None
-
-
 def format_at(t: float) -> str:
-    dt = datetime.fromtimestamp(t, UTC)
+    dt = journal.to_datetime(t)  # a time out of datetime's range is clamped, never a crash
     if dt.microsecond:
         return dt.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0") + "Z"
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def replay(rules: list[Rule], logs: Iterable[Iterable[str]]) -> Report:
-    """Run ``rules`` over ``logs`` (each an iterable of lines) and report what fired when."""
-    report = Report(rules=[RuleReport(r.name) for r in rules])
-    entries: list[Entry] = []
-    for log in logs:
-        entries.extend(parse_lines(log, report))
-    entries.sort(key=lambda e: e.t)  # stable: the order within one second is kept
-    engine = Engine(StateDB(":memory:"))
-    for entry in entries:
-        for rule, rep in zip(rules, report.rules, strict=True):
-            text = applies(rule, entry)
-            if text is None:
+# --------------------------------------------------------------------------- reading
+
+
+def _open(log: Log) -> tuple[IO[bytes] | None, Iterable[str] | None]:
+    if isinstance(log, str | os.PathLike):
+        return open(log, "rb"), None  # closed by _chunks
+    if isinstance(log, io.IOBase) or hasattr(log, "read"):
+        return log, None  # type: ignore[return-value]
+    return None, log  # type: ignore[return-value]
+
+
+def _chunks(log: Log) -> Iterator[bytes | bytearray]:
+    """Buffers of complete lines (the last line completed with a newline), ~CHUNK bytes each.
+
+    A file is read into one reused buffer (no fresh 4 MiB object per chunk); a buffer is valid
+    until the next one is asked for.
+    """
+    fh, lines = _open(log)
+    if lines is not None:
+        batch: list[str] = []
+        size = 0
+        for line in lines:
+            batch.append(line.rstrip("\r\n"))
+            size += len(line) + 1
+            if size >= CHUNK:
+                yield ("\n".join(batch) + "\n").encode("utf-8", "surrogatepass")
+                batch, size = [], 0
+        if batch:
+            yield ("\n".join(batch) + "\n").encode("utf-8", "surrogatepass")
+        return
+    assert fh is not None
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    have = 0  # bytes of an unfinished line kept at the front of buf
+    skipping = False  # inside a line already cut at MAX_LINE: drop it up to its newline
+    try:
+        while True:
+            n = fh.readinto(view[have:]) if hasattr(fh, "readinto") else 0
+            if not hasattr(fh, "readinto"):
+                data = fh.read(CHUNK - have)
+                n = len(data)
+                buf[have : have + n] = data
+            if not n:
+                break
+            size = have + n
+            if skipping:
+                nl = buf.find(b"\n", 0, size)
+                if nl < 0:
+                    have = 0
+                    continue
+                buf[: size - nl - 1] = buf[nl + 1 : size]
+                size -= nl + 1
+                skipping = False
+            last = buf.rfind(b"\n", 0, size)
+            if last < 0:
+                if size > MAX_LINE:  # one line longer than the cap: keep its head only
+                    yield bytes(buf[:MAX_LINE]) + b"\n"
+                    have, skipping = 0, True
+                else:
+                    have = size
                 continue
-            d = engine.observe(rule, text, entry.t)
+            yield buf if last + 1 == len(buf) else memoryview(buf)[: last + 1].tobytes()
+            have = size - last - 1
+            buf[:have] = buf[last + 1 : size]
+        if have and not skipping:
+            yield bytes(buf[:have]) + b"\n"
+    finally:
+        view.release()
+        fh.close()
+
+
+def _count_undated(buf: bytes | bytearray) -> int:
+    """Lines of ``buf`` (complete lines) that do not start with a timestamp."""
+    n = sum(1 for _ in _UNDATED_NEXT.finditer(buf, 0, len(buf) - 1))
+    return n + (_UNDATED_FIRST.match(buf) is not None)
+
+
+class _Reader:
+    """Turns one log into ``(t, text, [(rule index, searched text)])`` events, in file order."""
+
+    def __init__(self, rules: list[Rule], report: Report, text: Matcher, json_: Matcher):
+        self.rules = rules
+        self.report = report
+        self.text_matcher = text
+        self.json_matcher = json_
+        self.stats = Stats()
+        # Journal rules by unit and by syslog identifier (``x.service`` or ``x``).
+        self.by_unit: dict[str, list[int]] = {}
+        for i, r in enumerate(rules):
+            if r.source.kind == "journal":
+                self.by_unit.setdefault(r.source.target, []).append(i)
+        self.by_ident: dict[str, list[int]] = {}
+        for unit, idxs in self.by_unit.items():
+            for name in {unit, unit.rsplit(".", 1)[0]}:
+                self.by_ident.setdefault(name, []).extend(idxs)
+
+    def events(self, log: Log) -> Iterator[tuple[float, str, list[tuple[int, str]]]]:
+        chunks = _chunks(log)
+        first = next(chunks, b"")
+        if not first:
+            return
+        rest = _prepend(first, chunks)
+        if first.lstrip()[:1] == b"{":
+            yield from self._json(rest)
+        else:
+            yield from self._text(rest)
+
+    def _text(self, chunks: Iterable[bytes]) -> Iterator[tuple[float, str, list[tuple[int, str]]]]:
+        report, rules, stats = self.report, self.rules, self.stats
+        last = 0.0  # the time of the last dated line before ``done``
+        for buf in chunks:
+            end = len(buf)
+            report.lines += buf.count(b"\n")
+            report.undated += _count_undated(buf)
+            done = 0  # lines before this offset have given ``last`` what they could
+            for s, raw, idxs in self.text_matcher.candidates(buf, end, stats):
+                if not idxs:
+                    continue
+                line = decode(raw.rstrip(b"\r"), stats)
+                parsed = parse_timestamp(line)
+                if parsed is None:
+                    t = self._previous_time(buf, s, done, last)
+                    ident, message = None, line
+                else:
+                    t, ts_end = parsed
+                    syslog = journal._SYSLOG.match(line, ts_end)
+                    ident, message = (syslog["ident"], syslog["msg"]) if syslog else (None, line)
+                last, done = t, s
+                pairs = []
+                for i in sorted(idxs):
+                    r = rules[i]
+                    if r.source.kind == "file":
+                        pairs.append((i, line))
+                    elif ident is not None and i in self.by_ident.get(ident, ()):
+                        pairs.append((i, message))
+                if pairs:
+                    yield t, line, pairs
+            last = self._previous_time(buf, end, done, last)
+
+    @staticmethod
+    def _previous_time(buf: bytes, pos: int, floor: int, last: float) -> float:
+        """The time of the last dated line starting before ``pos`` (and at or after ``floor``;
+        before that, ``last``)."""
+        e = pos - 1
+        while e > floor:
+            s = buf.rfind(b"\n", 0, e) + 1
+            if s < floor:
+                break
+            head = buf[s : min(e, s + 64)].decode("utf-8", "replace")
+            parsed = parse_timestamp(head)
+            if parsed is not None:
+                return parsed[0]
+            e = s - 1
+        return last
+
+    def _json(self, chunks: Iterable[bytes]) -> Iterator[tuple[float, str, list[tuple[int, str]]]]:
+        report, stats = self.report, self.stats
+        last = 0.0
+        for buf in chunks:
+            end = len(buf)
+            n = buf.count(b"\n")
+            report.lines += n
+            report.undated += n - buf.count(_TS_KEY)
+            for s, raw, idxs in self.json_matcher.candidates(buf, end, stats):
+                if not idxs:
+                    continue
+                try:
+                    rec = journal.parse_json(raw)
+                except ValueError:
+                    rec = None
+                if rec is None:
+                    continue
+                if rec.t is None:
+                    k = buf.rfind(_TS_KEY, 0, s)
+                    t = last if k < 0 else _json_time(buf, k)
+                else:
+                    t = rec.t
+                message = rec.message[:MAX_LINE]
+                pairs = [(i, message) for i in self.by_unit.get(rec.unit, ()) if i in idxs]
+                if pairs:
+                    yield t, message, pairs
+            k = buf.rfind(_TS_KEY)
+            if k >= 0:
+                last = _json_time(buf, k)
+
+
+def _json_time(buf: bytes, k: int) -> float:
+    m = _TS_VALUE.match(buf, k)
+    return int(m.group(1)) / 1e6 if m else 0.0
+
+
+def _journal_rule(rule: Rule) -> bool:
+    return rule.source.kind == "journal"
+
+
+def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
+# --------------------------------------------------------------------------- deciding
+
+
+def replay(rules: list[Rule], logs: Iterable[Log]) -> Report:
+    """Run ``rules`` over ``logs`` (paths, binary streams or lines) and report what fired when."""
+    report = Report(rules=[RuleReport(r.name) for r in rules])
+    reader = _Reader(
+        rules,
+        report,
+        # Replay reports counts and fires, not resolutions: lines that could only resolve a
+        # rule are not handed to it (the engine would find no match in them).
+        Matcher(rules, resolvable=tuple),
+        Matcher(rules, form="json", resolvable=tuple, only=_journal_rule),
+    )
+    streams = [reader.events(log) for log in logs]
+    events = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda e: e[0])
+    engine = Engine(StateDB(":memory:"))
+    for t, text, pairs in events:
+        for i, searched in pairs:
+            rule, rep = rules[i], report.rules[i]
+            d = engine.observe(rule, searched, t)
             if d.outcome == "ignored":
                 rep.ignored += 1
             elif d.outcome == "counted":
                 rep.matched += 1
                 if len(rep.examples) < 3:
-                    rep.examples.append(entry.text)
+                    rep.examples.append(text)
                 rep.max_window = max(rep.max_window, d.count)
                 rep.cooling += d.cooling
                 rep.silenced += d.silenced
                 if d.fired:
-                    rep.fired.append({"at": format_at(entry.t), "group": d.group, "count": d.count})
+                    rep.fired.append({"at": format_at(t), "group": d.group, "count": d.count})
                 elif d.breaker_opened:
-                    rep.breaker_opened.append({"at": format_at(entry.t), "group": d.group})
+                    rep.breaker_opened.append({"at": format_at(t), "group": d.group})
     return report
 
 

@@ -1,4 +1,4 @@
-"""Rule files: reading, validating and merging the YAML rule packs of ``rules.d`` directories.
+r"""Rule files: reading, validating and merging the YAML rule packs of ``rules.d`` directories.
 
 A rule says which source to read (a file or a journal unit), which lines count (``match`` minus
 ``ignore``), how many inside which sliding window fire it (``threshold``/``within``, the window
@@ -8,8 +8,13 @@ keyed by ``group_by``), how long it then stays quiet (``cooldown``), which line 
 Directories are read in order, files in each directory by name; a later rule with the same
 ``name`` replaces an earlier one (packaged defaults first, local overrides after). Every error
 names the file, the rule and the key. This module also derives, for each regex, the literal
-strings one of which every match must contain: the tailer's prefilter finds those with
-``bytes.find`` on whole buffers so that lines which cannot match are never split or decoded.
+strings one of which every match must contain: the matcher's prefilter (``fastpath``) finds
+those in whole buffers so that lines which cannot match are never split or decoded.
+
+Rule regexes are compiled with RE2 (``google-re2``): matching time is linear in the line, so no
+pattern and no line can stall the service (a backtracking ``re`` pattern such as ``(\w+\s?)+$``
+pins a CPU on a 48-byte line). The syntax RE2 lacks -- backreferences, lookaround, atomic groups,
+possessive quantifiers, conditionals -- is refused with a message naming the construct.
 """
 
 from __future__ import annotations
@@ -22,10 +27,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import re2
 import yaml
 
 from agent import yamlsafe
 from agent.config import ConfigError, parse_duration
+
+
+class Pattern:
+    """A rule's compiled regex: RE2's pattern, with a faster ``search`` of ASCII text.
+
+    google-re2 maps every str to UTF-8 and back to character offsets in Python; for ASCII text
+    (nearly every log line) the offsets are the same, so the search goes to RE2 directly and
+    builds google-re2's own match object (``group``, ``groupdict``, ``span``, ``re``).
+    """
+
+    __slots__ = ("_direct", "_rx", "groupindex", "groups", "pattern")
+
+    def __init__(self, rx: Any):
+        self._rx = rx
+        self.pattern: str = rx.pattern
+        self.groupindex: dict[str, int] = dict(rx.groupindex)
+        self.groups: int = rx.groups
+        raw = getattr(rx, "_regexp", None)
+        self._direct = raw.Match if raw is not None and _DIRECT else None
+
+    def search(self, text: str, pos: int | None = None, endpos: int | None = None) -> Any:
+        direct = self._direct
+        if direct is not None and pos is None and endpos is None and text.isascii():
+            spans = direct(_UNANCHORED, text.encode("ascii"), 0, len(text))
+            if spans[0] == _NULL_SPAN:
+                return None
+            return _Match(self._rx, text, 0, len(text), spans)
+        return self._rx.search(text, pos, endpos)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rx, name)
+
+    def __repr__(self) -> str:
+        return f"Pattern({self.pattern!r})"
+
+
+# google-re2's internals used by Pattern.search; without them it takes the public path.
+_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+_NULL_SPAN = getattr(re2, "_NULL_SPAN", (-1, -1))
+_Match = getattr(re2, "_Match", None)
+_DIRECT = _UNANCHORED is not None and _Match is not None
 
 RULE_KEYS = {
     "name",
@@ -97,13 +144,13 @@ class Breaker:
 class Rule:
     name: str
     source: Source
-    match: re.Pattern[str]
+    match: Pattern
     threshold: int
     within: float
-    ignore: tuple[re.Pattern[str], ...] = ()
+    ignore: tuple[Pattern, ...] = ()
     group_by: tuple[str, ...] = ()
     cooldown: float = 0.0
-    resolve: re.Pattern[str] | None = None
+    resolve: Pattern | None = None
     action: Action | None = None
     breaker: Breaker | None = None
     description: str = ""
@@ -112,7 +159,7 @@ class Rule:
     match_literals: tuple[bytes, ...] | None = None
     resolve_literals: tuple[bytes, ...] | None = None
 
-    def group_of(self, m: re.Match[str]) -> dict[str, str]:
+    def group_of(self, m: Any) -> dict[str, str]:
         return {k: (m.group(k) or "") for k in self.group_by}
 
 
@@ -173,17 +220,22 @@ def _seq_literals(items: Sequence[Any]) -> list[str] | None:
     return best
 
 
-def required_literals(pattern: re.Pattern[str]) -> tuple[bytes, ...] | None:
+def required_literals(pattern: Any) -> tuple[bytes, ...] | None:
     """Byte strings one of which occurs in every line that ``pattern`` matches; None if unknown.
 
-    Only derived when it is certainly right: not for case-insensitive patterns, and never with a
-    newline inside (a prefilter hit is widened to its line).
+    ``pattern`` is a regex string or a compiled pattern (``re`` or RE2). Only derived when it is
+    certainly right: not for case-insensitive patterns, and never with a newline inside (a
+    prefilter hit is widened to its line).
     """
-    if pattern.flags & re.IGNORECASE:
+    text = pattern if isinstance(pattern, str) else pattern.pattern
+    flags = pattern.flags if isinstance(pattern, re.Pattern) else 0
+    if flags & re.IGNORECASE:
         return None
     try:
-        parsed = sre_parse.parse(pattern.pattern, pattern.flags)
+        parsed = sre_parse.parse(text, flags)
     except Exception:  # a private parser: if it ever disagrees, just do without the prefilter
+        return None
+    if parsed.state.flags & re.IGNORECASE:  # an inline (?i) for the whole pattern
         return None
     lits = _seq_literals(list(parsed))
     if not lits or any("\n" in x or len(x) < 2 for x in lits):
@@ -194,15 +246,65 @@ def required_literals(pattern: re.Pattern[str]) -> tuple[bytes, ...] | None:
 # --------------------------------------------------------------------------- reading
 
 
-def _regex(file: str, rule: str, key: str, value: Any) -> re.Pattern[str]:
-    if not isinstance(value, str) or not value:
-        raise RuleError(file, rule, key, "a Python regular expression (a non-empty string)", value)
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error is raised to us; RE2 must not print it to stderr
+
+# Constructs of Python's ``re`` that RE2 does not have, as the stdlib parser names them.
+_UNSUPPORTED = {
+    "GROUPREF": "a backreference (\\1, (?P=name))",
+    "GROUPREF_EXISTS": "a conditional group ((?(1)...|...))",
+    "ASSERT": "a lookahead or lookbehind ((?=...), (?<=...))",
+    "ASSERT_NOT": "a negative lookahead or lookbehind ((?!...), (?<!...))",
+    "ATOMIC_GROUP": "an atomic group ((?>...))",
+    "POSSESSIVE_REPEAT": "a possessive quantifier (*+, ++, ?+)",
+}
+
+
+def _unsupported(pattern: str) -> str | None:
+    """The first construct of ``pattern`` that RE2 lacks, in words; None if there is none."""
     try:
-        return re.compile(value)
-    except re.error as exc:
-        raise RuleError(
-            file, rule, key, f"a valid Python regular expression ({exc})", value
-        ) from None
+        parsed = sre_parse.parse(pattern)
+    except Exception:
+        return None
+    stack: list[Any] = [parsed]
+    while stack:
+        items = stack.pop()
+        for op, arg in items:
+            name = str(op)
+            if name in _UNSUPPORTED:
+                return _UNSUPPORTED[name]
+            for a in arg if isinstance(arg, tuple | list) else (arg,):
+                if isinstance(a, sre_parse.SubPattern):
+                    stack.append(a)
+                elif isinstance(a, list):
+                    stack.extend(x for x in a if isinstance(x, sre_parse.SubPattern))
+    if "\\Z" in pattern.replace("\\\\", ""):
+        return "\\Z (write \\z: the end of the line)"
+    return None
+
+
+def compile_regex(value: str) -> Pattern:
+    """``value`` compiled with RE2 (linear-time); ``ValueError`` names what RE2 refuses."""
+    try:
+        return Pattern(re2.compile(value, _RE2_OPTIONS))
+    except re2.error as exc:
+        what = _unsupported(value)
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        if what is not None:
+            raise ValueError(
+                f"RE2 syntax: {what} is not supported (rules are matched in linear time, so"
+                f" patterns that need backtracking are refused; rewrite it without) [{detail}]"
+            ) from None
+        raise ValueError(detail) from None
+
+
+def _regex(file: str, rule: str, key: str, value: Any) -> Pattern:
+    if not isinstance(value, str) or not value:
+        raise RuleError(file, rule, key, "a regular expression (a non-empty string)", value)
+    try:
+        return compile_regex(value)
+    except ValueError as exc:
+        raise RuleError(file, rule, key, f"a valid RE2 regular expression ({exc})", value) from None
 
 
 def _duration(file: str, rule: str, key: str, value: Any, positive: bool = True) -> float:
@@ -389,7 +491,7 @@ def load_file(path: str | os.PathLike[str]) -> list[tuple[Rule, bool]]:
             if not isinstance(name, str) or not _NAME.match(name):
                 raise RuleError(file, None, f"rules[{i}].name", "a rule name", name)
             out.append(
-                (Rule(name, Source("file", "/"), re.compile("$^"), 1, 1.0, file=file), False)
+                (Rule(name, Source("file", "/"), compile_regex("$^"), 1, 1.0, file=file), False)
             )
             continue
         rule = parse_rule(item, file, i)

@@ -105,6 +105,7 @@ class Remediator:
         self.rules = RuleSet([], [])
         self.matchers: dict[str, Matcher] = {}
         self.journal_rules: dict[str, list[Rule]] = {}
+        self.journal_matchers: dict[str, Matcher] = {}
         self.tails: dict[str, FileTail] = {}
         self.stats = Stats()
         self.watcher: FileWatcher | None = None
@@ -131,10 +132,16 @@ class Remediator:
         self.rules = rules
         by_source = rules.sources()
         self.matchers = {
-            key: Matcher(rs) for key, rs in by_source.items() if key.startswith("file:")
+            key: Matcher(rs, resolvable=self._resolvable)
+            for key, rs in by_source.items()
+            if key.startswith("file:")
         }
         self.journal_rules = {
             key.split(":", 1)[1]: rs for key, rs in by_source.items() if key.startswith("journal:")
+        }
+        self.journal_matchers = {
+            unit: Matcher(rs, resolvable=self._resolvable)
+            for unit, rs in self.journal_rules.items()
         }
         paths = {key.split(":", 1)[1] for key in self.matchers}
         for p in list(self.tails):
@@ -417,7 +424,8 @@ class Remediator:
                     # The entry's own age on the service clock: a catch-up after a restart
                     # keeps its spacing, a wall clock stepped back changes nothing.
                     t = self.clock.since_wall(e.t)
-                    for rule in self.journal_rules.get(e.unit, ()):
+                    matcher = self.journal_matchers.get(e.unit)
+                    for rule in matcher.rules_for(e.message) if matcher is not None else ():
                         d = self.engine.observe(rule, e.message, t)
                         if d.outcome != "nomatch":
                             self.decide(rule, d, e.message, t)
@@ -456,6 +464,16 @@ class Remediator:
         inc = self.store.get_incident(inc_id) if inc_id is not None else None
         return inc if inc is not None and inc.status in UNRESOLVED else None
 
+    def _resolvable(self) -> set[str]:
+        # Unresolved incidents are those found at start plus those opened here since (only
+        # this thread opens them): a rule with none of those has nothing to resolve.
+        if self.open_ids is None:
+            self._unresolved("", {})
+        return {r for r, _ in self.open_ids or ()} | self.pending_rules
+
+    def _may_be_unresolved(self, rule: str) -> bool:
+        return rule in self._resolvable()
+
     def _opened(self, inc: Incident) -> Incident:
         if self.open_ids is not None:
             self.open_ids[(inc.rule, group_key(inc.group))] = inc.id
@@ -466,7 +484,7 @@ class Remediator:
             if rule.name in self.pending_rules:
                 # A fire of this rule is not in the store yet: resolve after it, in order.
                 self.state.add_firing(rule.name, group_key(d.group), t, "resolve", 0, line[:300])
-            else:
+            elif self._may_be_unresolved(rule.name):  # a healthy log's "sync ok" costs no query
                 self.resolve(rule.name, d.group, line)
             return
         if d.fired or d.breaker_opened:
@@ -486,6 +504,11 @@ class Remediator:
                     now=_now_dt(),
                 )
                 log.info("incident #%s (%s) resolved by a log line", inc.id, rule_name)
+        if self.open_ids is not None and not any(
+            inc.rule == rule_name for inc in self.store.list_incidents(UNRESOLVED)
+        ):
+            for key in [k for k in self.open_ids if k[0] == rule_name]:
+                del self.open_ids[key]  # nothing of the rule left open: skip queries again
 
     def process_firings(self) -> None:
         """Open (or find) the incident of every committed firing; queue or escalate it."""

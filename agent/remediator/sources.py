@@ -10,10 +10,9 @@ only when a rule must look at it, with replacement, and an invalid one is counte
 when it appears. Nothing polls: watchdog's observer thread reports directory events, and the
 core reads the files those events name.
 
-The matcher is the fast path: for every literal that a rule's regex requires (see
-``rules.required_literals``) it runs ``bytes.find`` over whole buffers of complete lines and
-widens each hit to its line; only those lines are decoded and searched by the regexes, so the
-bulk of a log is never split into Python strings.
+The matcher that picks, in the buffers read here, the lines the rules must look at lives in
+:mod:`agent.remediator.matcher` (its byte prefilter in :mod:`agent.remediator.fastpath`); a
+journal entry is parsed by the shared reader :mod:`agent.journal`.
 
 Only regular files are read, opened with ``O_NOFOLLOW``: a log path swapped for a symlink (to
 ``/etc/shadow``, say, by a less privileged user who can write the log's directory), a directory
@@ -33,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -46,15 +44,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.remediator.rules import Rule
+from agent import journal
+from agent.remediator.matcher import MAX_LINE, Matcher, Stats
 from agent.remediator.state import Position, StateDB
+
+__all__ = [
+    "MAX_LINE",
+    "FileTail",
+    "FileWatcher",
+    "JournalEntry",
+    "JournalSource",
+    "Matcher",
+    "Stats",
+]
 
 log = logging.getLogger(__name__)
 
 # A sink gets a buffer and an end: ``buf[:end]`` is complete lines, the buffer is reused after.
 Sink = Callable[[bytes | bytearray, int], None]
 
-MAX_LINE = 64 * 1024
 CHUNK = 4 * 1024 * 1024
 DRAIN_GRACE = 60.0  # seconds a rotated-away file is still drained (a writer may not have reopened)
 TAIL_HASH = 256  # bytes before the saved offset whose hash identifies the file at a restart
@@ -98,150 +106,6 @@ def _tail_hash(fd: int, offset: int) -> str | None:
     if len(data) != n:
         return "short"
     return hashlib.sha1(data, usedforsecurity=False).hexdigest()
-
-
-@dataclass
-class Stats:
-    lines: int = 0  # journal entries (file lines are not counted on the fast path)
-    bytes: int = 0
-    candidates: int = 0  # lines holding a rule's literal, decoded and searched
-    cut: int = 0  # lines longer than MAX_LINE
-    invalid_utf8: int = 0  # decoded lines (candidates, journal messages) that were not UTF-8
-    rotations: int = 0
-    truncations: int = 0
-    bad_entries: int = 0  # journal lines that were not a JSON object: skipped
-
-    def to_json(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
-# --------------------------------------------------------------------------- matcher
-
-
-class Matcher:
-    """Finds, in buffers of complete lines, the lines each rule must look at."""
-
-    def __init__(self, rules: Iterable[Rule]):
-        self.rules = list(rules)
-        self.by_literal: dict[bytes, list[int]] = {}
-        self.slow: list[int] = []  # rules with no usable literal: every line is searched
-        for i, r in enumerate(self.rules):
-            lits_sets = [r.match_literals]
-            if r.resolve is not None:
-                lits_sets.append(r.resolve_literals)
-            if any(lits is None for lits in lits_sets):
-                self.slow.append(i)
-                continue
-            for lits in lits_sets:
-                for lit in lits or ():
-                    idx = self.by_literal.setdefault(lit, [])
-                    if i not in idx:
-                        idx.append(i)
-        # Literals sharing a long prefix ("[port-sheet] token error: ", "[port-sheet] sync ok")
-        # are found with one pass for the prefix and a startswith per hit: a pass over the buffer
-        # is the cost that matters, a hit is rare.
-        self.passes: list[tuple[bytes, list[tuple[bytes, list[int]]]]] = []
-        for lit in sorted(self.by_literal):
-            entry = (lit, self.by_literal[lit])
-            if self.passes:
-                prefix, members = self.passes[-1]
-                common = _common_prefix(prefix, lit)
-                if len(common) >= PREFIX_MIN:
-                    self.passes[-1] = (common, [*members, entry])
-                    continue
-            self.passes.append((lit, [entry]))
-
-    def scan(
-        self, buf: bytes | bytearray, stats: Stats, end: int | None = None
-    ) -> list[tuple[Rule, str]]:
-        """``(rule, line)`` pairs in line order; ``buf[:end]`` holds complete lines."""
-        end = len(buf) if end is None else end
-        stats.bytes += end
-        # A line longer than MAX_LINE contains a whole aligned half-size block with no newline:
-        # one memchr per 32 KiB finds the candidates, only those are measured exactly.
-        half = MAX_LINE // 2
-        long_ranges: list[tuple[int, int]] = []
-        if end > MAX_LINE:
-            i = 0
-            while i < end:
-                if buf.find(b"\n", i, min(i + half, end)) < 0:
-                    s = buf.rfind(b"\n", 0, i) + 1
-                    e = buf.find(b"\n", i, end)
-                    if e - s > MAX_LINE and (not long_ranges or long_ranges[-1][0] != s):
-                        long_ranges.append((s, e))
-                    i = max(e + 1, i + half)
-                else:
-                    i += half
-        stats.cut += len(long_ranges)
-        if not self.rules:
-            return []
-        hits: dict[int, tuple[int, set[int]]] = {}
-        find, rfind = buf.find, buf.rfind
-        startswith = buf.startswith
-        for prefix, members in self.passes:
-            single = members[0][1] if len(members) == 1 else None
-            pos = 0
-            while True:
-                i = find(prefix, pos, end)
-                if i < 0:
-                    break
-                pos = i + 1
-                if single is not None:
-                    idxs = single
-                else:
-                    idxs = [x for lit, ix in members if startswith(lit, i) for x in ix]
-                    if not idxs:
-                        continue
-                s = rfind(b"\n", 0, i) + 1
-                e = find(b"\n", i, end)
-                if s in hits:
-                    hits[s][1].update(idxs)
-                else:
-                    hits[s] = (e, set(idxs))
-                if single is not None:
-                    pos = e + 1  # one literal: the rest of this line adds nothing
-        if self.slow:
-            s = 0
-            for raw in bytes(buf[:end]).split(b"\n")[:-1]:
-                e = s + len(raw)
-                if s in hits:
-                    hits[s][1].update(self.slow)
-                else:
-                    hits[s] = (e, set(self.slow))
-                s = e + 1
-        out: list[tuple[Rule, str]] = []
-        stats.candidates += len(hits)
-        for s in sorted(hits):
-            e, idxs = hits[s]
-            raw = bytes(buf[s : min(e, s + MAX_LINE)])
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                # Only lines a rule looks at are ever decoded; those are counted.
-                stats.invalid_utf8 += 1
-                line = raw.decode("utf-8", "replace")
-            out.extend((self.rules[i], line) for i in sorted(idxs))
-        return out
-
-
-PREFIX_MIN = 8  # literals sharing at least this many leading bytes share one pass
-
-
-def _common_prefix(a: bytes, b: bytes) -> bytes:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return a[:n]
-
-
-def _valid_utf8(b: bytes) -> bool:
-    try:
-        b.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------- files
@@ -871,13 +735,12 @@ class JournalSource:
                 self.emit([entry])
 
     def parse(self, raw: bytes) -> JournalEntry | None:
+        """One line of journalctl's output, read by the shared :mod:`agent.journal` reader."""
         self.stats.lines += 1
         self.stats.bytes += len(raw)
         try:
-            doc = json.loads(raw)
+            rec = journal.parse_json(raw)
         except ValueError:
-            doc = None
-        if not isinstance(doc, dict):
             self.stats.bad_entries += 1
             now = time.monotonic()
             if now - self._bad_logged >= 60.0:
@@ -888,29 +751,19 @@ class JournalSource:
                     self.stats.bad_entries,
                 )
             return None
-        msg = doc.get("MESSAGE")
-        if isinstance(msg, list):  # non-UTF-8 data arrives as an array of byte values
-            data = bytes(v for v in msg if isinstance(v, int) and 0 <= v < 256)
-            if not _valid_utf8(data):
-                self.stats.invalid_utf8 += 1
-            msg = data.decode("utf-8", "replace")
-        elif not isinstance(msg, str):
-            msg = "" if msg is None else str(msg)
+        if rec is None:
+            return None
+        if not rec.valid_utf8:
+            self.stats.invalid_utf8 += 1
+        msg = rec.message
         if len(msg) > MAX_LINE:
             msg = msg[:MAX_LINE]
             self.stats.cut += 1
-        try:
-            t = int(doc["__REALTIME_TIMESTAMP"]) / 1e6
-        except (KeyError, TypeError, ValueError):
-            t = time.time()
-        unit = str(doc.get("_SYSTEMD_UNIT") or "")
-        if unit not in self.units and doc.get("UNIT") in self.units:
-            unit = str(doc["UNIT"])  # systemd's own messages about the unit ("Failed with ...")
         return JournalEntry(
-            unit=unit,
+            unit=rec.unit,
             message=msg,
-            t=t,
-            cursor=str(doc.get("__CURSOR") or ""),
+            t=time.time() if rec.t is None else rec.t,
+            cursor=rec.cursor,
         )
 
     def stop(self) -> None:

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.remediator.replay import Report, parse_lines, parse_timestamp, replay
-from agent.remediator.rules import load_rules
+from agent.remediator.replay import parse_timestamp, replay
+from agent.remediator.rules import load_rules, parse_rule
 
 DATA = Path(__file__).parent / "data"
 PACK = Path(__file__).parents[3] / "files" / "rules.d"
@@ -50,10 +50,14 @@ def test_timestamps_of_every_accepted_form_are_read_as_utc():
 
 
 def test_undated_lines_take_the_previous_lines_time():
-    rep = Report()
-    entries = parse_lines(["2026-05-13T15:00:00Z a", "b", "c"], rep)
-    assert [e.t for e in entries] == [1778684400.0] * 3
-    assert rep.undated == 2
+    r = parse_rule(
+        {"name": "r", "source": {"file": "/x"}, "match": "boom", "threshold": 1, "within": "1h"},
+        "r.yml",
+        0,
+    )
+    rep = replay([r], [["2026-05-13T15:00:00Z a", "boom b", "boom c", "2026-05-13T16:00:00Z d"]])
+    assert [f["at"] for f in rep.rules[0].fired] == ["2026-05-13T15:00:00Z"] * 2
+    assert (rep.lines, rep.undated) == (4, 2)
 
 
 def test_journal_rules_read_their_units_short_iso_lines_and_skip_other_identifiers():
@@ -181,3 +185,29 @@ def test_text_output_explains_why_a_rule_did_not_fire():
         check=True,
     ).stdout
     assert "never fired: at most 2 of 3 matches within 90m" in out
+
+
+def test_out_of_range_timestamps_never_crash_replay(tmp_path: Path):
+    rules = tmp_path / "r.yml"
+    rules.write_text(
+        "rules:\n"
+        "  - {name: f, source: {file: /x}, match: boom, threshold: 1, within: 1h}\n"
+        "  - {name: j, source: {journal: {unit: a.service}}, match: boom, threshold: 1,"
+        " within: 1h}\n"
+    )
+    log = tmp_path / "x.log"
+    log.write_text(
+        "9999-12-31T23:59:59-14:00 boom beyond year 9999 in UTC\n"
+        "0001-01-01T00:00:00+14:00 boom before year 1 in UTC\n"
+        "2026-13-45T99:99:99Z boom an impossible date\n"
+    )
+    export = tmp_path / "j.json"
+    export.write_text(
+        '{"__REALTIME_TIMESTAMP":"99999999999999999999","_SYSTEMD_UNIT":"a.service",'
+        '"MESSAGE":"boom far future"}\n'
+    )
+    got = cli_json("--rules", str(rules), str(log), str(export))
+    rep = {r["name"]: r for r in got["rules"]}
+    # Every line is counted; times beyond what a date can show are written as its limit.
+    assert rep["f"]["matched"] == 3 and rep["f"]["fired"][0]["at"] == "9999-12-31T23:59:59.999999Z"
+    assert [f["at"] for f in rep["j"]["fired"]] == ["9999-12-31T23:59:59.999999Z"]

@@ -24,7 +24,11 @@ BASE = {
 @pytest.mark.parametrize(
     ("change", "key", "expected"),
     [
-        ({"match": "boom ("}, "match", "valid Python regular expression"),
+        ({"match": "boom ("}, "match", "valid RE2 regular expression"),
+        ({"match": r"(?P<code>\w+) \1"}, "match", "backreference"),
+        ({"ignore": ["x(?=y)"]}, "ignore[0]", "lookahead or lookbehind"),
+        ({"resolve": "(?<!not )ok"}, "resolve", "negative lookahead or lookbehind"),
+        ({"match": "(?P<code>a++)"}, "match", "possessive quantifier"),
         ({"within": "ten minutes"}, "within", "duration"),
         ({"threshold": 0}, "threshold", "at least 1"),
         ({"group_by": ["nope"]}, "group_by", "names of groups in match"),
@@ -130,3 +134,34 @@ def test_check_command_accepts_the_packaged_pack_and_rejects_a_bad_file(tmp_path
     )
     assert bad.returncode == 64
     assert "x.yml: rule 'r1': threshold: expected an integer of at least 1" in bad.stderr
+
+
+def test_check_refuses_backtracking_syntax_with_a_message_naming_it(tmp_path: Path):
+    write_rules(tmp_path / "bad" / "x.yml", {**BASE, "match": r"(?P<code>\w+) again \1"})
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "remediator",
+            "check",
+            "--rules-dir",
+            str(tmp_path / "bad"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 64
+    assert "x.yml: rule 'r1': match: expected a valid RE2 regular expression" in bad.stderr
+    assert "a backreference" in bad.stderr and "not supported" in bad.stderr
+    assert "Traceback" not in bad.stderr and "re2.cc" not in bad.stderr  # no RE2 log noise
+
+
+def test_a_catastrophic_backtracking_pattern_matches_in_linear_time():
+    # Python's re never finishes on this line (2^n ways to split the run); RE2 answers at once.
+    from tests.unit.remediator.helpers import rule
+
+    r = rule(match=r"^ERROR (?P<w>\w+\s?)+$")
+    line = "ERROR " + "a" * 5000 + "!"  # exponential for a backtracking engine
+    assert r.match.search(line) is None
+    assert r.match.search("ERROR a b c").group("w") == "c"

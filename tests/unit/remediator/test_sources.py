@@ -173,8 +173,13 @@ def test_matcher_finds_matching_lines_cuts_long_ones_and_counts_bad_utf8():
     assert stats.candidates == 3
 
 
-def test_matcher_without_a_literal_searches_every_line():
-    r = rule(source={"file": "/x"}, match=r"(?i)TOKEN ERROR (?P<status>\d+)")
+def test_matcher_without_a_literal_finds_lines_with_the_whole_pattern_in_the_same_pass():
+    # No literal to look for: the pattern itself joins the one RE2 pass (line-anchored).
+    r = rule(source={"file": "/x"}, match=r"(?i)^TOKEN ERROR (?P<status>\d+)$")
+    hits = Matcher([r]).scan(b"a\ntoken error 4\nb token error 5\n", Stats())
+    assert [line for _, line in hits] == ["token error 4"]
+    # \A / \z name the whole text, which a buffer of lines is not: every line is searched.
+    r = rule(source={"file": "/x"}, match=r"(?i)\Atoken error (?P<status>\d+)\z")
     hits = Matcher([r]).scan(b"a\ntoken error 4\nb\n", Stats())
     assert [line for _, line in hits] == ["a", "token error 4", "b"]
 
@@ -419,3 +424,17 @@ def test_the_first_sight_of_an_unreadable_log_survives_a_restart(tmp_path: Path)
     FileTail(str(log), StateDB(db)).poll(got)  # readable after the restart
     shutil.rmtree(where)
     assert got.lines == [b"new"]
+
+
+def test_a_journal_message_reaches_only_the_rules_whose_literal_it_holds():
+    from agent.remediator.rules import load_rules
+
+    rules = load_rules([Path(__file__).parents[3] / "files" / "rules.d"]).rules
+    m = Matcher(rules)
+    assert m.rules_for("[port-sheet] collected tab=Ports rows=3") == []
+    assert [r.name for r in m.rules_for("[port-sheet] token error: HTTP Error 400: x")] == [
+        "sheet-sync-token"
+    ]
+    # A "sync ok" line can only resolve: with nothing open it goes to no rule at all.
+    assert len(m.rules_for("[port-sheet] sync ok rows=1")) == 4
+    assert Matcher(rules, resolvable=set).rules_for("[port-sheet] sync ok") == []

@@ -1,0 +1,212 @@
+"""The matcher: which lines of a buffer each rule must look at, in one pass for all the rules.
+
+Used by the live file source (``service.Remediator.read_file``) and by the offline tester
+(``replay``), so both see exactly the same lines. The byte-level pass is the fast path
+(:mod:`agent.remediator.fastpath`): one RE2 alternation of the rules' required literals, or of a
+rule's whole pattern where it has none. A rule anchored to the whole text (``\\A``, ``\\z``)
+searches every line. Lines are cut at ``MAX_LINE`` bytes before any pattern sees them.
+
+For ``journalctl -o json`` exports (``form="json"``) the literals are looked for as the JSON
+encoder writes them, and every entry whose MESSAGE is an array of bytes is a candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Container, Iterable, Iterator
+from dataclasses import dataclass
+
+from agent.remediator.fastpath import Prefilter
+from agent.remediator.rules import Rule
+
+MAX_LINE = 64 * 1024
+
+
+@dataclass
+class Stats:
+    lines: int = 0  # journal entries (file lines are not counted on the fast path)
+    bytes: int = 0
+    candidates: int = 0  # lines holding a rule's literal, decoded and searched
+    cut: int = 0  # lines longer than MAX_LINE
+    invalid_utf8: int = 0  # decoded lines (candidates, journal messages) that were not UTF-8
+    rotations: int = 0
+    truncations: int = 0
+    bad_entries: int = 0  # journal lines that were not a JSON object: skipped
+
+    def to_json(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def _whole_text_anchored(pattern: str) -> bool:
+    # \A and \z mean the whole text: inside a buffer of many lines they would not hold.
+    p = pattern.replace("\\\\", "")
+    return "\\A" in p or "\\z" in p
+
+
+def _json_forms(lit: bytes) -> list[bytes]:
+    """``lit`` as it appears inside a JSON string (raw UTF-8 and ``\\uXXXX`` escaped)."""
+    text = lit.decode("utf-8")
+    return list(
+        dict.fromkeys(json.dumps(text, ensure_ascii=a)[1:-1].encode() for a in (False, True))
+    )
+
+
+class Matcher:
+    """Finds, in buffers of complete lines, the lines each rule must look at."""
+
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        max_line: int = MAX_LINE,
+        form: str = "text",
+        resolvable: Callable[[], Container[str]] | None = None,
+        only: Callable[[Rule], bool] | None = None,
+    ):
+        """``resolvable()``: the names of the rules that may have something to resolve now; a
+        line that holds only another rule's ``resolve`` literal (not its ``match``) is not
+        handed to that rule. It is asked per line, as the lines are consumed, so an incident
+        opened by one line is resolved by a later line of the same buffer. ``only``: the rules
+        this matcher looks for (indexes stay those of ``rules``)."""
+        self.rules = list(rules)
+        self.max_line = max_line
+        self.resolvable = resolvable
+        alternatives: dict[bytes, set[int]] = {}
+        may_match: dict[bytes, set[int]] = {}  # alternative -> rules whose match it may be
+        literal_of: dict[bytes, bytes] = {}  # alternative -> the literal it looks for
+        self.every_line: list[int] = []  # rules searched on every line
+        for i, r in enumerate(self.rules):
+            if only is not None and not only(r):
+                continue
+            parts = [(r.match, r.match_literals)]
+            if r.resolve is not None:
+                parts.append((r.resolve, r.resolve_literals))
+            if any(
+                lits is None and (form == "json" or _whole_text_anchored(p.pattern))
+                for p, lits in parts
+            ):
+                self.every_line.append(i)
+                continue
+            for part, (p, lits) in enumerate(parts):
+                found: list[tuple[bytes, bytes | None]] = []
+                if lits is None:
+                    found.append((p.pattern.encode("utf-8"), None))
+                for lit in lits or ():
+                    for form_lit in _json_forms(lit) if form == "json" else [lit]:
+                        found.append((re.escape(form_lit), form_lit))
+                if form == "json":  # MESSAGE that is not UTF-8: an array of byte values
+                    found += [(re.escape(x), x) for x in (b'"MESSAGE":[', b'"MESSAGE": [')]
+                for alt, lit in found:
+                    alternatives.setdefault(alt, set()).add(i)
+                    if part == 0 or form == "json":
+                        may_match.setdefault(alt, set()).add(i)
+                    if lit is not None:
+                        literal_of[alt] = lit
+        self.targets: list[list[int]] = [sorted(v) for v in alternatives.values()]
+        self.match_targets: list[set[int]] = [may_match.get(a, set()) for a in alternatives]
+        self.prefilter = Prefilter(
+            list(alternatives), [literal_of.get(a) for a in alternatives], max_line
+        )
+
+    def candidates(
+        self, buf: bytes | bytearray, end: int, stats: Stats
+    ) -> Iterator[tuple[int, bytes, set[int]]]:
+        """``(start, line cut to MAX_LINE, rule indexes)`` of the lines that matter.
+
+        Counts the bytes, the cut lines and the candidates into ``stats``.
+        """
+        stats.bytes += end
+        cap = self.max_line
+        # A line longer than the cap contains a whole aligned half-size block with no newline:
+        # one memchr per half block finds the candidates, only those are measured exactly.
+        if end > cap:
+            half = cap // 2
+            last_s = -1
+            i = 0
+            while i < end:
+                if buf.find(b"\n", i, min(i + half, end)) < 0:
+                    s = buf.rfind(b"\n", 0, i) + 1
+                    e = buf.find(b"\n", i, end)
+                    if e < 0:
+                        e = end
+                    if e - s > cap and s != last_s:
+                        stats.cut += 1
+                        last_s = s
+                    i = max(e + 1, i + half)
+                else:
+                    i += half
+        if not self.rules:
+            return
+        targets, match_targets = self.targets, self.match_targets
+        resolvable, rules = self.resolvable, self.rules
+        hits = self.prefilter.lines(buf, end)
+        if self.every_line:
+            found = {s: (line, alts) for s, line, alts in hits}
+            s = 0
+            for raw in bytes(buf[:end]).split(b"\n")[:-1]:
+                if s not in found:
+                    found[s] = (raw[:cap], [])
+                s += len(raw) + 1
+            hits = ((s, line, alts) for s, (line, alts) in sorted(found.items()))
+        for s, line, alts in hits:
+            stats.candidates += 1
+            if resolvable is not None and not any(match_targets[a] for a in alts):
+                # A line that can only resolve (a healthy log's "sync ok"): with nothing open
+                # it concerns no rule, however many rules share that resolve pattern.
+                names = resolvable()
+                if not names and not self.every_line:
+                    continue
+            idxs = {x for a in alts for x in targets[a]}
+            if resolvable is not None:
+                matching = {x for a in alts for x in match_targets[a]}
+                if len(matching) < len(idxs):
+                    names = resolvable()
+                    idxs = {i for i in idxs if i in matching or rules[i].name in names}
+            if self.every_line:
+                idxs.update(self.every_line)
+            yield s, line, idxs
+
+    def rules_for(self, text: str) -> list[Rule]:
+        """The rules that must look at one line of text (a journal message), in rule order."""
+        raw = text.encode("utf-8", "surrogatepass")[: self.max_line]
+        pf = self.prefilter
+        if pf.set is not None:
+            alts = pf.set.Match(raw) or []
+        elif pf.passes and pf.passes[0].search(raw) is not None:
+            alts = [0]
+        else:
+            alts = []
+        idxs = {x for a in alts for x in self.targets[a]}
+        if self.resolvable is not None and idxs:
+            matching = {x for a in alts for x in self.match_targets[a]}
+            if len(matching) < len(idxs):
+                names = self.resolvable()
+                idxs = {i for i in idxs if i in matching or self.rules[i].name in names}
+        idxs.update(self.every_line)
+        return [self.rules[i] for i in sorted(idxs)]
+
+    def scan(
+        self, buf: bytes | bytearray, stats: Stats, end: int | None = None
+    ) -> Iterator[tuple[Rule, str]]:
+        """``(rule, line)`` pairs in line order, as they are consumed; ``buf[:end]`` holds
+        complete lines."""
+        end = len(buf) if end is None else end
+        rules = self.rules
+        for _s, raw, idxs in self.candidates(buf, end, stats):
+            if not idxs:
+                continue
+            line = decode(raw, stats)
+            if len(idxs) == 1:
+                yield rules[next(iter(idxs))], line
+            else:
+                for i in sorted(idxs):
+                    yield rules[i], line
+
+
+def decode(raw: bytes, stats: Stats) -> str:
+    """A candidate line as text; one that is not UTF-8 is decoded with U+FFFD and counted."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        stats.invalid_utf8 += 1
+        return raw.decode("utf-8", "replace")
