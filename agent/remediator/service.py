@@ -29,9 +29,11 @@ from typing import Any
 from agent import sdnotify
 from agent.config import Settings
 from agent.remediator import actions as actions_mod
+from agent.remediator import notify as n
+from agent.remediator.alerts import Alerts, set_notice
 from agent.remediator.engine import Decision, Engine
 from agent.remediator.lock import LockBusy, RemediationLock
-from agent.remediator.notify import Message, notify
+from agent.remediator.outbox import Outbox, Row, Senders
 from agent.remediator.rules import Rule, RuleSet, load_rules
 from agent.remediator.sources import FileTail, FileWatcher, JournalSource, Matcher, Stats
 from agent.remediator.state import StateDB, group_key
@@ -74,8 +76,14 @@ class Remediator:
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.cancel = threading.Event()
         self.worker: threading.Thread | None = None
-        self.notifier: threading.Thread | None = None
-        self.messages: queue.Queue[Message | None] = queue.Queue()
+        # Notifications: a durable outbox in the state DB, one sender thread per channel, and
+        # the alerts thread (reminders, needs-you tasks, the daily forecast).
+        self.host = n.host_of(settings)
+        self.outbox = Outbox(self.state, settings)
+        self.senders = Senders(self.outbox, on_delivered=self._delivered)
+        self.alerts = Alerts(settings, self.state, self.outbox)
+        self.alerts_thread: threading.Thread | None = None
+        self.alerts_stop = threading.Event()
         self.pending: set[str] = set()
         self.pending_lock = threading.Lock()
         self.stopping = False
@@ -148,8 +156,10 @@ class Remediator:
             self.journal.start()
         self.worker = threading.Thread(target=self._work, name="actions", daemon=True)
         self.worker.start()
-        self.notifier = threading.Thread(target=self._notify_loop, name="notify", daemon=True)
-        self.notifier.start()
+        self.reconcile_notices()
+        self.senders.start()
+        self.alerts_thread = threading.Thread(target=self._alerts_loop, name="alerts", daemon=True)
+        self.alerts_thread.start()
         # Catch up with whatever was written while we were stopped.
         for path in self.tails:
             self._file_event(path)
@@ -243,16 +253,20 @@ class Remediator:
             + [86400.0]
         )
         self.state.purge(time.time() - 2 * longest)
+        self.outbox.purge(time.time())
 
     def shutdown(self) -> None:
         sdnotify.notify("STOPPING=1")
         self.cancel.set()
         self.jobs.put(None)
+        # Senders first: a delivery in flight gets a few seconds, then is killed; what was not
+        # delivered stays in the outbox for the next start.
+        self.alerts_stop.set()
+        self.senders.stop()
         if self.worker is not None:
             self.worker.join(timeout=60)
-        self.messages.put(None)
-        if self.notifier is not None:
-            self.notifier.join(timeout=30)
+        if self.alerts_thread is not None:
+            self.alerts_thread.join(timeout=5)
         if self.watcher is not None:
             self.watcher.stop()
         if self.journal is not None:
@@ -313,13 +327,19 @@ class Remediator:
         if d.outcome == "resolve":
             for inc in self.store.list_incidents(UNRESOLVED):
                 if inc.rule == rule.name and all(inc.group.get(k) == v for k, v in d.group.items()):
-                    self.store.update_incident(
+                    done = self.store.update_incident(
                         inc.id,
                         status="resolved",
                         summary=f"{inc.summary}\nresolved by: {line[:300]}".strip(),
                         now=_now_dt(t),
                     )
                     log.info("incident #%s (%s) resolved by a log line", inc.id, rule.name)
+                    how = (
+                        "the failure stopped after a person's fix"
+                        if inc.status == "escalated"
+                        else "the failure stopped by itself"
+                    )
+                    self.announce_resolved(done, f"{how}; the log said: {line.strip()[:200]}")
             return
         if d.fired:
             inc = self._unresolved(rule.name, d.group)
@@ -359,6 +379,7 @@ class Remediator:
                 d.group,
                 reason,
                 next_step=f"fix the cause, then: jada-agent remediator reset {rule.name}",
+                event="breaker_opened",
             )
 
     def escalate(
@@ -370,37 +391,83 @@ class Remediator:
         reason: str,
         cause: str = "",
         next_step: str = "",
+        findings: list[str] | None = None,
+        event: str = "needs_person",
     ) -> None:
         inc = store.update_incident(incident_id, status="escalated", cause=cause or None)
-        if inc.notified is not None:
-            return  # once per incident
-        # Sent from the notifier thread: a slow webhook must not hold up reading the logs.
-        self.messages.put(
-            Message(
-                host=self.settings.host_name or os.uname().nodename,
-                incident_id=incident_id,
-                rule=rule.name,
-                group=group,
-                status="escalated",
-                reason=reason,
+        # Into the outbox (the state DB), once per incident and event: the sender threads
+        # deliver it, so a slow channel never holds up reading the logs, and a restart or a
+        # kill -9 loses nothing.
+        if event == "breaker_opened":
+            notice = n.breaker_opened(self.host, incident_id, rule.name, group, reason)
+        else:
+            notice = n.needs_person(
+                self.host,
+                incident_id,
+                rule.name,
+                group,
+                reason,
                 cause=cause or (inc.cause or ""),
+                findings=findings,
                 next_step=next_step,
             )
+        self.outbox.enqueue(notice, dedup=f"{event}:{incident_id}")
+        set_notice(self.state, f"remind:incident:{incident_id}", time.time())
+
+    def announce_resolved(self, inc: Incident, how: str) -> None:
+        if not self.settings.remediator.notify.announce_healed and inc.notified is None:
+            return  # nobody was told it opened: not told it closed either
+        self.outbox.enqueue(
+            n.resolved(
+                self.host, inc.id, inc.rule, inc.group, how, inc.opened, inc.resolved or _now_dt()
+            ),
+            dedup=f"resolved:{inc.id}",
         )
 
-    def _notify_loop(self) -> None:
-        store = open_store(self.settings)
+    def _delivered(self, row: Row) -> None:
+        # A person has been told: the incident says so (from the core thread, which owns
+        # self.store; a sender thread has no store connection of its own).
+        if row.incident_id is not None and row.event in ("needs_person", "breaker_opened"):
+            iid = row.incident_id
+
+            def mark() -> None:
+                inc = self.store.get_incident(iid)
+                if inc is not None and inc.notified is None:
+                    self.store.update_incident(iid, notified=_now_dt())
+
+            self.q.put(("call", mark))
+
+    def reconcile_notices(self) -> None:
+        """An escalation recorded but not queued (killed in between) is queued now."""
+        for inc in self.store.list_incidents(["escalated"]):
+            if inc.notified is not None:
+                continue
+            rule = next((r for r in self.rules.rules if r.name == inc.rule), None)
+            if rule is None:
+                continue
+            last = inc.remediations[-1] if inc.remediations else {}
+            self.outbox.enqueue(
+                n.needs_person(
+                    self.host,
+                    inc.id,
+                    inc.rule,
+                    inc.group,
+                    rule.description or "escalated (recovered at start-up)",
+                    cause=inc.cause or "",
+                    next_step=str(last.get("next_step") or ""),
+                ),
+                dedup=f"needs_person:{inc.id}",
+            )
+
+    def _alerts_loop(self) -> None:
+        store = open_store(self.settings)  # its own connection: SQLite objects stay per thread
         try:
-            while (msg := self.messages.get()) is not None:
+            while not self.alerts_stop.is_set():
                 try:
-                    inc = store.get_incident(msg.incident_id)
-                    if inc is None or inc.notified is not None:
-                        continue  # once per incident, even if escalated twice meanwhile
-                    results = notify(self.settings, msg)
-                    if any(v == "ok" for v in results.values()):
-                        store.update_incident(msg.incident_id, notified=_now_dt())
+                    self.alerts.tick(store)
                 except Exception:
-                    log.exception("incident #%s: notification failed", msg.incident_id)
+                    log.exception("notices: tick failed")
+                self.alerts_stop.wait(self.settings.remediator.notify.check_every)
         finally:
             store.close()
 
@@ -484,7 +551,7 @@ class Remediator:
             rem.rc,
             rem.duration or 0.0,
         )
-        store.update_incident(
+        inc = store.update_incident(
             job.incident_id,
             status=status,
             cause=rem.cause or None,
@@ -499,6 +566,27 @@ class Remediator:
                 f"{rem.playbook} could not repair it",
                 cause=rem.cause,
                 next_step=rem.next_step,
+                findings=_findings(rem),
+            )
+        elif rem.outcome == "recovered" and status == "resolved":
+            acts = "; ".join(rem.actions[:4])
+            self.announce_resolved(
+                inc, f"healed by {rem.playbook}" + (f" ({acts})" if acts else "")
+            )
+        elif rem.outcome == "failed" and not self.cancel.is_set():
+            # At once, not when the breaker opens hours later.
+            self.outbox.enqueue(
+                n.remediation_failed(
+                    self.host,
+                    job.incident_id,
+                    job.rule.name,
+                    job.group,
+                    rem.playbook,
+                    rem.status,
+                    rem.error or rem.cause,
+                    n.failing_task(rem.artifact_dir) if rem.artifact_dir else "",
+                ),
+                dedup=f"failed:{rem.ident}",
             )
 
     def recover_interrupted(self) -> None:
@@ -526,6 +614,25 @@ class Remediator:
             except Exception as exc:
                 log.error("cannot record interrupted remediation %s: %s", run["ident"], exc)
             self.state.remove_running(run["ident"])
+
+
+def _findings(rem: actions_mod.Remediation) -> list[str]:
+    """The failed checks the playbook reported (``findings`` of its result file), as lines."""
+    import json
+
+    path = os.path.join(rem.artifact_dir, "jada-result.json") if rem.artifact_dir else ""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            found = json.load(fh).get("findings") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    out = []
+    for f in found if isinstance(found, list) else []:
+        if isinstance(f, dict):
+            out.append(f"{f.get('check', '?')}: {f.get('detail', '')}".strip())
+        else:
+            out.append(str(f))
+    return out[:8]
 
 
 def run_service(settings: Settings) -> int:
