@@ -40,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(rp)
     rp.set_defaults(func=cmd_replay)
 
+    status = rsub.add_parser(
+        "status", help="the remediator's own state: notification outbox (pending, given up)"
+    )
+    add_json_flag(status)
+    status.set_defaults(func=cmd_status)
+
     inc = rsub.add_parser("incidents", help="list incidents")
     inc.add_argument("--status", action="append", help="only these statuses (repeatable)")
     add_json_flag(inc)
@@ -145,6 +151,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print_json(report.to_json())
     else:
         print(render_text(report, ruleset.rules))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.remediator import status
+
+    sections = status.collect(load_settings(args))
+    if args.json:
+        print_json(sections)
+    else:
+        print(status.render(sections))
     return EXIT_OK
 
 
