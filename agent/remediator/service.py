@@ -334,6 +334,8 @@ class Remediator:
                         now=_now_dt(t),
                     )
                     log.info("incident #%s (%s) resolved by a log line", inc.id, rule.name)
+                    if inc.status == "remediating":
+                        continue  # the playbook's own verification: record() says how
                     how = (
                         "the failure stopped after a person's fix"
                         if inc.status == "escalated"
@@ -568,11 +570,14 @@ class Remediator:
                 next_step=rem.next_step,
                 findings=_findings(rem),
             )
-        elif rem.outcome == "recovered" and status == "resolved":
+        elif status == "resolved":
             acts = "; ".join(rem.actions[:4])
-            self.announce_resolved(
-                inc, f"healed by {rem.playbook}" + (f" ({acts})" if acts else "")
+            how = (
+                f"healed by {rem.playbook}"
+                if rem.outcome == "recovered"
+                else f"the failure stopped while {rem.playbook} ran ({rem.outcome})"
             )
+            self.announce_resolved(inc, how + (f" ({acts})" if acts else ""))
         elif rem.outcome == "failed" and not self.cancel.is_set():
             # At once, not when the breaker opens hours later.
             self.outbox.enqueue(

@@ -175,7 +175,10 @@ def test_needs_human_escalates_and_notifies_once_by_webhook_and_sns(
     bodies = [json.loads(m["Body"]) for m in msgs.get("Messages", [])]
     assert len(bodies) == 1
     # One incident, one thread: the subject is the incident's title on every message.
-    assert bodies[0]["Subject"] == "[jada-agent] test-host: sheet-sync-token [status=400] (incident #1)"
+    assert (
+        bodies[0]["Subject"]
+        == "[jada-agent] test-host: sheet-sync-token [status=400] (incident #1)"
+    )
     assert bodies[0]["Message"].startswith("NEEDS A PERSON: test-host: sheet-sync-token")
     assert "Do this: ansible-playbook playbooks/reauth.yml" in bodies[0]["Message"]
 
