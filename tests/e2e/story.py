@@ -805,9 +805,7 @@ class Story:
                 return msgs
             return None
 
-        msgs = self.wait("the last incident's resolution message", arrived, timeout=90)
-        self.event("notify", f"{len(msgs)} messages reached the person's webhook")
-        return msgs
+        return self.wait("the last incident's resolution message", arrived, timeout=90)
 
     def leaks(self) -> dict[str, list[str]]:
         """Where any secret value of the scenario shows up: journal, runner artifacts, ansible
