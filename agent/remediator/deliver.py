@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -95,6 +96,9 @@ def main() -> int:
     job = json.load(sys.stdin)
     kind, spec = job["channel"]["kind"], job["channel"]["spec"]
     timeout = float(job.get("timeout", 10))
+    # The parent kills us at its deadline; should the parent itself die (kill -9), this bounds
+    # our life anyway: no orphan keeps trickling.
+    signal.alarm(int(timeout * (len(job["messages"]) + 1)) + 30)
     send = SENDERS[kind]
     _preload(kind)
     logging.disable(logging.NOTSET)
