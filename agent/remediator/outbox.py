@@ -179,6 +179,15 @@ class Outbox:
             args = (channel,)
         return int(self._exec(sql, args).fetchone()[0])
 
+    def told(self, incident_id: int) -> bool:
+        """Whether any message about this incident was queued (a person follows its thread)."""
+        return (
+            self._exec(
+                "SELECT 1 FROM outbox WHERE incident_id = ? LIMIT 1", (incident_id,)
+            ).fetchone()
+            is not None
+        )
+
     def due(self, channel: str, now: float, limit: int = BATCH) -> list[Row]:
         rows = self._exec(
             f"SELECT {_COLS} FROM outbox WHERE channel = ? AND delivered IS NULL"  # noqa: S608

@@ -417,7 +417,7 @@ class Remediator:
         set_notice(self.state, f"remind:incident:{incident_id}", time.time())
 
     def announce_resolved(self, inc: Incident, how: str) -> None:
-        if not self.settings.remediator.notify.announce_healed and inc.notified is None:
+        if not self.settings.remediator.notify.announce_healed and not self.outbox.told(inc.id):
             return  # nobody was told it opened: not told it closed either
         self.outbox.enqueue(
             n.resolved(
@@ -442,7 +442,7 @@ class Remediator:
     def reconcile_notices(self) -> None:
         """An escalation recorded but not queued (killed in between) is queued now."""
         for inc in self.store.list_incidents(["escalated"]):
-            if inc.notified is not None:
+            if inc.notified is not None or self.outbox.told(inc.id):
                 continue
             rule = next((r for r in self.rules.rules if r.name == inc.rule), None)
             if rule is None:

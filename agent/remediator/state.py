@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered REAL, failed REAL, last_error TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_dedup ON outbox(channel, dedup);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(channel, delivered, failed, next_attempt);
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident_id);
 CREATE TABLE IF NOT EXISTS notice (key TEXT PRIMARY KEY, t REAL NOT NULL);
 """
 # Columns added to the outbox after its first release: (name, declaration). A database made by

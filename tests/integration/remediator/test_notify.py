@@ -132,6 +132,31 @@ def test_a_message_queued_before_kill_9_is_delivered_after_the_restart(tmp_path,
         assert len(hook.received) == 1
 
 
+def test_an_escalation_recorded_but_never_queued_is_sent_at_the_next_start(
+    tmp_path, service_factory
+):
+    from agent.store import open_store
+
+    log = tmp_path / "sync.log"
+    log.write_text("")
+    with WebhookReceiver() as hook:
+        svc = service_factory(
+            [alert_rule(log)], remediator={"notify": {"webhook_url": hook.url, **FAST}}
+        )
+        # the service died between marking the incident escalated and queueing its message
+        with open_store(svc.settings) as store:
+            inc = store.open_incident("sheet-sync-token", {"status": "400"})
+            store.update_incident(inc.id, status="escalated", cause="revoked")
+        svc.start()
+        (got,) = hook.wait_for(1)
+        assert got["event"] == "needs_person" and got["incident"] == inc.id
+        assert "Cause: revoked" in got["text"]
+        svc.stop()
+        svc.start()  # told once: a second start sends nothing more
+        time.sleep(2)
+        assert len(hook.received) == 1
+
+
 def test_a_failed_remediation_is_announced_at_once_with_the_failing_task(tmp_path, service_factory):
     log = tmp_path / "sync.log"
     log.write_text("")
