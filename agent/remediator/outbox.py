@@ -189,11 +189,13 @@ class Outbox:
         )
 
     def due(self, channel: str, now: float, limit: int = BATCH) -> list[Row]:
+        # A retry scheduled further ahead than the longest backoff means the clock stepped
+        # back: due now, rather than hours late.
         rows = self._exec(
             f"SELECT {_COLS} FROM outbox WHERE channel = ? AND delivered IS NULL"  # noqa: S608
-            " AND failed IS NULL AND next_attempt <= ?"
+            " AND failed IS NULL AND (next_attempt <= ? OR next_attempt > ?)"
             " ORDER BY (event = 'overflow'), id LIMIT ?",
-            (channel, now, limit),
+            (channel, now, now + self.cfg.retry_max, limit),
         ).fetchall()
         return [_row(r) for r in rows]
 
@@ -203,7 +205,9 @@ class Outbox:
             " AND failed IS NULL",
             (channel,),
         ).fetchone()
-        return r[0] if r else None
+        if not r or r[0] is None:
+            return None
+        return min(r[0], self.clock() + self.cfg.retry_max)
 
     # ------------------------------------------------------------------ outcomes
     def delivered(self, row: Row, now: float) -> None:

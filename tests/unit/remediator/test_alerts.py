@@ -161,3 +161,15 @@ def test_an_older_state_database_gets_the_outbox_by_migration(tmp_path):
     assert "title" in cols
     assert state.db.execute("SELECT event, title FROM outbox").fetchall() == [("needs_person", "")]
     state.close()
+
+
+def test_a_clock_stepped_back_does_not_delay_a_retry_by_the_step(world):
+    from agent.remediator import notify as n
+
+    _s, _state, clock, outbox, _alerts, _store, _ = world
+    outbox.enqueue(n.test_notice("test-host"))
+    (row,) = outbox.due("webhook", clock.t)
+    outbox.attempt_failed(row, "webhook unreachable", clock.t)  # retry in 30 s
+    assert outbox.due("webhook", clock.t) == []
+    clock.t -= 6 * H  # NTP steps the clock back six hours
+    assert [r.id for r in outbox.due("webhook", clock.t)] == [row.id]
