@@ -204,6 +204,10 @@ class GoogleSettings:
     login_timeout: float = duration("300s")
     # `credentials forecast` warns when the likely expiry is closer than this.
     forecast_warn: float = duration("2d")
+    # The OAuth app's publishing status (Google Cloud console, OAuth consent screen). "testing":
+    # every refresh token dies 7 days after issue, so the forecast warns before the first
+    # failure; "unknown": inferred from this host's history of token deaths.
+    publishing_status: str = choice("unknown", "unknown", "testing", "production")
 
 
 @dataclass(frozen=True)
@@ -220,11 +224,41 @@ class SheetsSettings:
     session_days: int = 30
 
 
+def secret(default: str | None = None) -> Any:
+    """A field whose value is a secret (a URL with a token in it): masked by ``config show``."""
+    return field(default=default, metadata={"secret": True})
+
+
 @dataclass(frozen=True)
 class NotifySettings:
-    webhook_url: str | None = None
+    # Channels. Each URL is a secret (the token is in it). A Slack-compatible incoming webhook
+    # (JSON POST with "text"), an SNS topic (region aws.region), and any number of apprise URLs
+    # (https://github.com/caronc/apprise/wiki: mailtos://, tgram://, discord://, ntfy://,
+    # pagerduty://, opsgenie://, ...).
+    webhook_url: str | None = secret()
     sns_topic_arn: str | None = None
+    urls: list[str] = field(default_factory=list, metadata={"secret": True})
+    # Total deadline of one delivery attempt (connect + send + answer), not a per-read timeout.
     timeout: float = duration("10s")
+    # Retries back off exponentially from retry_min to retry_max; a message still undelivered
+    # give_up_after its creation is given up (logged, counted in `remediator status`).
+    retry_min: float = duration("30s")
+    retry_max: float = duration("30m")
+    give_up_after: float = duration("24h")
+    # Undelivered messages kept per channel; beyond it one summary message counts the rest.
+    max_pending: int = 100
+    # A needs-you incident or task still open is recalled this often.
+    remind_every: float = duration("12h")
+    # An incident healed without a person is announced too (as "resolved").
+    announce_healed: bool = True
+    # A credential forecast to stop working within this is announced (checked daily).
+    warn_days: int = 7
+    # How often the service looks at the store for new needs-you tasks, reminders and the
+    # forecast.
+    check_every: float = duration("60s")
+    # Dead-man's switch: `jada-agent notify heartbeat` (a timer) POSTs "ok" or "degraded" here
+    # (healthchecks.io style; the service alerts when the pings stop). A secret.
+    heartbeat_url: str | None = secret()
 
 
 @dataclass(frozen=True)
@@ -370,6 +404,8 @@ _POSITIVE = {
     "history_days",
     "days",
     "session_days",
+    "max_pending",
+    "warn_days",
 }
 
 
@@ -422,3 +458,27 @@ def to_dict(settings: Settings) -> dict[str, Any]:
     data = dataclasses.asdict(settings)
     data.pop("source", None)
     return data
+
+
+def mask_secret(value: str) -> str:
+    """``scheme://***``: enough to see which kind of channel is set, nothing of its token."""
+    scheme, sep, _ = value.partition("://")
+    return f"{scheme}://***" if sep and scheme.isalnum() else "***"
+
+
+def to_masked_dict(settings: Any) -> dict[str, Any]:
+    """``to_dict`` with every secret field (``secret(...)``) masked: what `config show` prints."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        if f.metadata.get("internal"):
+            continue
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = to_masked_dict(value)
+        elif f.metadata.get("secret") and isinstance(value, str) and value:
+            out[f.name] = mask_secret(value)
+        elif f.metadata.get("secret") and isinstance(value, list):
+            out[f.name] = [mask_secret(str(v)) for v in value]
+        else:
+            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return out

@@ -23,7 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-from tests.e2e.story import JADA, ROOT, Story, StoryError, format_timeline, stop_fakes
+from tests.e2e.story import (
+    JADA,
+    ROOT,
+    Story,
+    StoryError,
+    format_messages,
+    format_timeline,
+    stop_fakes,
+)
 from tests.sandbox import harness
 
 RUN_DIR = Path(os.environ.get("JADA_DEMO_RUN", "/run/jada-demo"))
@@ -82,7 +90,10 @@ def run(keep: bool) -> int:
     (RUN_DIR / "demo.json").write_text(json.dumps({"name": NAME}) + "\n")
     started = time.monotonic()
     try:
-        step("0. A sandbox host and the fakes (Google, Anthropic, Lightsail, Secrets Manager)")
+        step(
+            "0. A sandbox host and the fakes (Google, Anthropic, Lightsail, Secrets Manager,"
+            " a webhook and a heartbeat endpoint)"
+        )
         story.boot()
         story.seed()
         step("   ansible-playbook site.yml against the host (first run builds the wheelhouse)")
@@ -106,10 +117,18 @@ def run(keep: bool) -> int:
         step("   A few more syncs: nothing left to heal, no remediation loop")
         story.quiet_syncs(3)
         step("6. Timeline")
+        messages = story.notifications(story.incidents()[-1]["id"])
         say(format_timeline(story.timeline()))
         files = story.report()
         say()
         say("health report: " + ", ".join(str(p.relative_to(ROOT)) for p in files.values()))
+        step("7. What a person received (the loopback webhook), in order")
+        say(format_messages(messages))
+        pings = story.f.pings()
+        say(
+            f"  heartbeat endpoint: {len(pings)} pings"
+            + (f", last {pings[-1]['body'].splitlines()[0]!r}" if pings else "")
+        )
     except (StoryError, harness.SandboxError, KeyboardInterrupt) as exc:
         say()
         say(f"the demo stopped: {exc or 'interrupted'}")

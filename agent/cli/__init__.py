@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "agent.cli.sheets",
     "agent.cli.credentials",
     "agent.cli.remediator",
+    "agent.cli.notify",
     "agent.cli.health",
     "agent.cli.lightsail",
 )

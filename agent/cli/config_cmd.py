@@ -32,7 +32,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     s = config.load(args.config)
-    data = config.to_dict(s)
+    data = config.to_masked_dict(s)  # channel URLs carry tokens: never printed
     if args.json:
         print_json(data)
     else:

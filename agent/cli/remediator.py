@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     reset.set_defaults(func=cmd_reset)
 
     status = rsub.add_parser(
-        "status", help="faults, sources, queued remediations (exit 1 when something is wrong)"
+        "status",
+        help="faults, sources, queued remediations, the notification outbox (exit 1: something is wrong)",
     )
     add_json_flag(status)
     status.set_defaults(func=cmd_status)
@@ -184,7 +185,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from agent.remediator.status import healthy, sections
+    from agent.remediator.status import healthy, render_outbox, sections
 
     s = sections(load_settings(args))
     if args.json:
@@ -210,6 +211,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  firing {q['firing']} {q['rule']} {q['status']} incident #{q['incident_id']}")
     if s["stuck"]:
         print("stuck remediating: " + ", ".join(f"#{i['incident_id']}" for i in s["stuck"]))
+    for line in render_outbox(s["outbox"]):
+        print(line)
     return EXIT_OK if healthy(s) else EXIT_FAILURE
 
 

@@ -38,6 +38,10 @@ def forecast(settings: Settings, *, now: datetime | None = None) -> dict[str, An
         "last_used_at": None,
         "testing_mode_suspected": history.testing_mode_suspected(),
     }
+    # The operator may know the app's publishing status: then it decides, not the history.
+    status = settings.google.publishing_status
+    if status != "unknown":
+        base["testing_mode_suspected"] = status == "testing"
     path = gcreds.active_path(settings)
     try:
         info, _ = gcreds.read_file(path)
@@ -64,8 +68,11 @@ def forecast(settings: Settings, *, now: datetime | None = None) -> dict[str, An
         candidates.append(
             (
                 issued + TESTING_LIMIT,
-                "7-day token: earlier tokens here died about 7 days after issue, so the OAuth app "
-                "is probably in Testing publishing status",
+                "7-day token: the OAuth app is in Testing publishing status"
+                " (google.publishing_status), so every refresh token dies 7 days after issue"
+                if status == "testing"
+                else "7-day token: earlier tokens here died about 7 days after issue, so the OAuth"
+                " app is probably in Testing publishing status",
             )
         )
     if failed is not None:

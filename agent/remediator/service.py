@@ -44,11 +44,13 @@ from typing import Any
 from agent import sdnotify
 from agent.config import Settings
 from agent.remediator import actions as actions_mod
+from agent.remediator import notify as n
+from agent.remediator.alerts import Alerts, set_notice
 from agent.remediator.clock import ServiceClock
 from agent.remediator.engine import Decision, Engine
 from agent.remediator.faults import Faults
 from agent.remediator.lock import AlreadyRunning, InstanceLock, LockBusy, RemediationLock
-from agent.remediator.notify import Message, notify
+from agent.remediator.outbox import Outbox, Row, Senders
 from agent.remediator.rules import Rule, RuleSet, load_rules
 from agent.remediator.sources import FileTail, FileWatcher, JournalSource, Matcher, Stats
 from agent.remediator.state import Firing, StateDB, StateWriteError, group_key
@@ -114,8 +116,14 @@ class Remediator:
         self.jobs: queue.Queue[int | None] = queue.Queue()  # firing ids
         self.cancel = threading.Event()
         self.worker: threading.Thread | None = None
-        self.notifier: threading.Thread | None = None
-        self.messages: queue.Queue[Message | None] = queue.Queue()
+        # Notifications: a durable outbox in the state DB, one sender thread per channel, and
+        # the alerts thread (reminders, needs-you tasks, the daily forecast).
+        self.host = n.host_of(settings)
+        self.outbox = Outbox(self.state, settings)
+        self.senders = Senders(self.outbox, on_delivered=self._delivered)
+        self.alerts = Alerts(settings, self.state, self.outbox)
+        self.alerts_thread: threading.Thread | None = None
+        self.alerts_stop = threading.Event()
         self.pending: set[str] = set()
         self.pending_lock = threading.Lock()
         self.stopping = False
@@ -223,8 +231,10 @@ class Remediator:
             self.journal.start()
         self.worker = threading.Thread(target=self._work, name="actions", daemon=True)
         self.worker.start()
-        self.notifier = threading.Thread(target=self._notify_loop, name="notify", daemon=True)
-        self.notifier.start()
+        self.reconcile_notices()
+        self.senders.start()
+        self.alerts_thread = threading.Thread(target=self._alerts_loop, name="alerts", daemon=True)
+        self.alerts_thread.start()
         # Catch up with whatever was written while we were stopped.
         for path in self.tails:
             self._file_event(path)
@@ -349,6 +359,7 @@ class Remediator:
         self.clock.save()
         self.save_sources()
         self.process_firings()
+        self.outbox.purge(time.time())
 
     def save_sources(self) -> None:
         """A snapshot of the sources for ``remediator status`` (another process)."""
@@ -370,11 +381,14 @@ class Remediator:
             log.error("state not saved at stop: %s", exc)
         self.cancel.set()
         self.jobs.put(None)
+        # Senders first: a delivery in flight gets a few seconds, then is killed; what was not
+        # delivered stays in the outbox for the next start.
+        self.alerts_stop.set()
+        self.senders.stop()
         if self.worker is not None:
             self.worker.join(timeout=60)
-        self.messages.put(None)
-        if self.notifier is not None:
-            self.notifier.join(timeout=30)
+        if self.alerts_thread is not None:
+            self.alerts_thread.join(timeout=5)
         if self.watcher is not None:
             self.watcher.stop()
         if self.journal is not None:
@@ -497,13 +511,21 @@ class Remediator:
     def resolve(self, rule_name: str, group: dict[str, str], line: str) -> None:
         for inc in self.store.list_incidents(UNRESOLVED):
             if inc.rule == rule_name and all(inc.group.get(k) == v for k, v in group.items()):
-                self.store.update_incident(
+                done = self.store.update_incident(
                     inc.id,
                     status="resolved",
                     summary=f"{inc.summary}\nresolved by: {line[:300]}".strip(),
                     now=_now_dt(),
                 )
                 log.info("incident #%s (%s) resolved by a log line", inc.id, rule_name)
+                if inc.status == "remediating":
+                    continue  # the playbook's own verification: record() says how
+                how = (
+                    "the failure stopped after a person's fix"
+                    if inc.status == "escalated"
+                    else "the failure stopped by itself"
+                )
+                self.announce_resolved(done, f"{how}; the log said: {line.strip()[:200]}")
         if self.open_ids is not None and not any(
             inc.rule == rule_name for inc in self.store.list_incidents(UNRESOLVED)
         ):
@@ -577,6 +599,7 @@ class Remediator:
             group,
             reason,
             next_step=f"fix the cause, then: jada-agent remediator reset {rule.name}",
+            event="breaker_opened",
         )
         self.state.set_firing(f.id, "done", incident_id=inc.id)
 
@@ -589,37 +612,83 @@ class Remediator:
         reason: str,
         cause: str = "",
         next_step: str = "",
+        findings: list[str] | None = None,
+        event: str = "needs_person",
     ) -> None:
         inc = store.update_incident(incident_id, status="escalated", cause=cause or None)
-        if inc.notified is not None:
-            return  # once per incident
-        # Sent from the notifier thread: a slow webhook must not hold up reading the logs.
-        self.messages.put(
-            Message(
-                host=self.settings.host_name or os.uname().nodename,
-                incident_id=incident_id,
-                rule=rule.name,
-                group=group,
-                status="escalated",
-                reason=reason,
+        # Into the outbox (the state DB), once per incident and event: the sender threads
+        # deliver it, so a slow channel never holds up reading the logs, and a restart or a
+        # kill -9 loses nothing.
+        if event == "breaker_opened":
+            notice = n.breaker_opened(self.host, incident_id, rule.name, group, reason)
+        else:
+            notice = n.needs_person(
+                self.host,
+                incident_id,
+                rule.name,
+                group,
+                reason,
                 cause=cause or (inc.cause or ""),
+                findings=findings,
                 next_step=next_step,
             )
+        self.outbox.enqueue(notice, dedup=f"{event}:{incident_id}")
+        set_notice(self.state, f"remind:incident:{incident_id}", time.time())
+
+    def announce_resolved(self, inc: Incident, how: str) -> None:
+        if not self.settings.remediator.notify.announce_healed and not self.outbox.told(inc.id):
+            return  # nobody was told it opened: not told it closed either
+        self.outbox.enqueue(
+            n.resolved(
+                self.host, inc.id, inc.rule, inc.group, how, inc.opened, inc.resolved or _now_dt()
+            ),
+            dedup=f"resolved:{inc.id}",
         )
 
-    def _notify_loop(self) -> None:
-        store = open_store(self.settings)
+    def _delivered(self, row: Row) -> None:
+        # A person has been told: the incident says so (from the core thread, which owns
+        # self.store; a sender thread has no store connection of its own).
+        if row.incident_id is not None and row.event in ("needs_person", "breaker_opened"):
+            iid = row.incident_id
+
+            def mark() -> None:
+                inc = self.store.get_incident(iid)
+                if inc is not None and inc.notified is None:
+                    self.store.update_incident(iid, notified=_now_dt())
+
+            self.q.put(("call", mark))
+
+    def reconcile_notices(self) -> None:
+        """An escalation recorded but not queued (killed in between) is queued now."""
+        for inc in self.store.list_incidents(["escalated"]):
+            if inc.notified is not None or self.outbox.told(inc.id):
+                continue
+            rule = next((r for r in self.rules.rules if r.name == inc.rule), None)
+            if rule is None:
+                continue
+            last = inc.remediations[-1] if inc.remediations else {}
+            self.outbox.enqueue(
+                n.needs_person(
+                    self.host,
+                    inc.id,
+                    inc.rule,
+                    inc.group,
+                    rule.description or "escalated (recovered at start-up)",
+                    cause=inc.cause or "",
+                    next_step=str(last.get("next_step") or ""),
+                ),
+                dedup=f"needs_person:{inc.id}",
+            )
+
+    def _alerts_loop(self) -> None:
+        store = open_store(self.settings)  # its own connection: SQLite objects stay per thread
         try:
-            while (msg := self.messages.get()) is not None:
+            while not self.alerts_stop.is_set():
                 try:
-                    inc = store.get_incident(msg.incident_id)
-                    if inc is None or inc.notified is not None:
-                        continue  # once per incident, even if escalated twice meanwhile
-                    results = notify(self.settings, msg)
-                    if any(v == "ok" for v in results.values()):
-                        store.update_incident(msg.incident_id, notified=_now_dt())
+                    self.alerts.tick(store)
                 except Exception:
-                    log.exception("incident #%s: notification failed", msg.incident_id)
+                    log.exception("notices: tick failed")
+                self.alerts_stop.wait(self.settings.remediator.notify.check_every)
         finally:
             store.close()
 
@@ -749,7 +818,7 @@ class Remediator:
             rem.get("rc"),
             rem.get("duration") or 0.0,
         )
-        store.update_incident(
+        inc = store.update_incident(
             job.incident_id,
             status=status,
             cause=rem.get("cause") or None,
@@ -764,6 +833,31 @@ class Remediator:
                 f"{rem.get('playbook')} could not repair it",
                 cause=rem.get("cause") or "",
                 next_step=rem.get("next_step") or "",
+                findings=_findings(rem),
+            )
+        elif status == "resolved":
+            acts = "; ".join([str(x) for x in rem.get("actions") or []][:4])
+            how = (
+                f"healed by {rem.get('playbook')}"
+                if outcome == "recovered"
+                else f"the failure stopped while {rem.get('playbook')} ran ({outcome})"
+            )
+            self.announce_resolved(inc, how + (f" ({acts})" if acts else ""))
+        elif outcome == "failed" and not self.cancel.is_set():
+            # At once, not when the breaker opens hours later.
+            artifact_dir = rem.get("artifact_dir") or ""
+            self.outbox.enqueue(
+                n.remediation_failed(
+                    self.host,
+                    job.incident_id,
+                    job.rule.name,
+                    job.group,
+                    str(rem.get("playbook") or ""),
+                    str(rem.get("status") or ""),
+                    str(rem.get("error") or rem.get("cause") or ""),
+                    n.failing_task(artifact_dir) if artifact_dir else "",
+                ),
+                dedup=f"failed:{rem.get('ident')}",
             )
 
     def recover_interrupted(self) -> None:
@@ -850,6 +944,24 @@ class Remediator:
                 "its remediation is queued again" if inc.id in waiting else "back to open",
             )
             self.store.update_incident(inc.id, status="open")
+
+
+def _findings(rem: dict[str, Any]) -> list[str]:
+    """The failed checks the playbook reported (``findings`` of its result file), as lines."""
+    artifact_dir = rem.get("artifact_dir") or ""
+    path = os.path.join(artifact_dir, "jada-result.json") if artifact_dir else ""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            found = json.load(fh).get("findings") or []
+    except (OSError, ValueError, AttributeError):
+        return []
+    out = []
+    for f in found if isinstance(found, list) else []:
+        if isinstance(f, dict):
+            out.append(f"{f.get('check', '?')}: {f.get('detail', '')}".strip())
+        else:
+            out.append(str(f))
+    return out[:8]
 
 
 def run_service(settings: Settings) -> int:

@@ -64,6 +64,35 @@ CREATE TABLE IF NOT EXISTS faults (
     cleared REAL, PRIMARY KEY (kind, key));
 """
 
+# The notification outbox (agent/remediator/outbox.py owns its use): one row per message and
+# channel, so that a message queued before a stop or a kill -9 is still sent after the restart,
+# and ``notice``: when each recurring notice (reminder, daily forecast, seen task) last went out.
+OUTBOX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event TEXT NOT NULL, incident_id INTEGER, thread TEXT NOT NULL, channel TEXT NOT NULL,
+    dedup TEXT, body TEXT NOT NULL, created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL,
+    delivered REAL, failed REAL, last_error TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_dedup ON outbox(channel, dedup);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(channel, delivered, failed, next_attempt);
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox(incident_id);
+CREATE TABLE IF NOT EXISTS notice (key TEXT PRIMARY KEY, t REAL NOT NULL);
+"""
+# Columns added to the outbox after its first release: (name, declaration). A database made by
+# an older version gets them by ALTER TABLE at open; nothing is dropped.
+OUTBOX_COLUMNS: tuple[tuple[str, str], ...] = (("title", "TEXT NOT NULL DEFAULT ''"),)
+
+
+def migrate_outbox(db: sqlite3.Connection) -> None:
+    """Create the outbox tables, or bring an older file's outbox up to date."""
+    db.executescript(OUTBOX_SCHEMA)
+    have = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+    for name, decl in OUTBOX_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {decl}")
+
+
 FIRING_STATUSES = ("new", "queued", "running", "ran", "done")
 
 
@@ -166,6 +195,7 @@ class StateDB:
             self.db.execute("PRAGMA journal_mode = TRUNCATE")
             self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.executescript(SCHEMA)
+        migrate_outbox(self.db)
         self._migrate()
         self._load()
 

@@ -12,7 +12,8 @@ returns a dict of sections so that other parts (the outbox) add theirs beside th
   last entry, bad entries, last stderr lines);
 - ``queue``: firings not finished (``new``: no incident yet; ``queued``; ``running``; ``ran``:
   result not yet in the store);
-- ``stuck``: incidents "remediating" with no job to finish them (none after a start).
+- ``stuck``: incidents "remediating" with no job to finish them (none after a start);
+- ``outbox``: notifications per channel: pending, given up, delivered, the last delivery.
 """
 
 from __future__ import annotations
@@ -129,8 +130,73 @@ def sections(settings: Settings) -> dict[str, Any]:
             for i in store.list_incidents(("remediating",))
             if i.id not in busy
         ]
+    try:
+        out["outbox"] = outbox_section(settings)
+    except Exception as exc:  # one broken section must not hide the others
+        out["outbox"] = {"error": f"{type(exc).__name__}: {exc}"}
     return out
 
 
 def healthy(s: dict[str, Any]) -> bool:
     return not s["faults"] and not s["stuck"]
+
+
+def _open_ro(path: str) -> sqlite3.Connection:
+    # Read-only: a status look must never create or change the service's database.
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+
+
+def outbox_section(settings: Settings) -> dict[str, Any]:
+    """Notifications: per channel pending / given up / delivered, the last delivery."""
+    from agent.remediator import outbox
+    from agent.remediator.notify import channels
+
+    cfg = settings.remediator.notify
+    configured = channels(settings)
+    base: dict[str, Any] = {
+        "configured": [c.name for c in configured],
+        "give_up_after_s": cfg.give_up_after,
+        "max_pending": cfg.max_pending,
+        "heartbeat": bool(cfg.heartbeat_url),
+    }
+    path = settings.remediator.state_db
+    if not os.path.exists(path):
+        return {**base, "error": f"no state database at {path} (the service has not run yet)"}
+    try:
+        db = _open_ro(path)
+    except sqlite3.Error as exc:
+        return {**base, "error": f"{path}: {exc}"}
+    try:
+        return {**base, **outbox.status(db, configured)}
+    finally:
+        db.close()
+
+
+def render_outbox(sec: dict[str, Any]) -> list[str]:
+    hours = sec.get("give_up_after_s", 0) / 3600
+    if not sec.get("configured"):
+        lines = ["outbox: NO notification channel configured: nobody is told of anything"]
+    else:
+        lines = [
+            f"outbox: {sec.get('pending', '?')} pending, {sec.get('failed', '?')} given up"
+            f" (after {hours:g}h), last delivered {sec.get('last_delivered') or 'never'}"
+        ]
+    if sec.get("error"):
+        lines.append(f"  {sec['error']}")
+    for name, ch in (sec.get("channels") or {}).items():
+        gone = "" if name in sec.get("configured", []) else " (no longer configured)"
+        err = f"; last error: {ch['last_error']}" if ch.get("last_error") else ""
+        lines.append(
+            f"  {name}{gone}: {ch['pending']} pending, {ch['failed']} given up,"
+            f" {ch['delivered']} delivered, last {ch['last_delivered'] or 'never'}{err}"
+        )
+    if sec.get("oldest_pending"):
+        lines.append(f"  oldest pending since {sec['oldest_pending']}")
+    for g in sec.get("recent_give_ups") or []:
+        inc = f" incident #{g['incident']}" if g.get("incident") else ""
+        lines.append(
+            f"  given up: #{g['id']} {g['event']}{inc} to {g['channel']} after"
+            f" {g['attempts']} attempts at {g['at']}: {g['error']}"
+        )
+    lines.append(f"  heartbeat: {'configured' if sec.get('heartbeat') else 'not configured'}")
+    return lines

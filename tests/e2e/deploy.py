@@ -36,6 +36,8 @@ GROUP_VARS: dict[str, Any] = {
     "jada_agent_runner": "command",
     "jada_agent_runner_command": ["/bin/true"],
     "jada_agent_spreadsheet_id": "e2e-sheet",
+    # No one to notify on a throw-away host: said explicitly, as site.yml requires.
+    "jada_agent_notify_none_acknowledged": True,
     "port_sheet_sync_google_token": {
         "type": "authorized_user",
         "client_id": "e2e.apps.googleusercontent.com",

@@ -49,6 +49,10 @@ def for_story(story: Story) -> dict[str, dict[str, Any]]:
         # The remediator pulls a rotated client's credential from Secrets Manager (moto here),
         # with a key of its own, as a Lightsail host (no instance profile) would.
         "remediator_environment": {"AWS_ENDPOINT_URL": f.urls["moto"], "AWS_REGION": s.REGION},
+        # Who is told: the loopback webhook (a person's inbox) and the dead-man's switch.
+        "jada_agent_remediator_webhook_url": f.webhook_url,
+        "jada_agent_heartbeat_url": f.heartbeat_url,
+        "remediator_heartbeat_interval": "1min",
         "remediator_aws_credentials": {
             "aws_access_key_id": s.AWS_KEY_ID,
             "aws_secret_access_key": s.AWS_SECRET,

@@ -62,7 +62,10 @@ AWS_KEY_ID, AWS_SECRET = "AKIAJADADEMO00000000", "jada-demo-moto-secret-not-real
 TASK_TIDY = "Tidy the port allocation notes"
 TASK_SUMMARY = "Write the weekly deployment summary"
 TASK_LOOP = "Chase a flaky integration test"
-FAKES = ("google", "anthropic", "lightsail", "moto")
+FAKES = ("google", "anthropic", "lightsail", "moto", "webhook", "heartbeat")
+# The webhook's path carries its token, as a Slack incoming webhook's does (a secret).
+HOOK_TOKEN = "T0KEN" + os.urandom(8).hex()
+HEARTBEAT_CHECK = "jada-story-" + os.urandom(4).hex()
 # After a failure that must not fire a rule yet: time for the remediator to read the journal.
 SETTLE_S = 2.0
 
@@ -151,6 +154,10 @@ class Fakes:
                 argv += ["--port", str(port)]
                 if name == "anthropic":
                     argv += ["--key", "bootstrap-only"]
+                if name == "webhook":
+                    argv += ["--path", f"/hooks/{HOOK_TOKEN}"]
+                if name == "heartbeat":
+                    argv += ["--check", HEARTBEAT_CHECK]
             log = self.run_dir / f"{name}.log"
             with open(log, "ab") as out:
                 proc = subprocess.Popen(
@@ -186,6 +193,27 @@ class Fakes:
         )
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
             return json.loads(resp.read())
+
+    def _get(self, name: str, path: str) -> Any:
+        import urllib.request
+
+        with urllib.request.urlopen(self.urls[name] + path, timeout=10) as resp:  # noqa: S310
+            return json.loads(resp.read())
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.urls['webhook']}/hooks/{HOOK_TOKEN}"
+
+    @property
+    def heartbeat_url(self) -> str:
+        return f"{self.urls['heartbeat']}/ping/{HEARTBEAT_CHECK}"
+
+    def messages(self) -> list[dict[str, Any]]:
+        """What a person received on the webhook, in order."""
+        return list(self._get("webhook", "/_control/received")["received"])
+
+    def pings(self) -> list[dict[str, Any]]:
+        return list(self._get("heartbeat", "/_control/pings")["pings"])
 
     def secrets_manager(self) -> Any:
         import boto3
@@ -366,6 +394,8 @@ class Story:
         self.api_key = "sk-ant-demo-" + os.urandom(12).hex()
         f.anthropic("keys", keys=[self.api_key])
         self.secrets += [
+            HOOK_TOKEN,
+            HEARTBEAT_CHECK,
             self.client["client_secret"],
             token["refresh_token"],
             self.api_key,
@@ -763,6 +793,20 @@ class Story:
         return out
 
     # ------------------------------------------------------------------ evidence for the test
+    def notifications(self, last_incident: int | None = None) -> list[dict[str, Any]]:
+        """The messages a person received (the loopback webhook), once the last incident's
+        resolution has arrived."""
+
+        def arrived() -> list[dict[str, Any]] | None:
+            msgs = self.f.messages()
+            if last_incident is None or any(
+                m.get("event") == "resolved" and m.get("incident") == last_incident for m in msgs
+            ):
+                return msgs
+            return None
+
+        return self.wait("the last incident's resolution message", arrived, timeout=90)
+
     def leaks(self) -> dict[str, list[str]]:
         """Where any secret value of the scenario shows up: journal, runner artifacts, ansible
         output. Secrets go to the host on stdin, never on a command line."""
@@ -825,4 +869,15 @@ def format_timeline(events: list[Event]) -> str:
         if e.outcome:
             cols.append(f"-> {e.outcome}")
         lines.append("  ".join(cols))
+    return "\n".join(lines)
+
+
+def format_messages(msgs: list[dict[str, Any]]) -> str:
+    """The messages a person received, in order, as they would read them."""
+    if not msgs:
+        return "  (no message reached anybody)"
+    lines: list[str] = []
+    for n, m in enumerate(msgs, 1):
+        lines.append(f"  {n}. {m.get('title', '')}")
+        lines += [f"     | {line}" for line in str(m.get("text", "")).splitlines()]
     return "\n".join(lines)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.story import TASK_LOOP, Story, format_timeline
+from tests.e2e.story import TASK_LOOP, Story, format_messages, format_timeline
 from tests.sandbox import harness
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
@@ -41,6 +41,9 @@ def story(tmp_path_factory: pytest.TempPathFactory):
         s.results["rotated"] = s.rotate_client_secret()
         s.results["after"] = s.quiet_syncs(3)
         s.results["incidents"] = s.incidents()
+        s.results["messages"] = s.notifications(s.results["rotated"]["id"])
+        s.results["pings"] = s.f.pings()
+        print(format_messages(s.results["messages"]))
         s.results["report"] = s.report()
         print(format_timeline(s.timeline()))
         yield s
@@ -139,6 +142,38 @@ def test_no_secret_in_the_journal_runner_artifacts_or_ansible_output(story: Stor
         assert "journal" in story.wait("the planted line", story.leaks, timeout=10)
     finally:
         story.secrets.remove(planted)
+
+
+def test_the_three_incidents_tell_a_person_exactly_what_happened(story: Story) -> None:
+    revoked = story.results["revoked"]["id"]
+    perms = story.results["permissions"]["id"]
+    rotated = story.results["rotated"]["id"]
+    msgs = story.results["messages"]
+    assert [(m["event"], m["incident"]) for m in msgs] == [
+        ("needs_person", revoked),
+        ("resolved", revoked),
+        ("resolved", perms),
+        ("resolved", rotated),
+    ]
+    ask, fixed, healed_perms, healed_rotated = msgs
+    # the person's message: host, rule, cause, findings, the exact command
+    assert story.name in ask["text"] and ask["rule"] == "sheet-sync-token"
+    assert ask["cause"] == "revoked_or_expired" and ask["findings"]
+    assert f"Do this: ansible-playbook playbooks/reauth.yml -l {story.name}" in ask["text"]
+    # one incident, one thread
+    assert fixed["thread"] == ask["thread"] and fixed["title"] == ask["title"]
+    assert "after a person's fix" in fixed["how"] and fixed["seconds_to_resolve"] > 0
+    assert healed_perms["how"].startswith("healed by permission_audit.yml")
+    assert healed_rotated["how"].startswith("healed by credential_refresh.yml")
+    # the playbook's own needs-you task was not announced a second time
+    assert all(m["event"] != "needs_you_task" for m in msgs)
+
+
+def test_the_heartbeat_timer_pings_the_dead_mans_switch(story: Story) -> None:
+    pings = story.results["pings"]
+    assert pings, "jada-heartbeat.timer never pinged the heartbeat endpoint"
+    assert {p["body"].splitlines()[0] for p in pings} <= {"ok", "degraded"}
+    assert {p["kind"] for p in pings} == {"ok"}  # the remediator was running
 
 
 def test_the_health_report_and_timeline_are_written(story: Story) -> None:

@@ -4,9 +4,14 @@ It accepts ``POST <path>`` with ``Content-Type: application/json`` and a JSON ob
 non-empty string ``text`` (what Slack requires); anything else gets 400/404/405/415 and is
 recorded as rejected, so a wrong request fails the test. Received payloads are kept in order.
 
-Control: in Python (``.received``, ``.rejected``, ``.fail_next(n, status)``) and over HTTP
-(``GET /_control/received``, ``POST /_control/fail {"count": n, "status": 500}``,
-``POST /_control/reset``). ``python -m tests.fakes.webhook --host H --port P`` runs one.
+``accept="apprise"`` makes it apprise's ``json://`` receiver instead: an object with string
+``title`` and ``message``, ``version`` and ``type`` (what apprise's custom JSON plugin sends).
+
+Control: in Python (``.received``, ``.rejected``, ``.fail_next(n, status)``,
+``.trickle_next(n, seconds)``: answer the next n requests one byte a second, like a stuck
+proxy) and over HTTP (``GET /_control/received``, ``POST /_control/fail {"count": n, "status":
+500}``, ``POST /_control/trickle {"count": n, "seconds": s}``, ``POST /_control/reset``).
+``python -m tests.fakes.webhook --host H --port P`` runs one.
 """
 
 from __future__ import annotations
@@ -19,10 +24,19 @@ from typing import Any
 
 
 class WebhookReceiver:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, path: str = "/hooks/incident"):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        path: str = "/hooks/incident",
+        accept: str = "slack",
+    ):
         self.host = host
         self.port = port
         self.path = path
+        self.accept = accept
+        self._trickle: list[float] = []
+        self.trickled = 0  # requests answered by trickling
         self.received: list[dict[str, Any]] = []
         self.rejected: list[tuple[int, str]] = []
         self._fail: list[int] = []
@@ -42,11 +56,16 @@ class WebhookReceiver:
         with self._lock:
             self._fail.extend([status] * count)
 
+    def trickle_next(self, count: int = 1, seconds: float = 60.0) -> None:
+        with self._lock:
+            self._trickle.extend([seconds] * count)
+
     def reset(self) -> None:
         with self._lock:
             self.received.clear()
             self.rejected.clear()
             self._fail.clear()
+            self._trickle.clear()
 
     def wait_for(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         with self._got:
@@ -97,12 +116,23 @@ class WebhookReceiver:
                     doc = json.loads(raw)
                 except ValueError:
                     return self._reject(400, "invalid_payload: not JSON")
-                if (
+                if fake.accept == "apprise":
+                    if not isinstance(doc, dict) or not all(
+                        isinstance(doc.get(k), str) for k in ("title", "message", "type")
+                    ):
+                        return self._reject(400, "apprise JSON needs title, message and type")
+                elif (
                     not isinstance(doc, dict)
                     or not isinstance(doc.get("text"), str)
                     or not doc["text"]
                 ):
                     return self._reject(400, "no_text: a non-empty string 'text' is required")
+                with fake._lock:
+                    trickle = fake._trickle.pop(0) if fake._trickle else 0.0
+                    if trickle:
+                        fake.trickled += 1
+                if trickle:
+                    return self._dribble(trickle)
                 with fake._lock:
                     status = fake._fail.pop(0) if fake._fail else 200
                 if status != 200:
@@ -116,6 +146,23 @@ class WebhookReceiver:
                 self.end_headers()
                 self.wfile.write(b"ok")
 
+            def _dribble(self, seconds: float) -> None:
+                # Headers at once, then one byte a second: every read succeeds, none ends.
+                import time
+
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(int(seconds) + 1))
+                self.end_headers()
+                try:
+                    for _ in range(int(seconds)):
+                        self.wfile.write(b".")
+                        self.wfile.flush()
+                        time.sleep(1)
+                    self.wfile.write(b"\n")
+                except OSError:
+                    pass  # the client gave up: what we want to see
+
             def _control(self, raw: bytes) -> None:
                 try:
                     doc = json.loads(raw or b"{}")
@@ -123,6 +170,8 @@ class WebhookReceiver:
                     return self._reply(400, {"error": "not JSON"})
                 if self.path == "/_control/fail":
                     fake.fail_next(int(doc.get("count", 1)), int(doc.get("status", 500)))
+                elif self.path == "/_control/trickle":
+                    fake.trickle_next(int(doc.get("count", 1)), float(doc.get("seconds", 60)))
                 elif self.path == "/_control/reset":
                     fake.reset()
                 else:

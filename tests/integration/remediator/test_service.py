@@ -174,10 +174,13 @@ def test_needs_human_escalates_and_notifies_once_by_webhook_and_sns(
     msgs = moto_sns["sqs"].receive_message(QueueUrl=moto_sns["queue"], MaxNumberOfMessages=10)
     bodies = [json.loads(m["Body"]) for m in msgs.get("Messages", [])]
     assert len(bodies) == 1
-    assert bodies[0]["Subject"].startswith(
-        "[jada-agent] test-host: sheet-sync-token needs a person"
+    # One incident, one thread: the subject is the incident's title on every message.
+    assert (
+        bodies[0]["Subject"]
+        == "[jada-agent] test-host: sheet-sync-token [status=400] (incident #1)"
     )
-    assert "Do this: `ansible-playbook playbooks/reauth.yml" in bodies[0]["Message"]
+    assert bodies[0]["Message"].startswith("NEEDS A PERSON: test-host: sheet-sync-token")
+    assert "Do this: ansible-playbook playbooks/reauth.yml" in bodies[0]["Message"]
 
 
 def test_breaker_opens_escalates_and_reset_closes_it(tmp_path, service_factory):
@@ -203,7 +206,14 @@ def test_breaker_opens_escalates_and_reset_closes_it(tmp_path, service_factory):
             )
         append(log, LINE)
         items = svc.wait_incident(lambda xs: xs[0].status == "escalated")
-        (msg,) = hook.wait_for(1)
+        got = hook.wait_for(3)
+        # each failed run was announced at once; then the breaker
+        assert [m["event"] for m in got] == [
+            "remediation_failed",
+            "remediation_failed",
+            "breaker_opened",
+        ]
+        msg = got[-1]
         assert "circuit breaker open" in msg["text"]
         assert "jada-agent remediator reset sheet-sync-token" in msg["text"]
         assert len(items[0].remediations) == 2
