@@ -109,6 +109,8 @@ def run(keep: bool) -> int:
         say(format_timeline(story.timeline()))
         files = story.report()
         say()
+        verdict = json.loads(files["json"].read_text()).get("verdict", "unknown")
+        say(f"health verdict: {verdict.upper()}")
         say("health report: " + ", ".join(str(p.relative_to(ROOT)) for p in files.values()))
     except (StoryError, harness.SandboxError, KeyboardInterrupt) as exc:
         say()
