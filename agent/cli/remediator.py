@@ -149,6 +149,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
+    from agent.health.incidents import describe as describe_incident
+    from agent.health.incidents import story
     from agent.store import open_store
 
     with open_store(load_settings(args)) as store:
@@ -168,6 +170,9 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         )
         if i.summary:
             print(f"    {i.summary}")
+        # What was done and how it ended (the health report lists the same).
+        for line in describe_incident(story(i.to_json()))[1:]:
+            print("  " + line)
     return EXIT_OK
 
 
