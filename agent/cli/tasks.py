@@ -286,7 +286,14 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     print(f"turns per session: mean {t['mean']}, median {t['median']}, max {t['max']}")
     print(f"tokens: {r['tokens']['input']} in, {r['tokens']['output']} out")
     for c in r["tasks_hitting_cap"]:
+        yielded = (
+            f"; yielded its turn to task{'s' if len(c['yielded_to']) > 1 else ''} "
+            + ", ".join(map(str, c["yielded_to"]))
+            if c.get("yielded_to")
+            else ""
+        )
         print(
-            f"hit the cap: task {c['task']} ({c['title']}): {c['cap_hits']} of {c['sessions']} sessions"
+            f"hit the cap: task {c['task']} ({c['title']}): {c['cap_hits']} of {c['sessions']}"
+            f" sessions{yielded}"
         )
     return EXIT_OK
