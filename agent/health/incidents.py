@@ -10,6 +10,12 @@ from typing import Any
 RESOLVED_BY_LINE = "resolved by: "
 
 
+def _printable(text: str) -> str:
+    # Causes, actions and resolving lines come from logs and playbooks: a terminal control
+    # sequence in them is shown, never sent to the person's terminal.
+    return "".join(c if c.isprintable() else repr(c)[1:-1] if c != "\n" else "\\n" for c in text)
+
+
 def _ts(text: str | None) -> float | None:
     if not text:
         return None
@@ -90,4 +96,4 @@ def describe(s: dict[str, Any]) -> list[str]:
         lines.append(f"  actions: {'; '.join(s['actions'])}")
     if s["resolved_by"]:
         lines.append(f"  resolved by: {s['resolved_by']}")
-    return lines
+    return [_printable(line) for line in lines]

@@ -141,3 +141,14 @@ def test_remediator_incidents_text_shows_playbook_outcome_actions_and_who_resolv
     assert "playbook: credential-refresh.yml (1 run, last outcome needs_human)" in out.stdout
     assert "actions: pulled newer credentials: none" in out.stdout
     assert "resolved by: playbook permission-audit.yml" in out.stdout
+
+
+def test_a_control_sequence_in_a_resolving_log_line_is_shown_not_sent():
+    from agent.health.incidents import describe, story
+
+    inc = {"id": 1, "rule": "r", "status": "resolved", "opened": "2026-05-13T09:00:00Z",
+           "resolved": "2026-05-13T09:01:00Z",
+           "summary": "x\nresolved by: sync ok \x1b]0;pwned\x07\x1b[2J"}  # fmt: skip
+    text = "\n".join(describe(story(inc)))
+    assert "\x1b" not in text and "\x07" not in text
+    assert "\\x1b]0;pwned\\x07" in text
