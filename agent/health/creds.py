@@ -24,7 +24,7 @@ import shlex
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,22 +99,15 @@ AWS_UNIT_OF = {
     "remediator.notify.sns_topic_arn": "jada-remediator.service",
     "store.backend": "jada-agent.service",
 }
-# The variables botocore reads to find credentials; the others of a unit are never read.
-AWS_VARIABLES = (
-    "AWS_SHARED_CREDENTIALS_FILE",
-    "AWS_CONFIG_FILE",
-    "AWS_PROFILE",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-)
 
 
 def _env_assignments(words: list[str]) -> dict[str, str]:
     out = {}
     for word in words:
         name, sep, value = word.partition("=")
-        if sep and name in AWS_VARIABLES:
+        # Every AWS_ variable: the key file, the profile, and also the endpoint or CA bundle
+        # the unit talks to; the unit's other variables are never read.
+        if sep and name.startswith("AWS_"):
             out[name] = value
     return out
 
@@ -149,6 +142,24 @@ def unit_aws_environment(unit: str, systemctl: str = "systemctl") -> dict[str, s
     return env
 
 
+@contextlib.contextmanager
+def _aws_environment(env: dict[str, str]) -> Iterator[None]:
+    """This process's AWS_ variables replaced by ``env`` (none when empty), then restored."""
+    if not env:
+        yield
+        return
+    saved = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    try:
+        for k in saved:
+            del os.environ[k]
+        os.environ.update(env)
+        yield
+    finally:
+        for k in [k for k in os.environ if k.startswith("AWS_")]:
+            del os.environ[k]
+        os.environ.update(saved)
+
+
 def check_aws(settings: Settings, timeout: float = 10.0, systemctl: str = "systemctl") -> Check:
     uses = aws_uses(settings)
     env: dict[str, str] = {}
@@ -163,36 +174,21 @@ def check_aws(settings: Settings, timeout: float = 10.0, systemctl: str = "syste
     try:
         import boto3
         import botocore.exceptions as bex
-        import botocore.session
         from botocore.config import Config
     except ImportError:
         return out | {"status": "not checked", "detail": "boto3 not installed"}
     try:
-        # A fresh session (the default one caches credentials across calls), seeing the unit's
-        # variables as the unit does: they replace this process's own.
-        core = botocore.session.Session()
-        for name, var in (
-            ("credentials_file", "AWS_SHARED_CREDENTIALS_FILE"),
-            ("config_file", "AWS_CONFIG_FILE"),
-            ("profile", "AWS_PROFILE"),
-        ):
-            if var in env:
-                core.set_config_variable(name, env[var])
-        keys = {}
-        if "AWS_ACCESS_KEY_ID" in env and "AWS_SECRET_ACCESS_KEY" in env:
-            keys = {
-                "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-                "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-                "aws_session_token": env.get("AWS_SESSION_TOKEN"),
-            }
-        sts = boto3.session.Session(botocore_session=core, **keys).client(
-            "sts",
-            region_name=settings.aws.region,
-            config=Config(
-                connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1}
-            ),
-        )
-        ident = sts.get_caller_identity()
+        # A fresh session (the default one caches credentials across calls), with the unit's
+        # AWS variables in place of this process's own while it resolves and calls.
+        with _aws_environment(env):
+            sts = boto3.session.Session().client(
+                "sts",
+                region_name=settings.aws.region,
+                config=Config(
+                    connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1}
+                ),
+            )
+            ident = sts.get_caller_identity()
     except bex.NoCredentialsError:
         if not uses:
             return out | {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -209,14 +210,25 @@ def test_aws_role_is_checked_with_the_credentials_the_remediator_unit_is_given(
         "aws_secret_access_key = unit-only-secret-value\n"
     )
     creds.chmod(0o600)
+    # The unit's own endpoint and files (as the role's remediator_environment gives them): the
+    # check must use the unit's, not this shell's.
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the shell's: unused
     systemctl = _fake_systemctl(
-        tmp_path, f'PYTHONUNBUFFERED=1 "HOME=/var/lib/x y" AWS_SHARED_CREDENTIALS_FILE={creds}'
+        tmp_path,
+        f'PYTHONUNBUFFERED=1 "HOME=/var/lib/x y" AWS_ENDPOINT_URL={endpoint} '
+        f"AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null "
+        f"AWS_SHARED_CREDENTIALS_FILE={creds}",
     )
     settings = settings_factory(google={"secret_name": "jada/google-token"})
     result = check_aws(settings, systemctl=systemctl)
     assert result["status"] == "ok", result
     assert "jada-remediator.service" in result["source"]
     assert "unit-only-secret-value" not in json.dumps(result)
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"  # this process's, restored
+    assert "AWS_SHARED_CREDENTIALS_FILE" in os.environ and os.environ[
+        "AWS_SHARED_CREDENTIALS_FILE"
+    ] != str(creds)
 
 
 def test_aws_role_missing_when_neither_the_unit_nor_the_shell_has_a_key(

@@ -233,3 +233,14 @@ def test_a_successful_exit_status_is_not_a_failed_run():
     result = JournalAnalysis().feed([(ts, "x.service", 6, msg)]).result()
     assert result["units"]["x.service"]["failed_runs"] == 0
     assert result["units"]["x.service"]["failures"] == 0
+
+
+def test_runs_started_by_hand_seconds_apart_are_each_their_own_failed_run():
+    t0 = datetime(2026, 5, 20, tzinfo=UTC).timestamp()
+    entries = []
+    for i in range(3):
+        ts = t0 + i * 5
+        entries.append((ts + 0.8, "port-sheet-sync.service", 3, "token error: invalid_grant"))
+        entries += _systemd_burst(ts + 0.9)
+    unit = JournalAnalysis().feed(entries).result()["units"]["port-sheet-sync.service"]
+    assert (unit["failures"], unit["failed_runs"]) == (3, 3)
