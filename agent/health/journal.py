@@ -100,10 +100,10 @@ _SYSTEMD_RUN_END = re.compile(
     r"|^Failed to start "
 )
 # systemd's lines of one failed run come within a second; a gap this long starts another run
-# (runs started by hand can be five seconds apart).
-RUN_BURST_S = 3.0
+# (runs started by hand can be three seconds apart).
+RUN_BURST_S = 2.0
 # How late a unit's own output may reach the journal after systemd's lines about its exit.
-LATE_S = 3.0
+LATE_S = 1.0
 
 
 # An Ansible module's record of its own arguments ("Invoked with _raw_params=... failed_when=..."):

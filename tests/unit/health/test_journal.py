@@ -239,7 +239,7 @@ def test_runs_started_by_hand_seconds_apart_are_each_their_own_failed_run():
     t0 = datetime(2026, 5, 20, tzinfo=UTC).timestamp()
     entries = []
     for i in range(3):
-        ts = t0 + i * 5
+        ts = t0 + i * 3
         entries.append((ts + 0.8, "port-sheet-sync.service", 3, "token error: invalid_grant"))
         entries += _systemd_burst(ts + 0.9)
     unit = JournalAnalysis().feed(entries).result()["units"]["port-sheet-sync.service"]
