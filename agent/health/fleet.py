@@ -257,6 +257,9 @@ def ingest(
     return sorted(audits)
 
 
+FLEET_TEXT_INCIDENTS = 5
+
+
 def fleet_report(
     reports_dir: Path,
     only: list[str] | None = None,
@@ -307,7 +310,11 @@ def fleet_report(
         first = h["reasons"][0] if h["reasons"] else ""
         lines.append(f"{h['verdict'].upper():<9} {h['host']}: {first}")
         lines += [f"{'':<10}{r}" for r in h["reasons"][1:3]]
-        for inc in h["incidents"]:
+        # The latest few per host; the host report and its HTML list them all.
+        shown = h["incidents"][-FLEET_TEXT_INCIDENTS:]
+        if len(h["incidents"]) > len(shown):
+            lines.append(f"{'':<10}({len(h['incidents']) - len(shown)} earlier incidents)")
+        for inc in shown:
             lines += [f"{'':<10}{line}" for line in describe_incident(inc)]
     lines.append(f"reports: {reports_dir / 'fleet.html'}")
     text = "\n".join(lines) + "\n"
