@@ -10,12 +10,14 @@ silently fall back to a default).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
 import string
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,18 @@ class ConfigError(ValueError):
         self.expected = expected
         shown = "" if got is None else f" (got {_show(got)})"
         super().__init__(f"{self.file}: {key}: expected {expected}{shown}")
+        self.errors: list[ConfigError] = [self]
+
+    @classmethod
+    def of(cls, errors: list[ConfigError]) -> ConfigError:
+        """One error standing for several (its message lists them all, one per line)."""
+        if len(errors) == 1:
+            return errors[0]
+        first = errors[0]
+        err = cls(first.file, first.key, first.expected)
+        err.args = (f"{len(errors)} errors:\n  " + "\n  ".join(str(e) for e in errors),)
+        err.errors = list(errors)
+        return err
 
 
 def _show(value: Any) -> str:
@@ -373,18 +387,33 @@ def _coerce(value: Any, tp: Any, meta: Any, file: Any, key: str) -> Any:
     raise TypeError(f"unsupported settings type {tp!r} for {key}")
 
 
+def _unknown_key(file: Any, prefix: str, name: str, known: Iterable[str]) -> ConfigError:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    hint = f"did you mean {prefix}{close[0]}? " if close else ""
+    return ConfigError(
+        file, prefix + name, f"a known key ({hint}known: {', '.join(sorted(known))})"
+    )
+
+
 def _build(cls: type, data: dict[str, Any], file: Any, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(
-            file, prefix + str(unknown[0]), "one of the known keys: " + ", ".join(sorted(fields))
-        )
+    # Every mistake of the file at once (a person fixes them in one go, not one per run).
+    errors = [
+        _unknown_key(file, prefix, str(k), fields)
+        for k in sorted(map(str, set(data) - set(fields)))
+    ]
     kwargs = {}
     for name, value in data.items():
-        f = fields[name]
-        kwargs[name] = _coerce(value, hints[name], f.metadata, file, prefix + name)
+        f = fields.get(name)
+        if f is None:
+            continue
+        try:
+            kwargs[name] = _coerce(value, hints[name], f.metadata, file, prefix + name)
+        except ConfigError as exc:
+            errors += exc.errors
+    if errors:
+        raise ConfigError.of(errors)
     obj = cls(**kwargs)
     _check_ranges(obj, file, prefix)
     # A section may check what types cannot say (one field depending on another).
@@ -433,8 +462,11 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     A missing file at the default path yields the packaged defaults; a missing file that was
     named explicitly is an error.
     """
-    explicit = path is not None
-    p = Path(path) if path is not None else DEFAULT_PATH
+    # A file named on the command line or in $JADA_AGENT_CONFIG must exist: a typo in either
+    # would otherwise run on silent defaults.
+    env = os.environ.get("JADA_AGENT_CONFIG")
+    explicit = path is not None or bool(env)
+    p = Path(path) if path is not None else Path(env) if env else DEFAULT_PATH
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:

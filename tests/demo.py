@@ -121,6 +121,8 @@ def run(keep: bool) -> int:
         say(format_timeline(story.timeline()))
         files = story.report()
         say()
+        verdict = json.loads(files["json"].read_text()).get("verdict", "unknown")
+        say(f"health verdict: {verdict.upper()}")
         say("health report: " + ", ".join(str(p.relative_to(ROOT)) for p in files.values()))
         step("7. What a person received (the loopback webhook), in order")
         say(format_messages(messages))

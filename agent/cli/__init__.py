@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from agent import __version__
 from agent.cli.common import EXIT_USAGE, CliError, Parser
 from agent.config import ConfigError
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command cut off by `| head`
 
 # The order is the order of ``jada-agent --help``.
 COMMAND_MODULES = (
@@ -51,16 +54,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# HTTP client libraries (httpx and its forks, httpcore, urllib3) log every request at INFO
+# ("HTTP Request: GET ... 200 OK"): noise on a command's stderr, shown only with --verbose.
+_CLIENT_LOGGERS = ("httpx", "httpcore", "urllib3")
+
+
+def _no_client_chatter(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not record.name.startswith(_CLIENT_LOGGERS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    return dispatch(args)
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command: logging set up, errors as one line on stderr with their exit code,
+    and a reader that went away (``| head``) is no traceback."""
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_no_client_chatter)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"
+        return code
+    except BrokenPipeError:
+        # The reader stopped reading (``jada-agent ... | head``): what it wanted, it has. Point
+        # stdout at /dev/null so that the flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     except ConfigError as exc:
         print(f"jada-agent: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE

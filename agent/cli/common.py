@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -37,6 +38,25 @@ class CliError(RuntimeError):
 
 def settings(args: argparse.Namespace) -> config.Settings:
     return config.load(args.config)
+
+
+def open_store_read_only(s: config.Settings) -> Any:
+    """The store for a command that only reads it. A SQLite store that does not exist yet is not
+    created (a look must not change the host, nor leave a root-owned file for the daemon): the
+    command reads an empty in-memory store instead and says so on stderr."""
+    from agent.store import StoreError, open_store
+    from agent.store.sqlite import SQLiteStore
+
+    if s.store.backend == "sqlite" and not os.path.exists(s.store.path):
+        print(
+            f"jada-agent: no store yet at {s.store.path} (no task added, no daemon run)",
+            file=sys.stderr,
+        )
+        return SQLiteStore(":memory:")
+    try:
+        return open_store(s)
+    except StoreError as exc:
+        raise CliError(f"store: {exc}") from None
 
 
 def print_json(data: Any) -> None:

@@ -165,10 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m agent.cli.health [-c FILE] health ...``: the same arguments as ``jada-agent``,
     with only this command loaded — for a host (or a sandbox) that has the package and PyYAML but
     not the other parts' dependencies."""
-    import logging
-
-    from agent.config import ConfigError
-
     parser = Parser(prog="jada-agent")
     parser.add_argument("-c", "--config", metavar="FILE")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -176,15 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.required = True
     register(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"jada-agent: configuration error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except CliError as exc:
-        print(f"jada-agent: {exc}", file=sys.stderr)
-        return exc.code
+    from agent.cli import dispatch
+
+    return dispatch(args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import sys
 
 from agent.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, add_json_flag, print_json
 from agent.cli.common import settings as load_settings
-from agent.config import parse_duration
+from agent.config import Settings, parse_duration
+from agent.store.model import INCIDENT_STATUSES
 
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: the lock is busy, try again later
 
@@ -41,7 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     rp.set_defaults(func=cmd_replay)
 
     inc = rsub.add_parser("incidents", help="list incidents")
-    inc.add_argument("--status", action="append", help="only these statuses (repeatable)")
+    inc.add_argument(
+        "--status",
+        action="append",
+        choices=INCIDENT_STATUSES,
+        metavar="S",
+        help=f"only these statuses (repeatable; {', '.join(INCIDENT_STATUSES)})",
+    )
     add_json_flag(inc)
     inc.set_defaults(func=cmd_incidents)
 
@@ -151,9 +158,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
-    from agent.store import open_store
+    from agent.cli.common import open_store_read_only
+    from agent.health.incidents import describe as describe_incident
+    from agent.health.incidents import story
 
-    with open_store(load_settings(args)) as store:
+    with open_store_read_only(load_settings(args)) as store:
         items = store.list_incidents(args.status)
     if args.json:
         print_json([i.to_json() for i in items])
@@ -170,6 +179,9 @@ def cmd_incidents(args: argparse.Namespace) -> int:
         )
         if i.summary:
             print(f"    {i.summary}")
+        # What was done and how it ended (the health report lists the same).
+        for line in describe_incident(story(i.to_json()))[1:]:
+            print("  " + line)
     return EXIT_OK
 
 
@@ -177,6 +189,16 @@ def cmd_reset(args: argparse.Namespace) -> int:
     from agent.remediator.state import StateDB
 
     s = load_settings(args)
+    known = _known_rules(s)
+    if known is not None and args.rule not in known and not _has_state(s, args.rule):
+        import difflib
+
+        close = difflib.get_close_matches(args.rule, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise CliError(
+            f"no rule {args.rule!r}{hint}; the rules are: {', '.join(sorted(known)) or 'none'}",
+            EXIT_USAGE,
+        )
     state = StateDB(s.remediator.state_db)
     n = state.reset(args.rule)
     state.close()
@@ -214,6 +236,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     for line in render_outbox(s["outbox"]):
         print(line)
     return EXIT_OK if healthy(s) else EXIT_FAILURE
+
+
+def _has_state(s: Settings, rule: str) -> bool:
+    """Whether the state DB remembers ``rule`` (a rule since removed from the files)."""
+    from agent.remediator.state import StateDB
+
+    if not os.path.exists(s.remediator.state_db):
+        return False
+    state = StateDB(s.remediator.state_db)
+    try:
+        return any(k[0] == rule for k in [*state.groups, *state.windows, *state.fires])
+    finally:
+        state.close()
+
+
+def _known_rules(s: Settings) -> set[str] | None:
+    """The rule names of the settings' rule directories (None when they cannot be read: the
+    reset then goes ahead, it may be the way out of a broken rule set)."""
+    from agent.remediator.rules import load_rules
+
+    try:
+        return {r.name for r in load_rules(list(s.remediator.rules_dirs)).rules}
+    except Exception:
+        return None
 
 
 def cmd_lock_acquire(args: argparse.Namespace) -> int:

@@ -8,7 +8,15 @@ import os
 import textwrap
 from typing import Any
 
-from agent.cli.common import EXIT_OK, EXIT_USAGE, CliError, add_json_flag, print_json, settings
+from agent.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    add_json_flag,
+    open_store_read_only,
+    print_json,
+    settings,
+)
 from agent.store import TASK_STATUSES, Store, StoreError, Task, open_store
 
 
@@ -88,6 +96,11 @@ def _store(args: argparse.Namespace) -> Store:
     return _open(settings(args))
 
 
+def _read_only(s: Any) -> Store:
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    return open_store_read_only(s)
+
+
 def cmd_add(args: argparse.Namespace) -> int:
     from agent.daemon import dashboard
 
@@ -125,14 +138,24 @@ def _indented(text: str) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     wanted = args.status or ["ready", "running", "blocked", "needs_you"]
-    with _store(args) as store:
+    with _read_only(settings(args)) as store:
         tasks = store.list_tasks(None if "all" in wanted else wanted)
         open_ids = {t.id for t in store.list_tasks(["ready", "running", "blocked", "needs_you"])}
+        others = [] if tasks or "all" in wanted else store.list_tasks(None)
     if args.json:
         print_json([t.to_json() for t in tasks])
         return EXIT_OK
     if not tasks:
-        print("no tasks")
+        if others:
+            # Tasks exist, none with these statuses: say what there is and how to see it.
+            counts: dict[str, int] = {}
+            for t in others:
+                counts[t.status] = counts.get(t.status, 0) + 1
+            shown = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+            label = "/".join(wanted) if args.status else "open"
+            print(f"no {label} tasks ({shown}): see them with `jada-agent tasks list --status all`")
+        else:
+            print("no tasks")
         return EXIT_OK
     print(f"{'id':>5}  {'status':<9} {'prio':>4}  title")
     for t in tasks:
@@ -144,7 +167,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with _store(args) as store:
+    with _read_only(settings(args)) as store:
         task = store.get_task(args.id)
     if task is None:
         raise CliError(f"no task {args.id}")
@@ -205,7 +228,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from agent.daemon import dashboard
 
     s = settings(args)
-    with _open(s) as store:
+    with _read_only(s) as store:
         r = dashboard.status_report(store, s)
     if args.json:
         print_json(r)
@@ -244,7 +267,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     from agent.daemon import dashboard
 
     s = settings(args)
-    with _open(s) as store:
+    with _read_only(s) as store:
         r = dashboard.sessions_report(store, s, days=args.days)
     if args.json:
         print_json(r)
@@ -263,7 +286,14 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     print(f"turns per session: mean {t['mean']}, median {t['median']}, max {t['max']}")
     print(f"tokens: {r['tokens']['input']} in, {r['tokens']['output']} out")
     for c in r["tasks_hitting_cap"]:
+        yielded = (
+            f"; yielded its turn to task{'s' if len(c['yielded_to']) > 1 else ''} "
+            + ", ".join(map(str, c["yielded_to"]))
+            if c.get("yielded_to")
+            else ""
+        )
         print(
-            f"hit the cap: task {c['task']} ({c['title']}): {c['cap_hits']} of {c['sessions']} sessions"
+            f"hit the cap: task {c['task']} ({c['title']}): {c['cap_hits']} of {c['sessions']}"
+            f" sessions{yielded}"
         )
     return EXIT_OK

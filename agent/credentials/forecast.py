@@ -75,7 +75,9 @@ def forecast(settings: Settings, *, now: datetime | None = None) -> dict[str, An
                 " app is probably in Testing publishing status",
             )
         )
-    if failed is not None:
+    recorded_ok = _parse(entry.get("last_ok"))
+    # A failure followed by a success is over (histories written before History.used closed it).
+    if failed is not None and (recorded_ok is None or recorded_ok < failed):
         candidates.append((failed, f"already failing since then: {entry.get('cause')}"))
     expires, reason = min(candidates, key=lambda c: c[0])
     left = expires - now

@@ -98,7 +98,13 @@ class History:
     def used(self, fp: str, now: datetime) -> None:
         e = self._entry(fp)
         last = _parse(e.get("last_ok"))
-        if last is None or now - last >= USED_WRITE_EVERY:
+        if "first_failure" in e:
+            # It works again (a rotated client was put back, a fix was made): the failure is
+            # over and kept as the last one, so the forecast no longer says "already failing".
+            e["last_failure"] = {"at": e.pop("first_failure"), "cause": e.pop("cause", None)}
+            e["last_ok"] = _iso(now)
+            self.save()
+        elif last is None or now - last >= USED_WRITE_EVERY:
             e["last_ok"] = _iso(now)
             self.save()
 

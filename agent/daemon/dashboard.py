@@ -6,6 +6,7 @@ it as text or JSON); they also serve the health audit.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -125,6 +126,16 @@ def sessions_report(
         t = store.get_task(tid) if tid is not None else None
         titles[tid] = t.title if t else "(purged)"
     per_task = Counter(s.task_id for s in sessions)
+    # Round robin at the cap: which tasks had the session that followed each capped one.
+    ordered = sorted(sessions, key=lambda s: (s.started, s.id))
+    yielded_to: dict[int | None, list[int]] = {tid: [] for tid in capped}
+    for s, nxt in itertools.pairwise(ordered):
+        if (
+            s.outcome == "max_turns"
+            and nxt.task_id not in (s.task_id, None)
+            and nxt.task_id not in yielded_to[s.task_id]
+        ):
+            yielded_to[s.task_id].append(nxt.task_id)  # type: ignore[arg-type]
     return {
         "days": days,
         "max_turns": cap,
@@ -143,7 +154,13 @@ def sessions_report(
             "output": sum(s.output_tokens for s in sessions),
         },
         "tasks_hitting_cap": [
-            {"task": tid, "title": titles[tid], "cap_hits": n, "sessions": per_task[tid]}
+            {
+                "task": tid,
+                "title": titles[tid],
+                "cap_hits": n,
+                "sessions": per_task[tid],
+                "yielded_to": yielded_to[tid],
+            }
             for tid, n in capped.most_common()
         ],
         "list": [s.to_json() for s in sessions],

@@ -556,6 +556,11 @@ class Daemon:
                 "interrupted": f"session {session_id} was interrupted after {r.turns} turns",
             }.get(r.outcome, f"session {session_id} ended {r.outcome}: {r.detail}")
             status = "ready"
+            if r.outcome == "max_turns":
+                # Round robin: a task that used a whole session yields to the other ready
+                # tasks of its priority, so one endless task cannot take every session.
+                self.store.yield_task(task.id)
+                why += "; it yields to the other ready tasks of its priority (round robin)"
             if r.outcome == "error" and not r.transient and self._keeps_failing(task.id):
                 status = "failed"
                 why += (

@@ -67,7 +67,7 @@ def audit_host(
     report["resources"] = res
     report["workload"] = workload(settings, days)
     if credentials:
-        report["credentials"] = check_credentials(settings, config_path)
+        report["credentials"] = check_credentials(settings, config_path, systemctl=systemctl)
     return verdict_mod.decide(report, settings.health.core_units, settings.health.subsidiary_units)
 
 

@@ -2,7 +2,9 @@
 
 - Anthropic API key: ``GET /v1/models`` through the anthropic SDK (key read from
   ``daemon.api_key_file``).
-- AWS role: ``sts get-caller-identity`` through boto3.
+- AWS role: ``sts get-caller-identity`` through boto3, with the AWS variables of the unit that
+  uses them (``systemctl show -p Environment -p EnvironmentFiles``): on a host the key is given to
+  the remediator's unit only (``AWS_SHARED_CREDENTIALS_FILE``), not to the shell running health.
 - Google credential: ``jada-agent credentials diagnose --json`` and ``forecast --json`` (the
   contract of agent.credentials); "not checked" when that command is not available.
 - File modes of every secret: the secrets directory 0700 and each file 0600, owned by the
@@ -18,10 +20,11 @@ import contextlib
 import json
 import os
 import pwd
+import shlex
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +92,85 @@ def aws_uses(settings: Settings) -> list[str]:
     return uses
 
 
-def check_aws(settings: Settings, timeout: float = 10.0) -> Check:
-    out: Check = {"name": "aws_role", "source": "boto3 default chain"}
+# Which unit uses AWS for which setting: the check reads that unit's environment.
+AWS_UNIT_OF = {
+    "google.secret_name": "jada-remediator.service",
+    "google.parameter_name": "jada-remediator.service",
+    "remediator.notify.sns_topic_arn": "jada-remediator.service",
+    "store.backend": "jada-agent.service",
+}
+
+
+def _env_assignments(words: list[str]) -> dict[str, str]:
+    out = {}
+    for word in words:
+        name, sep, value = word.partition("=")
+        # Every AWS_ variable: the key file, the profile, and also the endpoint or CA bundle
+        # the unit talks to; the unit's other variables are never read.
+        if sep and name.startswith("AWS_"):
+            out[name] = value
+    return out
+
+
+def unit_aws_environment(unit: str, systemctl: str = "systemctl") -> dict[str, str]:
+    """The AWS variables ``unit`` runs with (its Environment= and EnvironmentFile=); empty when
+    systemd is not there or the unit sets none. Values stay in memory, never in a result."""
+    try:
+        proc = subprocess.run(
+            [systemctl, "show", "--no-pager", "-p", "Environment", "-p", "EnvironmentFiles", unit],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if proc.returncode != 0:
+        return {}
+    env: dict[str, str] = {}
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key == "Environment":
+            with contextlib.suppress(ValueError):
+                env.update(_env_assignments(shlex.split(value)))
+        elif key == "EnvironmentFiles" and value:
+            # "PATH (ignore_errors=no)"; later files override earlier ones, as in systemd.
+            path = value.rsplit(" (", 1)[0]
+            with contextlib.suppress(OSError, ValueError):
+                text = Path(path).read_text(encoding="utf-8")
+                env.update(_env_assignments(shlex.split(text, comments=True)))
+    return env
+
+
+@contextlib.contextmanager
+def _aws_environment(env: dict[str, str]) -> Iterator[None]:
+    """This process's AWS_ variables replaced by ``env`` (none when empty), then restored."""
+    if not env:
+        yield
+        return
+    saved = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    try:
+        for k in saved:
+            del os.environ[k]
+        os.environ.update(env)
+        yield
+    finally:
+        for k in [k for k in os.environ if k.startswith("AWS_")]:
+            del os.environ[k]
+        os.environ.update(saved)
+
+
+def check_aws(settings: Settings, timeout: float = 10.0, systemctl: str = "systemctl") -> Check:
     uses = aws_uses(settings)
+    env: dict[str, str] = {}
+    source = "boto3 default chain"
+    for unit in dict.fromkeys(AWS_UNIT_OF[u] for u in uses if u in AWS_UNIT_OF):
+        env = unit_aws_environment(unit, systemctl)
+        if env:
+            shown = env.get("AWS_SHARED_CREDENTIALS_FILE") or env.get("AWS_PROFILE") or "set"
+            source = f"environment of {unit} ({shown})"
+            break
+    out: Check = {"name": "aws_role", "source": source}
     try:
         import boto3
         import botocore.exceptions as bex
@@ -99,15 +178,17 @@ def check_aws(settings: Settings, timeout: float = 10.0) -> Check:
     except ImportError:
         return out | {"status": "not checked", "detail": "boto3 not installed"}
     try:
-        # A fresh session: the default one caches credentials across calls.
-        sts = boto3.session.Session().client(
-            "sts",
-            region_name=settings.aws.region,
-            config=Config(
-                connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1}
-            ),
-        )
-        ident = sts.get_caller_identity()
+        # A fresh session (the default one caches credentials across calls), with the unit's
+        # AWS variables in place of this process's own while it resolves and calls.
+        with _aws_environment(env):
+            sts = boto3.session.Session().client(
+                "sts",
+                region_name=settings.aws.region,
+                config=Config(
+                    connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1}
+                ),
+            )
+            ident = sts.get_caller_identity()
     except bex.NoCredentialsError:
         if not uses:
             return out | {
@@ -232,12 +313,13 @@ def credentials(
     settings: Settings,
     config_path: str | None,
     checks: dict[str, Callable[[], Check]] | None = None,
+    systemctl: str = "systemctl",
 ) -> dict[str, Any]:
     """All credential checks; ``checks`` replaces the default set (tests, ``--no-credentials``)."""
     if checks is None:
         checks = {
             "anthropic": lambda: check_anthropic(settings),
-            "aws": lambda: check_aws(settings),
+            "aws": lambda: check_aws(settings, systemctl=systemctl),
             "google": lambda: check_google(settings, config_path),
         }
     results = []

@@ -17,6 +17,7 @@ from typing import Any
 
 import jinja2
 
+from agent.health.incidents import describe as describe_incident
 from agent.health.report import VERDICT_COLOURS, render_html
 from agent.health.verdict import VERDICT_ORDER
 from agent.journal import epoch_of
@@ -215,10 +216,11 @@ th,td{border:1px solid #d0d7de;padding:4px 6px;text-align:left;vertical-align:to
 .v{color:#fff;font-weight:bold;text-transform:uppercase;padding:2px 6px;border-radius:4px}
 </style></head><body><main>
 <h1>Fleet health: {{ counts }}</h1>
-<table><tr><th>host</th><th>verdict</th><th>reasons</th><th>metrics</th></tr>
+<table><tr><th>host</th><th>verdict</th><th>reasons</th><th>incidents</th><th>metrics</th></tr>
 {% for h in hosts %}<tr><td><a href="hosts/{{ h.file }}.html">{{ h.host }}</a></td>
 <td><span class="v" style="background:{{ colours.get(h.verdict, '#57606a') }}">{{ h.verdict }}</span></td>
 <td>{% for r in h.reasons %}{{ r }}<br>{% endfor %}</td>
+<td>{% for i in h.incidents %}#{{ i.id }} {{ i.rule }} {{ i.status }}: {{ i.cause or 'cause not named' }}; {{ i.playbooks|join(', ') or 'no playbook' }}{% if i.outcome %} ({{ i.outcome }}){% endif %}{% if i.resolved_by %}; resolved by {{ i.resolved_by }}{% endif %}{% if i.time_to_resolve %} in {{ i.time_to_resolve }}{% endif %}<br>{% endfor %}</td>
 <td>{% for l in h.lineup %}{{ l }}<br>{% endfor %}{{ h.metrics_error or '' }}</td></tr>
 {% endfor %}</table></main></body></html>
 """
@@ -253,6 +255,9 @@ def ingest(
     return sorted(audits)
 
 
+FLEET_TEXT_INCIDENTS = 5
+
+
 def fleet_report(
     reports_dir: Path,
     only: list[str] | None = None,
@@ -272,12 +277,13 @@ def fleet_report(
     hosts = [
         {"host": h, "file": _safe_name(h), "verdict": "unknown", "lineup": [],
          "reasons": ["not audited: the host failed or was unreachable in this run"],
-         "metrics_error": None, "window": None}
+         "metrics_error": None, "window": None, "incidents": []}
         for h in unreached
     ]  # fmt: skip
     for f in files:
         r = load_report(f)
         metrics = r.get("metrics") or {}
+        handled = (r.get("workload") or {}).get("incidents") or []
         hosts.append(
             {
                 "host": r.get("host") or f.stem,
@@ -287,6 +293,7 @@ def fleet_report(
                 "lineup": metrics.get("lineup", []),
                 "metrics_error": metrics.get("error"),
                 "window": r.get("window"),
+                "incidents": handled,
             }
         )
     hosts.sort(key=lambda h: (VERDICT_ORDER.get(h["verdict"], 9), h["host"]))
@@ -301,6 +308,12 @@ def fleet_report(
         first = h["reasons"][0] if h["reasons"] else ""
         lines.append(f"{h['verdict'].upper():<9} {h['host']}: {first}")
         lines += [f"{'':<10}{r}" for r in h["reasons"][1:3]]
+        # The latest few per host; the host report and its HTML list them all.
+        shown = h["incidents"][-FLEET_TEXT_INCIDENTS:]
+        if len(h["incidents"]) > len(shown):
+            lines.append(f"{'':<10}({len(h['incidents']) - len(shown)} earlier incidents)")
+        for inc in shown:
+            lines += [f"{'':<10}{line}" for line in describe_incident(inc)]
     lines.append(f"reports: {reports_dir / 'fleet.html'}")
     text = "\n".join(lines) + "\n"
     summary = {"hosts": hosts, "counts": tally, "worst": hosts[0]["verdict"], "text": text}

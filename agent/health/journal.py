@@ -86,7 +86,23 @@ _SUCCESS = re.compile(r"\bsync ok\b|Deactivated successfully|\bsucceeded\b|^Fini
 _SESSION_END = re.compile(r"\bsession (\d+) task (\S+) ended outcome=(\w+)")
 
 _DIGITS = b"0123456789"
-_PLAIN, _FAIL, _OK, _SESSION = 0, 1, 2, 3
+_PLAIN, _FAIL, _OK, _SESSION, _RUN_END = 0, 1, 2, 3, 4
+
+# systemd's own account of a failed run ("X.service: Main process exited, code=exited,
+# status=2/INVALIDARGUMENT", "X.service: Failed with result 'exit-code'.", "Failed to start X."):
+# they say that a run failed, not why. They are folded into the run they belong to: its cause is
+# the unit's own failure line, or the first of them when the unit logged none.
+_SYSTEMD_RUN_END = re.compile(
+    r"^(?:[\w@:.\\-]+\.(?:service|socket|mount|path|scope): )?"
+    r"(?:(?:Main|Control) process exited, code=\w+, status=(?!0/)|Failed with result '"
+    r"|Unit entered failed state|Start request repeated too quickly)"
+    r"|^Failed to start "
+)
+# systemd's lines of one failed run come within a second; a gap this long starts another run
+# (runs started by hand can be three seconds apart).
+RUN_BURST_S = 2.0
+# How late a unit's own output may reach the journal after systemd's lines about its exit.
+LATE_S = 1.0
 
 
 # An Ansible module's record of its own arguments ("Invoked with _raw_params=... failed_when=..."):
@@ -97,6 +113,8 @@ _ANSIBLE_INVOCATION = re.compile(r"^Invoked with ")
 def _classify(message: str) -> int:
     if _ANSIBLE_INVOCATION.match(message):
         return _PLAIN
+    if _SYSTEMD_RUN_END.search(message):
+        return _RUN_END
     if _FAILURE.search(message):
         return _FAIL
     if _SESSION_END.search(message):
@@ -225,6 +243,12 @@ class _UnitStats:
     last: float = 0.0
     last_failure: float | None = None
     last_success: float | None = None
+    # Failed runs as systemd reported them (one per burst of its lines), and the state of the
+    # current run: whether the unit logged its own failure line, when systemd's burst was.
+    failed_runs: int = 0
+    own_failure_in_run: bool = False
+    run_end: float | None = None
+    pending: tuple[float, str] | None = None  # systemd's line, the cause unless the unit's comes
 
 
 def cadence(times: Iterable[float]) -> tuple[float, float] | None:
@@ -273,9 +297,16 @@ class JournalAnalysis:
 
     CACHE_LIMIT = 200_000
 
-    def __init__(self, bucket_s: int = 600, since: float | None = None) -> None:
+    def __init__(
+        self, bucket_s: int = 600, since: float | None = None, continues: bool = False
+    ) -> None:
         self.bucket_s = bucket_s
         self.since = since
+        # A later part of a journal read in parallel: how a unit's first failure lines fold
+        # depends on the end of the part before, so they wait in ``_head`` for :meth:`merge`.
+        self.continues = continues
+        self._head: dict[str, list[tuple[float, int, str, int]]] = {}
+        self._settled: set[str] = set()
         self.entries = 0
         self.first: float | None = None
         self.last: float | None = None
@@ -317,10 +348,36 @@ class JournalAnalysis:
             self._kinds[shape] = kind
         if kind == _SESSION:
             self._session_line(ts, message)
+        failing = kind in (_RUN_END, _FAIL) or 0 <= prio <= 3
+        if self.continues and failing and unit not in self._settled:
+            # A failure line this long after the part's start no longer depends on the state
+            # the part before left: from here on the unit is counted here.
+            if kind != _RUN_END and ts > (self.first or ts) + RUN_BURST_S + LATE_S:
+                self._settled.add(unit)
+            else:
+                self._head.setdefault(unit, []).append((ts, prio, message, kind))
+                return
+        self._fold(unit, us, ts, prio, message, kind)
+
+    def _fold(
+        self, unit: str, us: _UnitStats, ts: float, prio: int, message: str, kind: int
+    ) -> None:
+        if us.pending is not None and ts > us.pending[0] + LATE_S:
+            self._commit(unit, us)
+        if kind == _RUN_END:
+            self._run_end(unit, us, ts, message)
+            return
         if kind != _FAIL and not 0 <= prio <= 3:
             if kind == _OK and (us.last_success is None or ts > us.last_success):
                 us.last_success = ts
             return
+        if us.pending is not None:
+            us.pending = None  # the unit's own line came after systemd's: it is the run's cause
+        elif us.run_end is None or ts > us.run_end + LATE_S:
+            us.own_failure_in_run, us.run_end = True, None
+        self._count(unit, us, ts, message)
+
+    def _count(self, unit: str, us: _UnitStats, ts: float, message: str) -> None:
         signature = self._sig_cache.get(message)
         if signature is None:
             if len(self._sig_cache) >= self.CACHE_LIMIT:
@@ -345,6 +402,29 @@ class JournalAnalysis:
             ub = self._buckets[unit] = {}
         ub[b] = ub.get(b, 0) + 1
 
+    def _run_end(self, unit: str, us: _UnitStats, ts: float, message: str) -> None:
+        """One of systemd's lines about a failed run: the first of a burst counts the run; it is
+        the run's cause only when the unit logged no failure of its own, before it or just after
+        (a unit's output can reach the journal after systemd's lines about its exit)."""
+        if us.run_end is not None and abs(ts - us.run_end) <= RUN_BURST_S:
+            return  # the same burst: this run is counted already
+        us.failed_runs += 1
+        us.run_end = ts
+        if us.own_failure_in_run:
+            us.own_failure_in_run = False
+            return
+        us.pending = (ts, message)
+
+    def _commit(self, unit: str, us: _UnitStats) -> None:
+        if us.pending is not None:
+            ts, message = us.pending
+            us.pending = None
+            self._count(unit, us, ts, message)
+
+    def _flush(self) -> None:
+        for unit, us in self._units.items():
+            self._commit(unit, us)
+
     def _session_line(self, ts: float, message: str) -> None:
         m = _SESSION_END.search(message)
         if m is None:
@@ -355,7 +435,14 @@ class JournalAnalysis:
         per_day[outcome] = per_day.get(outcome, 0) + 1
 
     def merge(self, other: JournalAnalysis) -> JournalAnalysis:
-        """Fold in the analysis of another part of the same journal (parallel reading)."""
+        """Fold in the analysis of the next part of the same journal (parallel reading)."""
+        for unit, head in other._head.items():
+            us = self._units.get(unit)
+            if us is None:
+                us = self._units[unit] = _UnitStats(first=head[0][0], last=head[0][0])
+            for ts, prio, message, kind in head:
+                self._fold(unit, us, ts, prio, message, kind)
+        other._head = {}
         self.entries += other.entries
         for attr, pick in (("first", min), ("last", max)):
             mine, theirs = getattr(self, attr), getattr(other, attr)
@@ -371,6 +458,14 @@ class JournalAnalysis:
                 continue
             u.entries += o.entries
             u.failures += o.failures
+            u.failed_runs += o.failed_runs
+            if unit in other._settled:  # the run state is the later part's
+                self._commit(unit, u)
+                u.own_failure_in_run, u.run_end, u.pending = (
+                    o.own_failure_in_run,
+                    o.run_end,
+                    o.pending,
+                )
             u.first, u.last = min(u.first, o.first), max(u.last, o.last)
             u.last_failure = _latest(u.last_failure, o.last_failure)
             u.last_success = _latest(u.last_success, o.last_success)
@@ -396,6 +491,7 @@ class JournalAnalysis:
 
     def result(self, min_count: int = 2) -> dict[str, Any]:
         """Findings as JSON-ready data; ``recurring`` holds signatures seen ``min_count`` times."""
+        self._flush()
         recurring = []
         for sig in self._sigs.values():
             if sig.count < min_count:
@@ -418,6 +514,7 @@ class JournalAnalysis:
             name: {
                 "entries": s.entries,
                 "failures": s.failures,
+                "failed_runs": s.failed_runs,
                 "first": iso_z(s.first),
                 "last": iso_z(s.last),
                 "last_failure": iso_z(s.last_failure),
@@ -451,7 +548,7 @@ PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 def _analyse_part(
     path: str, start: int, end: int, bucket_s: int, since: float | None
 ) -> JournalAnalysis:
-    analysis = JournalAnalysis(bucket_s=bucket_s, since=since)
+    analysis = JournalAnalysis(bucket_s=bucket_s, since=since, continues=start > 0)
     with open(path, "rb") as fh:
         fh.seek(start)
         head = fh.read(1)

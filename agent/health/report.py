@@ -65,6 +65,13 @@ def render_text(report: dict[str, Any]) -> str:
     if rec:
         lines.append(f"recurring failure signatures ({len(rec)}):")
         lines += [f"  - {r['summary']}" for r in rec[:15]]
+    handled = (report.get("workload") or {}).get("incidents") or []
+    if handled:
+        from agent.health.incidents import describe
+
+        lines.append(f"incidents in the window ({len(handled)}):")
+        for s in handled:
+            lines += ["  " + line for line in describe(s)]
     res = report.get("resources")
     if res:
         mem = res["memory"]
@@ -299,7 +306,13 @@ svg .anomaly{fill:#b35900}
 <tr><th>needs you</th><td>{% for t in work.needs_you %}#{{ t.id }} {{ t.title }}<br>{% else %}none{% endfor %}</td></tr>
 <tr><th>last successful sync</th><td>{{ work.last_successful_sync or 'never' }}</td></tr>
 <tr><th>open incidents</th><td>{% for i in work.open_incidents %}#{{ i.id }} {{ i.rule }} {{ i.status }} since {{ i.opened }}{% if i.cause %}: {{ i.cause }}{% endif %}<br>{% else %}none{% endfor %}</td></tr>
-</table>{% endif %}
+</table>
+<h2>Incidents</h2>
+{% if work.incidents %}<table><tr><th>incident</th><th>status</th><th>cause</th><th>playbook and actions</th><th>outcome</th><th>resolved by</th><th>time to resolve</th></tr>
+{% for i in work.incidents %}<tr><td>#{{ i.id }} {{ i.rule }}<br><span class="muted">opened {{ i.opened }}</span></td><td>{{ i.status }}</td><td>{{ i.cause or 'not named' }}</td>
+<td>{{ i.playbooks|join(', ') or 'none run' }}{% if i.runs %} ({{ i.runs }} run{{ 's' if i.runs != 1 else '' }}){% endif %}{% for a in i.actions %}<br>{{ a }}{% endfor %}</td>
+<td>{{ i.outcome or '' }}</td><td>{{ i.resolved_by or '' }}</td><td>{{ i.time_to_resolve or '' }}</td></tr>
+{% endfor %}</table>{% else %}<p>None in the window.</p>{% endif %}{% endif %}
 
 {% if report.credentials %}<h2>Credentials</h2><table><tr><th>context</th><th>status</th><th>detail</th></tr>
 {% for c in report.credentials.contexts %}<tr><td>{{ c.name }}</td><td>{{ c.status }}</td><td>{{ c.detail }}</td></tr>{% endfor %}

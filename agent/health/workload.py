@@ -1,5 +1,6 @@
 """Workload facts from the progress dashboard: sessions today and left, turn-cap hits, the queue,
-needs-you tasks, the last successful sync and the remediator's open incidents."""
+needs-you tasks, the last successful sync, the remediator's open incidents and the incidents it
+handled in the window."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Settings
+from agent.health.incidents import story
 from agent.store import iso, open_store, utcnow
 
 
@@ -29,6 +31,8 @@ def workload(settings: Settings, days: int, now: datetime | None = None) -> dict
         needs_you = store.list_tasks(["needs_you"])
         runs = store.list_sync_runs()
         incidents = store.list_incidents(["open", "remediating", "escalated"])
+        since = now - timedelta(days=days)
+        handled = [i for i in store.list_incidents() if i.updated >= since or i.opened >= since]
     per_day = settings.daemon.sessions_per_day
     last_ok = max((r.started for r in runs if r.outcome == "ok"), default=None)
     last_run = max(runs, key=lambda r: r.started, default=None)
@@ -58,4 +62,6 @@ def workload(settings: Settings, days: int, now: datetime | None = None) -> dict
             }
             for i in incidents
         ],
+        # Every incident of the window, open or not: what happened and how it ended.
+        "incidents": [story(i.to_json()) for i in handled],
     }

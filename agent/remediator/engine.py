@@ -17,12 +17,15 @@ semantics, exactly:
 from __future__ import annotations
 
 import bisect
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.remediator.rules import Rule
 from agent.remediator.state import StateDB, group_key
+
+log = logging.getLogger(__name__)
 
 Outcome = Literal["nomatch", "ignored", "counted", "resolve"]
 
@@ -67,6 +70,9 @@ class Engine:
     def count(self, rule: Rule, group: dict[str, str], t: float) -> Decision:
         """Record a counted match of ``group`` at ``t`` and decide whether the rule fires."""
         state = self.state
+        # A `remediator reset` by a person, from another process, takes effect here.
+        for reset in state.take_resets():
+            log.info("rule %s reset: breaker closed, cooldown and windows cleared", reset)
         g = group_key(group)
         last_fire, breaker_open = state.group_state(rule.name, g)
         cooling = last_fire is not None and t < last_fire + rule.cooldown

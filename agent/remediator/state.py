@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS position (
     key TEXT PRIMARY KEY, path TEXT NOT NULL, dev INTEGER, inode INTEGER,
     first_hash TEXT, offset INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS cursor (key TEXT PRIMARY KEY, cursor TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS resets (id INTEGER PRIMARY KEY AUTOINCREMENT, rule TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS running (
     ident TEXT PRIMARY KEY, incident_id INTEGER, rule TEXT, started REAL, pid INTEGER,
     artifact_dir TEXT);
@@ -234,6 +235,10 @@ class StateDB:
             self.fires.setdefault((rule, grp), []).append(t)
         self._dirty = set()
         self._deferred: set[tuple[str, str]] = set()
+        # Resets made by another process (``remediator reset``) up to now are in what was
+        # just read; later ones are applied by take_resets().
+        self._resets_seen = self.db.execute("SELECT coalesce(max(id), 0) FROM resets").fetchone()[0]
+        self._data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
 
     def rebuild(self) -> None:
         """Memory from the file again, after a failed write (a fresh connection, too: SQLite
@@ -412,19 +417,53 @@ class StateDB:
         self._set_group(rule, grp, last_fire, t)
 
     def reset(self, rule: str) -> int:
-        """Forget the rule's windows, cooldowns, fire history and breakers; the groups reset."""
+        """Forget the rule's windows, cooldowns, fire history and breakers; the groups reset.
+
+        The reset is also recorded, so that a running service that holds the state in memory
+        applies it at its next match (:meth:`take_resets`)."""
         keys = {
             k for k in list(self.groups) + list(self.windows) + list(self.fires) if k[0] == rule
         }
         with self.batch():
-            for store in (self.groups, self.windows, self.fires):
-                for k in [k for k in store if k[0] == rule]:
-                    del store[k]  # type: ignore[attr-defined]
-            self._dirty = {k for k in self._dirty if k[0] != rule}
-            self._deferred = {k for k in self._deferred if k[0] != rule}
+            self._forget(rule)
             for table in ("grp", "windows", "fires"):
                 self._exec(f"DELETE FROM {table} WHERE rule = ?", (rule,))  # noqa: S608 - fixed names
+            cur = self._exec("INSERT INTO resets (rule) VALUES (?)", (rule,))
+            self._exec("DELETE FROM resets WHERE id <= ?", ((cur.lastrowid or 0) - 100,))
+            self._resets_seen = cur.lastrowid or self._resets_seen
         return len(keys)
+
+    def _forget(self, rule: str) -> None:
+        for store in (self.groups, self.windows, self.fires):
+            for k in [k for k in store if k[0] == rule]:
+                del store[k]  # type: ignore[attr-defined]
+        self._dirty = {k for k in self._dirty if k[0] != rule}
+        self._deferred = {k for k in self._deferred if k[0] != rule}
+
+    def take_resets(self) -> list[str]:
+        """Apply the resets another process recorded since the last call; the rules reset.
+
+        Cheap enough for every match: ``PRAGMA data_version`` changes only when another
+        connection committed to the file, and only then is the resets table read."""
+        with self.lock:
+            version = self.db.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._data_version:
+                return []
+            self._data_version = version
+            rows = self.db.execute(
+                "SELECT id, rule FROM resets WHERE id > ? ORDER BY id", (self._resets_seen,)
+            ).fetchall()
+            if not rows:
+                return []
+            self._resets_seen = rows[-1][0]
+            rules = list(dict.fromkeys(rule for _id, rule in rows))
+            with self.batch():
+                for rule in rules:
+                    self._forget(rule)
+                    # The resetting process deleted the rows; rows written since are dropped too.
+                    for table in ("grp", "windows", "fires"):
+                        self._exec(f"DELETE FROM {table} WHERE rule = ?", (rule,))  # noqa: S608 - fixed names
+            return rules
 
     def breakers(self) -> list[tuple[str, dict[str, str], float]]:
         return [

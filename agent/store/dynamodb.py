@@ -163,9 +163,14 @@ class DynamoStore(Store):
 
     # ------------------------------------------------------------------ tasks
     @staticmethod
-    def _pick_sk(priority: int, created: str, task_id: int) -> str:
-        # Ascending sort key = descending priority, then oldest, then lowest id.
-        return f"{PRIORITY_LIMIT - priority:010d}#{created}#{task_id:012d}"
+    def _pick_sk(priority: int, created: str, task_id: int, turn: int = 0) -> str:
+        # Ascending sort key = descending priority, then the turn (round robin at the turn
+        # cap, see yield_task), then oldest, then lowest id. Turn 0 keeps the original form; a
+        # yielded turn sorts after it ("~" after the digits of a creation time).
+        head = f"{PRIORITY_LIMIT - priority:010d}#"
+        if turn:
+            head += f"~{turn:010d}#"
+        return f"{head}{created}#{task_id:012d}"
 
     @staticmethod
     def _task(item: dict[str, Any]) -> Task:
@@ -266,7 +271,9 @@ class DynamoStore(Store):
         if status == "ready" and item.get("kind", "task") == "task" and pending == 0:
             sets += ["pick_pk = :pk", "pick_sk = :sk"]
             values[":pk"] = "runnable"
-            values[":sk"] = self._pick_sk(_int(item["priority"]), item["created"], _int(item["id"]))
+            values[":sk"] = self._pick_sk(
+                _int(item["priority"]), item["created"], _int(item["id"]), _int(item.get("turn", 0))
+            )
         else:
             removes += ["pick_pk", "pick_sk"]
         if note:
@@ -400,6 +407,27 @@ class DynamoStore(Store):
             if "LastEvaluatedKey" not in page:
                 return None
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def yield_task(self, task_id: int) -> None:
+        item = self._get(f"task#{task_id}")
+        if item is None:
+            raise StoreError(f"no task {task_id}")
+        prefix = f"{PRIORITY_LIMIT - _int(item['priority']):010d}#~"
+        # The last runnable task of this priority in picking order holds the highest turn.
+        page = self.table.query(
+            IndexName="pick",
+            KeyConditionExpression="pick_pk = :p AND begins_with(pick_sk, :prefix)",
+            ExpressionAttributeValues={":p": "runnable", ":prefix": prefix},
+            ScanIndexForward=False,
+            Limit=1,
+        )
+        last = page.get("Items", [])
+        top = int(last[0]["pick_sk"][len(prefix) : len(prefix) + 10]) if last else 0
+        self.table.update_item(
+            Key={"pk": f"task#{task_id}"},
+            UpdateExpression="SET turn = :t",
+            ExpressionAttributeValues={":t": top + 1},
+        )
 
     # ------------------------------------------------------------------ sessions
     @staticmethod

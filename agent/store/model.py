@@ -229,8 +229,14 @@ class Store(abc.ABC):
     def add_note(self, task_id: int, text: str, now: datetime | None = None) -> None: ...
 
     @abc.abstractmethod
+    def yield_task(self, task_id: int) -> None:
+        """Round robin at the turn cap: the task goes behind every other runnable task of its
+        priority (it takes the turn after the last of theirs)."""
+
+    @abc.abstractmethod
     def next_ready_task(self) -> Task | None:
-        """Highest priority, then oldest, among ready tasks whose dependencies are all done.
+        """Highest priority, then the turn (see :meth:`yield_task`), then oldest, among ready
+        tasks whose dependencies are all done.
 
         Marking a task ``done`` also turns its ``blocked`` dependents whose dependencies are now
         all done back to ``ready`` (a task blocked on a needs-you question resumes once the

@@ -112,6 +112,14 @@ MIGRATIONS: list[str] = [
         expires TEXT NOT NULL
     );
     """,
+    # 3: round robin at the turn cap: a task whose session hit the cap takes the next turn of
+    # its priority (yield_task), behind the other ready tasks of that priority.
+    """
+    ALTER TABLE tasks ADD COLUMN turn INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX tasks_runnable;
+    CREATE INDEX tasks_runnable ON tasks(priority DESC, turn, created, id)
+        WHERE status = 'ready' AND kind = 'task' AND pending_deps = 0;
+    """,
 ]
 
 
@@ -356,11 +364,26 @@ class SQLiteStore(Store):
             """
             SELECT * FROM tasks INDEXED BY tasks_runnable
             WHERE status = 'ready' AND kind = 'task' AND pending_deps = 0
-            ORDER BY priority DESC, created, id
+            ORDER BY priority DESC, turn, created, id
             LIMIT 1
             """
         ).fetchone()
         return self._task(row) if row else None
+
+    def yield_task(self, task_id: int) -> None:
+        with self._tx():
+            cur = self.db.execute(
+                """
+                UPDATE tasks SET turn = 1 + (
+                    SELECT coalesce(max(o.turn), 0) FROM tasks o
+                    WHERE o.status = 'ready' AND o.kind = 'task' AND o.pending_deps = 0
+                      AND o.priority = tasks.priority AND o.id != tasks.id)
+                WHERE id = ?
+                """,
+                (task_id,),
+            )
+            if cur.rowcount == 0:
+                raise StoreError(f"no task {task_id}")
 
     # ------------------------------------------------------------------ sessions
     @staticmethod

@@ -194,3 +194,25 @@ def _ts(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_the_healed_host_is_healthy_with_one_cause_per_failed_run_and_its_incidents(
+    story: Story,
+) -> None:
+    health = json.loads(Path(story.results["report"]["json"]).read_text())
+    # AWS credentials are given to the remediator's unit only: checked as that unit sees them.
+    aws = next(c for c in health["credentials"]["contexts"] if c["name"] == "aws_role")
+    assert aws["status"] == "ok" and "jada-remediator.service" in aws["source"]
+    assert health["verdict"] == "healthy", health["reasons"]
+    # 8 failed sync runs: 8 failures, no row for systemd's own lines about them.
+    sync = health["journal"]["units"]["port-sheet-sync.service"]
+    assert (sync["failures"], sync["failed_runs"]) == (8, 8)
+    assert all(r["signature"].startswith("[port-sheet]") for r in health["recurring"])
+    handled = health["workload"]["incidents"]
+    assert [(i["rule"], i["outcome"]) for i in handled] == [
+        ("sheet-sync-token", "needs_human"),
+        ("sheet-sync-token-permissions", "recovered"),
+        ("sheet-sync-token", "recovered"),
+    ]
+    assert all(i["status"] == "resolved" and i["time_to_resolve"] for i in handled)
+    assert handled[1]["resolved_by"] == "playbook permission_audit.yml"

@@ -60,7 +60,7 @@ def test_health_playbook_writes_host_reports_and_a_fleet_summary_worst_first_wit
     env = dict(
         os.environ,
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        JADA_AGENT_CONFIG=str(tmp_path / "absent.yml"),
+        JADA_AGENT_CONFIG="/dev/null",
         PYTHONPATH=str(ROOT),  # the "hosts" run this checkout's agent package
     )
     extra = {

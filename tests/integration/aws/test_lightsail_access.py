@@ -262,7 +262,7 @@ def test_control_master_outlives_the_short_certificate(fake_lightsail, sshd):
 def test_cli_ssh_runs_the_command_and_deletes_the_key(fake_lightsail, sshd, short_tmp):
     tmp_path = short_tmp
     fake_lightsail.add_instance("web-1", username=sshd.user, host_keys=[sshd.host_public_key])
-    env = dict(os.environ, JADA_SSH_TMPDIR=str(tmp_path), JADA_AGENT_CONFIG=str(tmp_path / "none"))
+    env = dict(os.environ, JADA_SSH_TMPDIR=str(tmp_path), JADA_AGENT_CONFIG="/dev/null")
     r = _cli(
         "lightsail", "ssh", "--port", str(sshd.port), "web-1", "--", "echo", "via-cli", env=env
     )
@@ -271,7 +271,7 @@ def test_cli_ssh_runs_the_command_and_deletes_the_key(fake_lightsail, sshd, shor
 
 
 def test_cli_ssh_unknown_instance_exits_with_a_clear_message(fake_lightsail, tmp_path):
-    env = dict(os.environ, JADA_SSH_TMPDIR=str(tmp_path), JADA_AGENT_CONFIG=str(tmp_path / "none"))
+    env = dict(os.environ, JADA_SSH_TMPDIR=str(tmp_path), JADA_AGENT_CONFIG="/dev/null")
     r = _cli("lightsail", "ssh", "ghost", "--", "true", env=env)
     assert r.returncode == 1
     assert "no instance 'ghost' in us-east-1" in r.stderr
@@ -287,7 +287,7 @@ def test_ansible_runs_through_lightsail_run_and_the_access_is_removed(
         os.environ,
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         JADA_SSH_TMPDIR=str(tmp_path),
-        JADA_AGENT_CONFIG=str(tmp_path / "none"),
+        JADA_AGENT_CONFIG="/dev/null",
         JADA_LIGHTSAIL_REGIONS="us-east-1",
         ANSIBLE_HOST_KEY_CHECKING="True",
     )
@@ -304,7 +304,7 @@ def test_ansible_runs_through_lightsail_run_and_the_access_is_removed(
 
 
 def test_lightsail_run_cleans_up_on_sigterm(fake_lightsail, tmp_path):
-    env = dict(os.environ, JADA_SSH_TMPDIR=str(tmp_path), JADA_AGENT_CONFIG=str(tmp_path / "none"))
+    env = dict(os.environ, JADA_SSH_TMPDIR=str(tmp_path), JADA_AGENT_CONFIG="/dev/null")
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent", "lightsail", "run", "--", "sleep", "30"],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -323,7 +323,7 @@ def test_cli_access_writes_private_files_and_prints_ansible_vars(
 ):
     fake_lightsail.add_instance("web-1", host_keys=[host_key], public_ip="127.0.0.7")
     target = short_tmp / "acc"
-    env = dict(os.environ, JADA_AGENT_CONFIG=str(short_tmp / "none"))
+    env = dict(os.environ, JADA_AGENT_CONFIG="/dev/null")
     r = _cli("lightsail", "access", "web-1", "--dir", str(target), "--json", env=env)
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
@@ -373,9 +373,7 @@ def test_cli_ssh_failures_are_one_clear_line_and_leave_no_files(
     )
     if setup == "denied":
         fake_lightsail.deny("AKIDTESTHEALTH")
-    env = dict(
-        os.environ, JADA_SSH_TMPDIR=str(short_tmp), JADA_AGENT_CONFIG=str(short_tmp / "none")
-    )
+    env = dict(os.environ, JADA_SSH_TMPDIR=str(short_tmp), JADA_AGENT_CONFIG="/dev/null")
     r = _cli("lightsail", "ssh", "web-1", "--", "true", env=env)
     assert r.returncode == 1
     assert message in r.stderr

@@ -49,7 +49,7 @@ def lightsail_env(jada_host, monkeypatch):
         AWS_EC2_METADATA_DISABLED="true",
         AWS_CONFIG_FILE="/dev/null",
         AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-        JADA_AGENT_CONFIG=str(short / "absent.yml"),
+        JADA_AGENT_CONFIG="/dev/null",
         JADA_LIGHTSAIL_REGIONS="us-east-1",
         JADA_SSH_TMPDIR=str(short),
     )

@@ -253,3 +253,29 @@ def test_sigterm_taken_by_another_thread_still_ends_the_idle_wait_at_once(
     assert proc.returncode == 0
     # The wait was an hour long; stopping took about the start-up time, not the poll interval.
     assert time.monotonic() - t0 < 30
+
+
+def test_a_task_at_the_turn_cap_cannot_take_every_session_of_the_day(
+    config_file, daemons, fake
+) -> None:
+    # The audited failure: one task hit the 30-turn cap in all 5 sessions of the day while 6
+    # others waited. Now each capped session hands the next turn to the other ready tasks.
+    fake.route("ENDLESS", [], then=reply(tool_use("list_files", {})))
+    fake.set_default(DONE)
+    cfg = config_file(sessions_per_day=5, max_turns=3)
+    with _store(cfg) as store:
+        endless = store.add_task("endless refactor", body="ENDLESS")
+        others = [store.add_task(f"small fix {i}") for i in range(6)]
+    d = daemons(cfg)
+    d.wait_for(r"budget spent: 5/5 sessions today", timeout=180)
+    assert d.stop() == 0
+    with _store(cfg) as store:
+        ran = [s.task_id for s in store.list_sessions()]
+        outcomes = [s.outcome for s in store.list_sessions()]
+    assert ran == [endless.id, *(t.id for t in others[:4])]
+    assert outcomes == ["max_turns", "completed", "completed", "completed", "completed"]
+    shown = cli(cfg, "sessions")
+    assert (
+        f"hit the cap: task {endless.id} (endless refactor): 1 of 1 sessions;"
+        f" yielded its turn to task {others[0].id}" in shown
+    )

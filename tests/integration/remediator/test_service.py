@@ -331,3 +331,30 @@ def test_sigterm_taken_by_a_worker_thread_stops_the_service_at_once(tmp_path, se
     svc.proc.wait(timeout=50)
     assert time.monotonic() - t0 < 10
     assert svc.proc.returncode == 0
+
+
+def test_reset_takes_effect_in_the_running_service_without_a_restart(tmp_path, service_factory):
+    # The service keeps windows, cooldowns and breakers in memory: `remediator reset` from a
+    # shell must still reach it, so that the next failure fires again at once.
+    import subprocess
+    import sys
+
+    log = tmp_path / "sync.log"
+    log.write_text("")
+    svc = service_factory([rule(log, threshold=1, cooldown="6h", resolve=None)]).start()
+    append(log, LINE)
+    svc.wait_incident(lambda xs: len(xs) == 1 and xs[0].status == "resolved")
+    append(log, LINE)  # cooling down for 6 h: nothing
+    time.sleep(1.0)
+    assert len(svc.incidents()) == 1
+    r = subprocess.run(
+        [sys.executable, "-m", "agent", "-c", str(svc.cfg), "remediator", "reset",
+         "sheet-sync-token"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    append(log, LINE)
+    items = svc.wait_incident(lambda xs: len(xs) == 2 and xs[1].status == "resolved")
+    assert items[1].rule == "sheet-sync-token"
+    assert "rule sheet-sync-token reset" in svc.log.read_text()
+    assert svc.proc is not None and svc.proc.poll() is None  # the same process, no restart

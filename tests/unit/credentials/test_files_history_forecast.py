@@ -169,3 +169,37 @@ def test_forecast_without_a_credential_warns(settings_factory, tmp_path: Path):
     s = settings_factory(google={"token_file": str(tmp_path / "absent.json")})
     fc = forecast(s)
     assert fc["warn"] and "missing" in fc["reason"]
+
+
+def test_forecast_after_a_heal_does_not_say_already_failing(settings_factory, tmp_path: Path):
+    # The client secret was rotated (the sync failed: client_rotated_or_deleted), then the new
+    # client was installed and the token works again: diagnose says ok, so must the forecast.
+    s = _settings_with_token(settings_factory, tmp_path)
+    fp = fingerprint(TOKEN)
+    t0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    h = History.for_settings(s)
+    h.installed(fp, "file", t0 - timedelta(days=1))
+    h.used(fp, t0 - timedelta(minutes=20))
+    h.failed(fp, "client_rotated_or_deleted", t0)
+    assert "already failing" in forecast(s, now=t0 + timedelta(minutes=1))["reason"]
+    History.for_settings(s).used(fp, t0 + timedelta(minutes=10))  # healed, within the hour
+    fc = forecast(s, now=t0 + timedelta(minutes=11))
+    assert "already failing" not in fc["reason"]
+    assert "6 months unused" in fc["reason"]
+    assert not fc["warn"]
+    assert History.for_settings(s).get(fp)["last_failure"]["cause"] == "client_rotated_or_deleted"
+
+
+def test_forecast_ignores_a_failure_an_older_history_shows_followed_by_a_success(
+    settings_factory, tmp_path: Path
+):
+    s = _settings_with_token(settings_factory, tmp_path)
+    fp = fingerprint(TOKEN)
+    t0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    h = History.for_settings(s)
+    h.installed(fp, "file", t0 - timedelta(days=1))
+    entry = h._entry(fp)
+    entry.update(first_failure="2026-05-01T12:00:00Z", cause="client_rotated_or_deleted",
+                 last_ok="2026-05-01T13:00:00Z")  # fmt: skip
+    h.save()
+    assert "already failing" not in forecast(s, now=t0 + timedelta(hours=2))["reason"]

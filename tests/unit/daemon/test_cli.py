@@ -101,7 +101,13 @@ def test_status_and_sessions_report_the_budget_and_the_turn_cap(cli, tmp_path) -
     r = json.loads(out)
     assert r["sessions"] == 3 and r["completion_rate"] == pytest.approx(0.333, abs=0.001)
     assert r["tasks_hitting_cap"] == [
-        {"task": capped.id, "title": "big refactor", "cap_hits": 2, "sessions": 2}
+        {
+            "task": capped.id,
+            "title": "big refactor",
+            "cap_hits": 2,
+            "sessions": 2,
+            "yielded_to": [small.id],
+        }
     ]
     assert r["turns"]["max"] == 30
     _, out, _ = cli("sessions")

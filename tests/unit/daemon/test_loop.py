@@ -171,3 +171,45 @@ def test_a_task_that_errors_three_sessions_in_a_row_is_failed(make_daemon, fake)
     assert got.status == "failed" and "3 sessions in a row ended in error" in got.notes[-1]["text"]
     assert d.step() is not None  # nothing left to run: the budget is kept
     assert len(d.store.list_sessions()) == 3
+
+
+def test_a_task_at_the_turn_cap_yields_to_the_other_ready_tasks_round_robin(
+    make_daemon, fake, clock
+) -> None:
+    # The audited failure: a task that always hits the cap took all 5 sessions of the day
+    # while 6 others waited. At the cap it now yields to the others of its priority.
+    import subprocess
+    import sys
+
+    import yaml
+
+    from agent import config
+    from agent.daemon.dashboard import sessions_report
+
+    fake.route("endless", [], then=reply(tool_use("list_files", {})))
+    fake.set_default(DONE)
+    d = make_daemon(sessions_per_day=5, max_turns=3)
+    endless = d.store.add_task("endless", body="endless")
+    others = [d.store.add_task(f"other {i}") for i in range(6)]
+    for _ in range(5):
+        assert d.step() is None
+        clock.advance(minutes=1)
+    ran = [s.task_id for s in d.store.list_sessions()]
+    assert ran == [endless.id, others[0].id, others[1].id, others[2].id, others[3].id]
+    report = sessions_report(d.store, d.settings, now=clock())
+    (capped,) = report["tasks_hitting_cap"]
+    assert capped["task"] == endless.id and capped["yielded_to"] == [others[0].id]
+    assert "yields to the other ready tasks of its priority" in str(
+        d.store.get_task(endless.id).notes
+    )
+    cfg = d.settings.store.path + ".yml"
+    with open(cfg, "w") as fh:
+        yaml.safe_dump(config.to_dict(d.settings), fh)
+    shown = subprocess.run(
+        [sys.executable, "-m", "agent", "-c", cfg, "sessions", "--days", "3650"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert (
+        f"hit the cap: task {endless.id} (endless): 1 of 1 sessions;"
+        f" yielded its turn to task {others[0].id}" in shown
+    )

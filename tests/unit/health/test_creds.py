@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -180,3 +181,63 @@ def test_google_check_through_the_real_credentials_command_names_the_cause(tmp_p
     result = check_google(config.load(cfg), str(cfg))
     assert (result["status"], result["cause"]) == ("failing", "missing")
     assert result["next_step"]
+
+
+def _fake_systemctl(tmp_path: Path, environment: str) -> str:
+    """A stand-in systemctl answering `show -p Environment -p EnvironmentFiles UNIT` for the
+    remediator's unit only (this machine has no systemd as PID 1)."""
+    script = tmp_path / "systemctl"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *jada-remediator.service*)\n'
+        f"  printf '%s\\n' {json.dumps('Environment=' + environment)} 'EnvironmentFiles=' ;;\n"
+        "*) printf 'Environment=\\nEnvironmentFiles=\\n' ;; esac\n"
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_aws_role_is_checked_with_the_credentials_the_remediator_unit_is_given(
+    settings_factory, tmp_path, monkeypatch, moto_sts
+):
+    # The shell running health has no AWS key; only the remediator's unit is given one, through
+    # AWS_SHARED_CREDENTIALS_FILE (roles/remediator): the host is healthy, not "missing".
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    creds = tmp_path / "aws-credentials"
+    creds.write_text(
+        "[default]\naws_access_key_id = AKIDUNITONLY\n"
+        "aws_secret_access_key = unit-only-secret-value\n"
+    )
+    creds.chmod(0o600)
+    # The unit's own endpoint and files (as the role's remediator_environment gives them): the
+    # check must use the unit's, not this shell's.
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the shell's: unused
+    systemctl = _fake_systemctl(
+        tmp_path,
+        f'PYTHONUNBUFFERED=1 "HOME=/var/lib/x y" AWS_ENDPOINT_URL={endpoint} '
+        f"AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null "
+        f"AWS_SHARED_CREDENTIALS_FILE={creds}",
+    )
+    settings = settings_factory(google={"secret_name": "jada/google-token"})
+    result = check_aws(settings, systemctl=systemctl)
+    assert result["status"] == "ok", result
+    assert "jada-remediator.service" in result["source"]
+    assert "unit-only-secret-value" not in json.dumps(result)
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"  # this process's, restored
+    assert "AWS_SHARED_CREDENTIALS_FILE" in os.environ and os.environ[
+        "AWS_SHARED_CREDENTIALS_FILE"
+    ] != str(creds)
+
+
+def test_aws_role_missing_when_neither_the_unit_nor_the_shell_has_a_key(
+    settings_factory, tmp_path, monkeypatch, moto_sts
+):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    systemctl = _fake_systemctl(tmp_path, "PYTHONUNBUFFERED=1")
+    settings = settings_factory(google={"secret_name": "jada/google-token"})
+    result = check_aws(settings, systemctl=systemctl)
+    assert result["status"] == "missing"
+    assert result["source"] == "boto3 default chain"

@@ -42,12 +42,12 @@ def test_normalise_replaces_numbers_times_ids_and_hex_but_keeps_http_status():
     )
 
 
-def test_production_pattern_gives_four_signatures_every_30_min_attributed_to_the_sync(
+def test_production_pattern_gives_one_signature_every_30_min_attributed_to_the_sync(
     production_json,
 ):
     result = analyse(production_json)
     sync = [r for r in result["recurring"] if r["unit"] == "port-sheet-sync.service"]
-    assert len(sync) == 4  # the sync's own line plus systemd's three about the unit
+    assert len(sync) == 1  # the sync's own line; systemd's three about the run are folded in
     assert {r["cadence_s"] for r in sync} == {1800}
     assert {r["regular_since"] for r in sync} == {"2026-05-13T14:30:00Z"}
     token = next(r for r in sync if r["signature"].startswith("[port-sheet] token error"))
@@ -179,3 +179,68 @@ def test_a_rule_name_ending_in_error_is_not_a_failure_but_a_failure_line_is():
     entries.append((t0 + 60, unit, 6, "remediation failed: rc=2"))
     result = JournalAnalysis().feed(iter(entries)).result()
     assert result["units"][unit]["failures"] == 1
+
+
+def _systemd_burst(ts: float, unit: str = "port-sheet-sync.service") -> list:
+    return [
+        (ts, unit, 5, f"{unit}: Main process exited, code=exited, status=2/INVALIDARGUMENT"),
+        (ts, unit, 4, f"{unit}: Failed with result 'exit-code'."),
+        (ts, unit, 3, f"Failed to start {unit} - Port sheet sync."),
+    ]
+
+
+def test_systemd_lines_are_folded_into_the_failed_run_one_run_one_failure():
+    t0 = datetime(2026, 5, 20, tzinfo=UTC).timestamp()
+    entries = []
+    for i in range(8):
+        ts = t0 + i * 1800
+        entries.append((ts + 0.8, "port-sheet-sync.service", 3, "token error: invalid_grant"))
+        entries += _systemd_burst(ts + 0.9)
+    result = JournalAnalysis().feed(entries).result()
+    unit = result["units"]["port-sheet-sync.service"]
+    assert (unit["failures"], unit["failed_runs"]) == (8, 8)
+    assert [r["signature"] for r in result["recurring"]] == ["token error: invalid_grant"]
+    assert sum(n for _b, n in result["timeline"]["units"]["port-sheet-sync.service"]) == 8
+
+
+def test_a_run_that_logged_nothing_has_systemds_first_line_as_its_one_cause():
+    t0 = datetime(2026, 5, 20, tzinfo=UTC).timestamp()
+    entries = [e for i in range(3) for e in _systemd_burst(t0 + i * 1800)]
+    result = JournalAnalysis().feed(entries).result()
+    assert result["units"]["port-sheet-sync.service"]["failures"] == 3
+    (only,) = result["recurring"]
+    assert only["signature"].endswith("status=<N>/INVALIDARGUMENT")
+    assert only["count"] == 3
+
+
+def test_the_units_own_line_arriving_after_systemds_is_still_the_cause():
+    t0 = datetime(2026, 5, 20, tzinfo=UTC).timestamp()
+    entries = []
+    for i in range(3):
+        ts = t0 + i * 1800
+        entries += _systemd_burst(ts)
+        entries.append((ts + 0.3, "port-sheet-sync.service", 3, "token error: invalid_grant"))
+    result = JournalAnalysis().feed(entries).result()
+    assert [(r["signature"], r["count"]) for r in result["recurring"]] == [
+        ("token error: invalid_grant", 3)
+    ]
+    assert result["units"]["port-sheet-sync.service"]["failures"] == 3
+
+
+def test_a_successful_exit_status_is_not_a_failed_run():
+    ts = datetime(2026, 5, 20, tzinfo=UTC).timestamp()
+    msg = "x.service: Main process exited, code=exited, status=0/SUCCESS"
+    result = JournalAnalysis().feed([(ts, "x.service", 6, msg)]).result()
+    assert result["units"]["x.service"]["failed_runs"] == 0
+    assert result["units"]["x.service"]["failures"] == 0
+
+
+def test_runs_started_by_hand_seconds_apart_are_each_their_own_failed_run():
+    t0 = datetime(2026, 5, 20, tzinfo=UTC).timestamp()
+    entries = []
+    for i in range(3):
+        ts = t0 + i * 3
+        entries.append((ts + 0.8, "port-sheet-sync.service", 3, "token error: invalid_grant"))
+        entries += _systemd_burst(ts + 0.9)
+    unit = JournalAnalysis().feed(entries).result()["units"]["port-sheet-sync.service"]
+    assert (unit["failures"], unit["failed_runs"]) == (3, 3)

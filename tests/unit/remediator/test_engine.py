@@ -141,3 +141,18 @@ def test_a_flood_keeps_at_most_threshold_timestamps_and_writes_nothing_per_line_
     again = StateDB(db)
     assert len(again.window(r.name, "{}")) == 3
     again.close()
+
+
+def test_a_reset_by_another_process_reaches_an_engine_at_its_next_match(tmp_path):
+    # `remediator reset` runs in its own process while the service holds the state in memory.
+    db = tmp_path / "remediator.db"
+    service = Engine(StateDB(db))
+    r = rule(threshold=1, cooldown="6h")
+    assert service.observe(r, "[port-sheet] token error: HTTP Error 400", 0).fired
+    assert service.observe(r, "[port-sheet] token error: HTTP Error 400", 1).cooling
+    shell = StateDB(db)
+    shell.reset("sheet-sync-token")
+    shell.close()
+    assert service.observe(r, "[port-sheet] token error: HTTP Error 400", 2).fired
+    # Applied once: the cooldown that fire started holds again.
+    assert service.observe(r, "[port-sheet] token error: HTTP Error 400", 3).cooling

@@ -225,3 +225,31 @@ def test_two_writers_finishing_both_dependencies_at_once_release_the_waiting_tas
         assert errors == []
         assert store.next_ready_task().id == c.id
         store.set_task_status(c.id, "done")
+
+
+def test_a_task_that_yields_goes_behind_the_other_ready_tasks_of_its_priority(store):
+    a = store.add_task("endless")
+    b = store.add_task("b")
+    c = store.add_task("c")
+    urgent = store.add_task("urgent", priority=5)
+    store.set_task_status(urgent.id, "done")
+    assert store.next_ready_task().id == a.id
+    store.set_task_status(a.id, "running")
+    store.yield_task(a.id)
+    store.set_task_status(a.id, "ready")
+    assert store.next_ready_task().id == b.id
+    store.set_task_status(b.id, "running")
+    store.yield_task(b.id)  # b hits the cap too: behind a
+    store.set_task_status(b.id, "ready")
+    assert store.next_ready_task().id == c.id
+    store.set_task_status(c.id, "done")
+    assert store.next_ready_task().id == a.id  # round robin: a, then b
+    store.set_task_status(a.id, "running")
+    store.yield_task(a.id)
+    store.set_task_status(a.id, "ready")
+    assert store.next_ready_task().id == b.id
+    # A higher priority still comes first; a new task of the same priority gets a turn first.
+    d = store.add_task("new")
+    assert store.next_ready_task().id == d.id
+    hi = store.add_task("high", priority=1)
+    assert store.next_ready_task().id == hi.id
