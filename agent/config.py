@@ -117,6 +117,12 @@ class DaemonSettings:
     workspace_root: str = "/var/lib/jada-agent/workspaces"
     allowed_commands: list[str] = field(default_factory=lambda: ["ls", "cat", "grep", "git"])
     command_timeout: float = duration("120s")
+    # Allowed commands that may use the network (socket(), TCP); every other one gets none.
+    network_commands: list[str] = field(default_factory=list)
+    # Address-space cap of one command, in MiB (RLIMIT_AS); 0 = none.
+    command_memory_mb: int = 512
+    # Output (stdout + stderr) kept from one command; past it the command is killed.
+    command_output_max: int = 20_000
     session_timeout: float = duration("2h")
     # 0 = take WatchdogSec from systemd ($WATCHDOG_USEC); pings go out at half the interval.
     watchdog_interval: float = duration("0s")
@@ -156,6 +162,18 @@ class DaemonSettings:
                 raise ConfigError(
                     file, f"{prefix}allowed_commands[{i}]", "a bare command name such as git", name
                 )
+        for i, name in enumerate(self.network_commands):
+            if name not in self.allowed_commands:
+                raise ConfigError(
+                    file, f"{prefix}network_commands[{i}]", "one of allowed_commands", name
+                )
+        if self.command_memory_mb < 0 or self.command_output_max < 1000:
+            raise ConfigError(
+                file,
+                prefix + "command_memory_mb/command_output_max",
+                "command_memory_mb >= 0 and command_output_max >= 1000",
+                (self.command_memory_mb, self.command_output_max),
+            )
         for key in ("workspace_root", "api_key_file"):
             if not os.path.isabs(getattr(self, key)):
                 raise ConfigError(file, prefix + key, "an absolute path", getattr(self, key))
