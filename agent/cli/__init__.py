@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from agent import __version__
 from agent.cli.common import EXIT_USAGE, CliError, Parser
 from agent.config import ConfigError
+from agent.logline import OneLineFormatter
 
 # The order is the order of ``jada-agent --help``.
 COMMAND_MODULES = (
@@ -53,11 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    # One event, one line: a field from outside must never forge a line of its own.
+    handler.setFormatter(OneLineFormatter("%(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

@@ -149,6 +149,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
+    from agent.logline import one_line
     from agent.store import open_store
 
     with open_store(load_settings(args)) as store:
@@ -161,13 +162,17 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     for i in items:
         group = ",".join(f"{k}={v}" for k, v in i.group.items())
         runs = len(i.remediations)
+        # Summaries and group values are log text: control characters and ANSI escapes are
+        # printed escaped, never played on the operator's terminal.
         print(
-            f"#{i.id} {i.status:<11} {i.rule}{'[' + group + ']' if group else ''}"
-            f"  opened {i.opened:%Y-%m-%d %H:%M}Z  remediations {runs}"
-            f"{'  cause ' + i.cause if i.cause else ''}"
+            one_line(
+                f"#{i.id} {i.status:<11} {i.rule}{'[' + group + ']' if group else ''}"
+                f"  opened {i.opened:%Y-%m-%d %H:%M}Z  remediations {runs}"
+                f"{'  cause ' + i.cause if i.cause else ''}"
+            )
         )
         if i.summary:
-            print(f"    {i.summary}")
+            print(f"    {one_line(i.summary)}")
     return EXIT_OK
 
 
