@@ -129,7 +129,7 @@ out = {
     "grep": run(["grep", "-R", "probe-secret", "."]),
     "read": py(f"print(open({key!r}).read())"),
     "write": py("open('/var/lib/jada-agent/owned', 'w').write('x')"),
-    "proc": py("print(open('/proc/1/cmdline').read())"),
+    "proc": py("import os; print(open(f'/proc/{os.getppid()}/environ').read())"),
     "net": py("import socket; socket.socket()"),
     "mem": py("bytearray(900 << 20)", memory_max=256 << 20),
     "ok": py("open('inside', 'w').write('x'); print(open('inside').read())"),
