@@ -267,6 +267,15 @@ def install_bytes(
     """
     directory = target.parent
     ensure_dir(directory, service_user)
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & 0o002:
+        # Anyone could swap the new credential for theirs, or read it through a link: refuse.
+        raise UnsafePath(
+            errno.EPERM,
+            f"the directory has mode {mode:04o}, writable by anyone; refusing to install into it"
+            " until it is 0700 (jada-agent credentials fix-permissions)",
+            str(directory),
+        )
     result = InstallResult(path=str(target), changed=True)
     # Temporary files of an install that crashed before its rename: the old file is intact and
     # these hold nothing that was ever live, so they go.
