@@ -243,8 +243,10 @@ class RemediatorSettings:
     rules_dirs: list[str] = field(
         default_factory=lambda: ["/opt/jada-agent/share/rules.d", "/etc/jada-agent/rules.d"]
     )
-    state_db: str = "/var/lib/jada-agent/remediator.db"
-    private_data_dir: str = "/var/lib/jada-agent/runner"
+    # Root's own state, in a root-owned directory: never inside the service user's state dir,
+    # where any process of that user could rename it away and plant its own.
+    state_db: str = "/var/lib/jada-remediator/remediator.db"
+    private_data_dir: str = "/var/lib/jada-remediator/runner"
     artifacts_keep: int = 20
     lock_file: str = "/run/jada-agent/remediation.lock"
     history_days: int = 90
