@@ -150,7 +150,9 @@ def test_permission_audit_makes_a_world_readable_token_0600_again(site: Site):
     fixed = site.play("playbooks/permission_audit.yml")
     print(f"permission_audit.yml over 900 runner artifacts: {fixed.seconds:.1f}s")
     assert _mode_owner(site, TOKEN) == "600 jada:jada"
-    assert _mode_owner(site, "/var/lib/jada-remediator/runner/artifacts/17/stdout").startswith("600")
+    assert _mode_owner(site, "/var/lib/jada-remediator/runner/artifacts/17/stdout").startswith(
+        "600"
+    )
     assert "changed: 2 file(s)" in fixed.stdout
     assert fixed.seconds < 60
 
