@@ -17,6 +17,7 @@ the store through :class:`ToolBox`; the two last ones end the session.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import selectors
 import shutil
@@ -292,12 +293,20 @@ def run_bounded(
     try:
         for pipe in bufs:
             sel.register(pipe, selectors.EVENT_READ)
+        exited = False
         while sel.get_map() and not ended:
             left = deadline - time.monotonic()
             if left <= 0:
                 ended = f"timed out after {timeout:g}s and was killed"
                 break
-            for key, _ in sel.select(left):
+            ready = sel.select(0 if exited else min(left, 0.25))
+            if not ready and exited:
+                # The command is gone and its output drained; what still holds the pipes open
+                # is something it left in the background, killed below with its group.
+                break
+            if not exited and proc.poll() is not None:
+                exited = True
+            for key, _ in ready:
                 chunk = os.read(key.fd, 65536)
                 if not chunk:
                     sel.unregister(key.fileobj)
@@ -317,6 +326,8 @@ def run_bounded(
         sel.close()
         _kill_group(proc.pid)
         proc.wait()
+        if reap_orphans:
+            _kill_orphans()
         for pipe in bufs:
             pipe.close()  # type: ignore[union-attr]
     out = bufs[proc.stdout].decode("utf-8", "replace")  # type: ignore[index]
@@ -331,6 +342,38 @@ def run_bounded(
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+# Set by the session process (agent.daemon.session), which is a child subreaper and has no
+# children but its commands: a command that left its process group (setsid) and outlived it is
+# re-parented to the session, and killed here. Off elsewhere (a test process has other children).
+reap_orphans = False
+
+
+def become_subreaper() -> None:
+    """Adopt the orphans of this process's commands (Linux PR_SET_CHILD_SUBREAPER)."""
+    global reap_orphans
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(36, 1, 0, 0, 0) == 0:  # PR_SET_CHILD_SUBREAPER
+            reap_orphans = True
+
+
+def _kill_orphans() -> None:
+    for _ in range(10):  # a dying orphan's own children are adopted next: a few rounds
+        pids: set[int] = set()
+        with contextlib.suppress(OSError):
+            for tid in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{tid}/children") as f:
+                    pids.update(int(p) for p in f.read().split())
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 
 import psutil
 import pytest
@@ -125,3 +126,28 @@ def test_300_mb_of_command_output_keeps_the_daemon_small(config_file, daemons, f
     assert mb[0] < 60
     assert mb[2] < mb[1] + 10
     assert "cut off and killed" in _tool_results(fake)
+
+
+def test_a_command_that_leaves_its_process_group_dies_with_it(config_file, daemons, fake):
+    marker = f"jada-escapee-{uuid.uuid4().hex[:8]}"
+    escape = f"alias.x=!setsid python3 -c 'import time; time.sleep(300)' {marker} &"
+    fake.script(
+        [
+            reply(tool_use("run_command", {"argv": ["git", "-c", escape, "x"]})),
+            reply(tool_use("complete_task", {"summary": "left something running"})),
+        ]
+    )
+    cfg = config_file(allowed_commands=["git"])
+    cli(cfg, "tasks", "add", "escape")
+    d = daemons(cfg)
+    d.wait_for("session 1 task 1 ended outcome=completed", timeout=120)
+    time.sleep(0.5)
+    left = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if marker in " ".join(p.info["cmdline"] or [])
+    ]
+    for pid in left:
+        psutil.Process(pid).kill()
+    assert d.stop() == 0
+    assert not left, "a setsid'd command outlived its session"
