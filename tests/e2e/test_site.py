@@ -129,7 +129,8 @@ out = {
     "grep": run(["grep", "-R", "probe-secret", "."]),
     "read": py(f"print(open({key!r}).read())"),
     "write": py("open('/var/lib/jada-agent/owned', 'w').write('x')"),
-    "proc": py("import os; print(open(f'/proc/{os.getppid()}/environ').read())"),
+    "proc": py("print(open('/proc/self/status').read())"),
+    "proc_parent": py("import os; print(open(f'/proc/{os.getppid()}/environ').read())"),
     "net": py("import socket; socket.socket()"),
     "mem": py("bytearray(900 << 20)", memory_max=256 << 20),
     "ok": py("open('inside', 'w').write('x'); print(open('inside').read())"),
@@ -167,6 +168,8 @@ def test_session_commands_are_confined_under_the_deployed_hardening(site: Site):
     assert probe["ok"].startswith("exit 0"), probe
     for name in ("cat", "grep", "read", "write", "proc"):
         assert "probe-secret-42" not in probe[name] and "Permission denied" in probe[name], probe
+    # The session's own process (it holds the API key) is out of reach either way.
+    assert "PATH=" not in probe["proc_parent"] and "Error" in probe["proc_parent"], probe
     assert "PermissionError" in probe["net"] and "MemoryError" in probe["mem"], probe
     assert probe["owned"] is False
 
