@@ -139,6 +139,12 @@ class DaemonSettings:
     workspace_root: str = "/var/lib/jada-agent/workspaces"
     allowed_commands: list[str] = field(default_factory=lambda: ["ls", "cat", "grep", "git"])
     command_timeout: float = duration("120s")
+    # Allowed commands that may use the network (socket(), TCP); every other one gets none.
+    network_commands: list[str] = field(default_factory=list)
+    # Address-space cap of one command, in MiB (RLIMIT_AS); 0 = none.
+    command_memory_mb: int = 512
+    # Output (stdout + stderr) kept from one command; past it the command is killed.
+    command_output_max: int = 20_000
     session_timeout: float = duration("2h")
     # 0 = take WatchdogSec from systemd ($WATCHDOG_USEC); pings go out at half the interval.
     watchdog_interval: float = duration("0s")
@@ -178,6 +184,18 @@ class DaemonSettings:
                 raise ConfigError(
                     file, f"{prefix}allowed_commands[{i}]", "a bare command name such as git", name
                 )
+        for i, name in enumerate(self.network_commands):
+            if name not in self.allowed_commands:
+                raise ConfigError(
+                    file, f"{prefix}network_commands[{i}]", "one of allowed_commands", name
+                )
+        if self.command_memory_mb < 0 or self.command_output_max < 1000:
+            raise ConfigError(
+                file,
+                prefix + "command_memory_mb/command_output_max",
+                "command_memory_mb >= 0 and command_output_max >= 1000",
+                (self.command_memory_mb, self.command_output_max),
+            )
         for key in ("workspace_root", "api_key_file"):
             if not os.path.isabs(getattr(self, key)):
                 raise ConfigError(file, prefix + key, "an absolute path", getattr(self, key))
@@ -281,8 +299,10 @@ class RemediatorSettings:
     rules_dirs: list[str] = field(
         default_factory=lambda: ["/opt/jada-agent/share/rules.d", "/etc/jada-agent/rules.d"]
     )
-    state_db: str = "/var/lib/jada-agent/remediator.db"
-    private_data_dir: str = "/var/lib/jada-agent/runner"
+    # Root's own state, in a root-owned directory: never inside the service user's state dir,
+    # where any process of that user could rename it away and plant its own.
+    state_db: str = "/var/lib/jada-remediator/remediator.db"
+    private_data_dir: str = "/var/lib/jada-remediator/runner"
     artifacts_keep: int = 20
     lock_file: str = "/run/jada-agent/remediation.lock"
     history_days: int = 90

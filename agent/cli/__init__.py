@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from agent import __version__
 from agent.cli.common import EXIT_USAGE, CliError, Parser
 from agent.config import ConfigError
+from agent.logline import OneLineFormatter
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command cut off by `| head`
 
@@ -72,14 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command: logging set up, errors as one line on stderr with their exit code,
     and a reader that went away (``| head``) is no traceback."""
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    # One event, one line: a field from outside must never forge a line of its own.
+    handler.setFormatter(OneLineFormatter("%(message)s"))
     if not args.verbose:
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_no_client_chatter)
+        handler.addFilter(_no_client_chatter)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at exit as "Exception ignored"

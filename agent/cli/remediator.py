@@ -161,6 +161,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     from agent.cli.common import open_store_read_only
     from agent.health.incidents import describe as describe_incident
     from agent.health.incidents import story
+    from agent.logline import one_line
 
     with open_store_read_only(load_settings(args)) as store:
         items = store.list_incidents(args.status)
@@ -172,16 +173,20 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     for i in items:
         group = ",".join(f"{k}={v}" for k, v in i.group.items())
         runs = len(i.remediations)
+        # Summaries and group values are log text: control characters and ANSI escapes are
+        # printed escaped, never played on the operator's terminal.
         print(
-            f"#{i.id} {i.status:<11} {i.rule}{'[' + group + ']' if group else ''}"
-            f"  opened {i.opened:%Y-%m-%d %H:%M}Z  remediations {runs}"
-            f"{'  cause ' + i.cause if i.cause else ''}"
+            one_line(
+                f"#{i.id} {i.status:<11} {i.rule}{'[' + group + ']' if group else ''}"
+                f"  opened {i.opened:%Y-%m-%d %H:%M}Z  remediations {runs}"
+                f"{'  cause ' + i.cause if i.cause else ''}"
+            )
         )
         if i.summary:
-            print(f"    {i.summary}")
+            print(f"    {one_line(i.summary)}")
         # What was done and how it ended (the health report lists the same).
         for line in describe_incident(story(i.to_json()))[1:]:
-            print("  " + line)
+            print("  " + one_line(line))
     return EXIT_OK
 
 

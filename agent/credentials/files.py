@@ -10,6 +10,7 @@ silently overwritten. A crash at any point leaves either the old file or the new
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pwd
@@ -207,6 +208,47 @@ def _write_new(directory: Path, name: str, data: bytes, service_user: str) -> Pa
     return path
 
 
+class UnsafePath(OSError):
+    """A symlink, FIFO, device or directory where a credential file should be: refused."""
+
+
+def _read_regular(target: Path) -> bytes | None:
+    """The bytes of ``target`` if it is a regular file; None when absent.
+
+    Opened with ``O_NOFOLLOW | O_NONBLOCK`` and checked on the open descriptor, so a symlink (to
+    ``/etc/passwd`` or a root-only file) or a FIFO is refused, never followed or blocked on, and
+    nothing is moved aside.
+    """
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(
+                errno.ELOOP,
+                "is a symlink; refusing to read or replace it (nothing was changed)",
+                str(target),
+            ) from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return b""  # unreadable: the caller keeps it aside as damaged, never reads it
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(
+                errno.EINVAL,
+                "is not a regular file; refusing to read or replace it (nothing was changed)",
+                str(target),
+            )
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
@@ -225,6 +267,15 @@ def install_bytes(
     """
     directory = target.parent
     ensure_dir(directory, service_user)
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & 0o002:
+        # Anyone could swap the new credential for theirs, or read it through a link: refuse.
+        raise UnsafePath(
+            errno.EPERM,
+            f"the directory has mode {mode:04o}, writable by anyone; refusing to install into it"
+            " until it is 0700 (jada-agent credentials fix-permissions)",
+            str(directory),
+        )
     result = InstallResult(path=str(target), changed=True)
     # Temporary files of an install that crashed before its rename: the old file is intact and
     # these hold nothing that was ever live, so they go.
@@ -235,12 +286,13 @@ def install_bytes(
 
     old: bytes | None = None
     old_ok = False
-    if target.exists() or target.is_symlink():
+    present = _read_regular(target)
+    if present is not None:
         try:
-            old = target.read_bytes()
+            old = present
             parse_credential(old, str(target))
             old_ok = True
-        except (OSError, CredentialError):
+        except CredentialError:
             old_ok = False
         if old_ok and old == data:
             result.changed = False
@@ -250,7 +302,7 @@ def install_bytes(
             aside = target.with_name(f"{target.name}.corrupt-{_stamp()}")
             os.rename(target, aside)
             with contextlib.suppress(OSError):
-                os.chmod(aside, 0o600, follow_symlinks=False)
+                os.chmod(aside, 0o600)  # a regular file: _read_regular checked it
             result.kept_aside = str(aside)
             fsync_dir(directory)
 
@@ -274,6 +326,8 @@ def restore_backup(target: Path) -> bool:
     bak = backup_path(target)
     if not bak.exists():
         return False
+    if not stat.S_ISREG(bak.lstat().st_mode):
+        raise UnsafePath(errno.EINVAL, "is not a regular file; not restored", str(bak))
     os.replace(bak, target)
     fsync_dir(target.parent)
     return True

@@ -151,12 +151,31 @@ def load_for_use(settings: Settings) -> tuple[Refreshed, dict[str, Any]]:
     return refresh(info, settings), info
 
 
+def refuse_open_directory(directory: Path) -> None:
+    """Refuse a secrets directory that others may write to: anyone could swap the credential.
+
+    Raised as a ``permissions`` error, so the sync fails loudly and the permission audit (0700)
+    runs, exactly as for a world-readable file.
+    """
+    try:
+        mode = stat.S_IMODE(directory.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o002:
+        raise CredentialError(
+            "permissions",
+            f"{directory} has mode {mode:04o}, writable by anyone; refusing its credentials"
+            " until it is 0700",
+        )
+
+
 def refuse_if_exposed(path: Path) -> None:
     """Refuse a credential file that its group or others can read or write (as ssh does a key).
 
     Using it anyway would hide the exposure; refusing makes the sync fail loudly, so the
     remediator's permission rule runs the permission audit, which restores 0600.
     """
+    refuse_open_directory(path.parent)
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError:

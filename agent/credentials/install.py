@@ -30,6 +30,7 @@ from agent.credentials.files import (
     restore_backup,
 )
 from agent.credentials.history import History, fingerprint
+from agent.credentials.privdrop import ChildFailed, as_service_user
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -111,13 +112,19 @@ def install(
     target = Path(
         g.service_account_file if credential_kind(info) == "service_account" else g.token_file
     )
-    try:
+
+    def put_in_place() -> dict[str, Any]:
         result = install_bytes(raw, target, settings.service_user, before_rename=before_rename)
-    except OSError as exc:
-        return InstallOutcome(
-            EXIT_FAILURE, f"not installed: writing {target}: {exc.strerror}", cause="io"
-        )
-    History.for_settings(settings).installed(fingerprint(info), label, now)
+        History.for_settings(settings).installed(fingerprint(info), label, now)
+        return result.to_json()
+
+    try:
+        # As root (the remediator's playbooks), the secrets directory is touched only as the
+        # service user: a symlink it planted there leads nowhere it could not go itself.
+        result = InstallResult(**as_service_user(settings.service_user, put_in_place))
+    except (OSError, ChildFailed) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        return InstallOutcome(EXIT_FAILURE, f"not installed: writing {target}: {why}", cause="io")
     outcome = InstallOutcome(
         EXIT_OK,
         f"installed {label} at {target}" if result.changed else f"{target} already current",
@@ -135,7 +142,7 @@ def install(
         outcome.exit_code = EXIT_CREDENTIAL
         outcome.cause = sync.error_class
         if result.changed:
-            outcome.rolled_back = rollback(target)
+            outcome.rolled_back = as_service_user(settings.service_user, rollback, target)
             outcome.message = (
                 f"rolled back: the sync failed with the new credential: {sync.message}"
             )

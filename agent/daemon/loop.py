@@ -52,6 +52,7 @@ from agent.daemon.runners import (
 )
 from agent.daemon.tools import Workspace
 from agent.daemon.wake import Waker, socket_path
+from agent.logline import one_line
 from agent.store import Store, Task, open_store, utcnow
 
 log = logging.getLogger("jada-agent.daemon")
@@ -148,7 +149,8 @@ class Daemon:
 
     # ------------------------------------------------------------------ output
     def say(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        # One event, one line: details quote API errors and task titles (outside input).
+        print(one_line(line), file=self.out, flush=True)
 
     def say_once(self, line: str) -> None:
         """A waiting state is logged when it starts, not on every wake-up."""

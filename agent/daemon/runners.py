@@ -143,6 +143,9 @@ class AnthropicRunner:
             d.allowed_commands,
             d.command_timeout,
             ctx.session.id,
+            network_commands=d.network_commands,
+            memory_max=d.command_memory_mb << 20,
+            output_max=d.command_output_max,
         )
         messages: list[dict[str, Any]] = [
             {"role": "user", "content": prompt_for(ctx.task, d.max_turns, self.name)}

@@ -4,8 +4,11 @@ File tools accept paths relative to the workspace (or absolute paths inside it).
 ``..`` component is refused outright; every other path is resolved (following symlinks) and must
 land inside the resolved workspace, so a symlink pointing out of it is refused too. Writes open
 the final component with ``O_NOFOLLOW``. ``run_command`` runs an allow-listed program by name,
-without a shell, in the workspace, with a minimal environment (never the API key) and a timeout;
-arguments that look like paths are held to the same confinement.
+without a shell, in the workspace, with a minimal environment (never the API key), confined by
+the kernel (:mod:`agent.daemon.confine`: only the workspace writable, the system read-only, the
+secrets, the store, other workspaces and /proc unreachable, no network unless allowed), in its own
+process group killed at the timeout, its output streamed into a bounded buffer. Argument checks
+(no absolute path out of the workspace) remain as a clear early refusal, not as the boundary.
 
 The dashboard tools (``update_progress``, ``create_needs_you_task``, ``complete_task``) write to
 the store through :class:`ToolBox`; the two last ones end the session.
@@ -13,18 +16,47 @@ the store through :class:`ToolBox`; the two last ones end the session.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import selectors
 import shutil
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from agent.daemon import confine
 from agent.store import Store, Task
 
 MAX_READ = 100_000
 MAX_OUTPUT = 20_000
 MAX_LIST = 1000
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+# git ignores the system and global configuration, never prompts, never pages.
+GIT_ENV = {
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": "/dev/null",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_PAGER": "cat",
+    "GIT_OPTIONAL_LOCKS": "0",
+}
+GIT_SAFE_OPTIONS = (
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.pager=cat",
+    "-c",
+    "core.sshCommand=false",
+    "-c",
+    "credential.helper=",
+    "-c",
+    "protocol.ext.allow=never",
+)
 
 TOOL_SPECS: list[dict[str, Any]] = [
     {
@@ -162,43 +194,52 @@ class Workspace:
         return "\n".join(lines) if lines else "(empty)"
 
     # ---- commands
-    def run_command(self, argv: Any, allowed: list[str], timeout: float) -> str:
+    def run_command(
+        self,
+        argv: Any,
+        allowed: list[str],
+        timeout: float,
+        *,
+        network_commands: list[str] | tuple[str, ...] = (),
+        memory_max: int = 512 << 20,
+        output_max: int = MAX_OUTPUT,
+    ) -> str:
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
             raise ToolError("argv: expected a non-empty list of strings")
+        if any("\0" in a for a in argv):
+            raise ToolError("argv: NUL bytes are not allowed")
         name = argv[0]
         if name not in allowed:
             raise ToolError(f"{name}: not an allowed command (allowed: {', '.join(allowed)})")
         for arg in argv[1:]:
             self._check_arg(arg)
         env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": str(self.real),
+            "PATH": SAFE_PATH,
+            # Not the workspace: a .gitconfig, .bashrc or .netrc written there is never read.
+            "HOME": "/nonexistent",
             "LANG": "C.UTF-8",
-            "GIT_TERMINAL_PROMPT": "0",
+            "PAGER": "cat",
         }
         exe = shutil.which(name, path=env["PATH"])
         if exe is None:
             raise ToolError(f"{name}: not installed on this host")
+        args = argv[1:]
+        if name == "git":
+            env.update(GIT_ENV)
+            env["GIT_CEILING_DIRECTORIES"] = str(self.real.parent)
+            # First on the command line, over the repository's own .git/config (workspace
+            # content is untrusted). The model's own -c may override them: the OS confinement
+            # below is the boundary, these only keep git quiet and hook-free.
+            args = [*GIT_SAFE_OPTIONS, *args]
+        network = name in network_commands
         try:
-            done = subprocess.run(
-                [exe, *argv[1:]],
-                cwd=self.real,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise ToolError(f"{name}: timed out after {timeout:g}s and was killed") from None
-        except OSError as exc:
-            raise ToolError(f"{name}: cannot run: {exc.strerror}") from None
-        out = done.stdout.decode("utf-8", "replace")
-        err = done.stderr.decode("utf-8", "replace")
-        text = f"exit {done.returncode}\n--- stdout\n{out}--- stderr\n{err}"
-        if len(text) > MAX_OUTPUT:
-            text = text[:MAX_OUTPUT] + f"\n[truncated at {MAX_OUTPUT} characters]"
-        return text
+            conf = confine.prepare(str(self.real), network=network, memory_max=memory_max)
+        except confine.ConfinementError as exc:
+            raise ToolError(f"{name}: refused: {exc}") from None
+        try:
+            return run_bounded([exe, *args], self.real, env, timeout, conf, output_max, name)
+        finally:
+            conf.close()
 
     def _check_arg(self, arg: str) -> None:
         # An allowed program must not be pointed outside the workspace either (cat /etc/shadow,
@@ -209,6 +250,130 @@ class Workspace:
         for c in candidates:
             if c.startswith("/") or ".." in PurePosixPath(c).parts:
                 self.resolve(c)
+
+
+def run_bounded(
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    conf: confine.Confinement,
+    output_max: int,
+    name: str,
+) -> str:
+    """Run ``argv`` confined, in its own process group; keep at most ``output_max`` bytes.
+
+    Output is read as it comes, in 64 KiB chunks, into a buffer that never grows past the cap:
+    a command printing 300 MB costs the session no more than the cap. Past the cap, or at the
+    timeout, the whole process group is killed; whatever the command left in the background is
+    killed when it exits.
+    """
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            # preexec_fn is safe here: the session process runs no other thread.
+            preexec_fn=conf.apply,
+        )
+    except subprocess.SubprocessError as exc:
+        raise ToolError(f"{name}: refused: the command could not be confined ({exc})") from None
+    except OSError as exc:
+        raise ToolError(f"{name}: cannot run: {exc.strerror}") from None
+    bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+    total = 0
+    ended = ""
+    deadline = time.monotonic() + timeout
+    sel = selectors.DefaultSelector()
+    try:
+        for pipe in bufs:
+            sel.register(pipe, selectors.EVENT_READ)
+        exited = False
+        while sel.get_map() and not ended:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                ended = f"timed out after {timeout:g}s and was killed"
+                break
+            ready = sel.select(0 if exited else min(left, 0.25))
+            if not ready and exited:
+                # The command is gone and its output drained; what still holds the pipes open
+                # is something it left in the background, killed below with its group.
+                break
+            if not exited and proc.poll() is not None:
+                exited = True
+            for key, _ in ready:
+                chunk = os.read(key.fd, 65536)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                buf = bufs[key.fileobj]  # type: ignore[index]
+                buf += chunk[: max(0, output_max - total)]
+                total += len(chunk)
+                if total > output_max:
+                    ended = f"output passed {output_max} bytes: cut off and killed"
+                    break
+        if not ended:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                ended = f"timed out after {timeout:g}s and was killed"
+    finally:
+        sel.close()
+        _kill_group(proc.pid)
+        proc.wait()
+        if reap_orphans:
+            _kill_orphans()
+        for pipe in bufs:
+            pipe.close()  # type: ignore[union-attr]
+    out = bufs[proc.stdout].decode("utf-8", "replace")  # type: ignore[index]
+    err = bufs[proc.stderr].decode("utf-8", "replace")  # type: ignore[index]
+    text = f"--- stdout\n{out}--- stderr\n{err}"
+    if ended:
+        # An error result for the model, with what the command printed before it was killed.
+        raise ToolError(f"{name}: {ended}\n{text}")
+    return f"exit {proc.returncode}\n{text}"
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+# Set by the session process (agent.daemon.session), which is a child subreaper and has no
+# children but its commands: a command that left its process group (setsid) and outlived it is
+# re-parented to the session, and killed here. Off elsewhere (a test process has other children).
+reap_orphans = False
+
+
+def become_subreaper() -> None:
+    """Adopt the orphans of this process's commands (Linux PR_SET_CHILD_SUBREAPER)."""
+    global reap_orphans
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(36, 1, 0, 0, 0) == 0:  # PR_SET_CHILD_SUBREAPER
+            reap_orphans = True
+
+
+def _kill_orphans() -> None:
+    for _ in range(10):  # a dying orphan's own children are adopted next: a few rounds
+        pids: set[int] = set()
+        with contextlib.suppress(OSError):
+            for tid in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{tid}/children") as f:
+                    pids.update(int(p) for p in f.read().split())
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
 
 
 @dataclass
@@ -229,6 +394,10 @@ class ToolBox:
         allowed_commands: list[str],
         command_timeout: float,
         session_id: int,
+        *,
+        network_commands: list[str] | tuple[str, ...] = (),
+        memory_max: int = 512 << 20,
+        output_max: int = MAX_OUTPUT,
     ):
         self.store = store
         self.task = task
@@ -236,6 +405,9 @@ class ToolBox:
         self.allowed = list(allowed_commands)
         self.timeout = command_timeout
         self.session_id = session_id
+        self.network_commands = tuple(network_commands)
+        self.memory_max = memory_max
+        self.output_max = output_max
         self.finish: Finish | None = None
         self.calls = 0
 
@@ -256,7 +428,14 @@ class ToolBox:
         if name == "list_files":
             return ws.list_files(args.get("path", "."))
         if name == "run_command":
-            return ws.run_command(args.get("argv"), self.allowed, self.timeout)
+            return ws.run_command(
+                args.get("argv"),
+                self.allowed,
+                self.timeout,
+                network_commands=self.network_commands,
+                memory_max=self.memory_max,
+                output_max=self.output_max,
+            )
         if name == "update_progress":
             note = _text(args, "note")
             self.store.add_note(self.task.id, f"session {self.session_id}: {note}")

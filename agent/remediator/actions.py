@@ -34,6 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -211,9 +212,28 @@ def minimal_env(private_data_dir: str, ident: str, config_file: str | None) -> d
     # Manager / SSM): configuration, not secrets. Keys themselves stay in the credentials file
     # or the instance role, never in the environment that ansible-runner records.
     for key, value in os.environ.items():
-        if key in AWS_CONFIG_VARS or key.startswith("AWS_ENDPOINT_URL_"):
+        if key == "AWS_ENDPOINT_URL" or key.startswith("AWS_ENDPOINT_URL_"):
+            # An endpoint may carry user:password (a proxy's); runner artifacts record the env.
+            env[key] = strip_userinfo(value)
+        elif key in AWS_CONFIG_VARS:
             env[key] = value
     return env
+
+
+def strip_userinfo(url: str) -> str:
+    """``url`` without any ``user:password@`` part (left as it is when it does not parse)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return url.rsplit("@", 1)[-1] if "@" in url else url
+    if "@" not in parts.netloc or host is None:
+        return url
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def run_playbook(

@@ -40,6 +40,7 @@ from agent.credentials import CredentialError, load_for_use
 from agent.credentials.errors import classify_token_answer, scrub, transport_error
 from agent.credentials.files import secrets_of
 from agent.credentials.history import History, fingerprint
+from agent.logline import one_line
 from agent.sheets.collect import DEPLOYMENT, LAST_SYNC_COL, Rows, collect, data_rows
 from agent.sheets.ports import Listener
 from agent.store import Store, SyncRun, open_store
@@ -78,7 +79,8 @@ class SyncResult:
 
     @property
     def line(self) -> str:
-        return f"{PREFIX} {self.message}"
+        # One line whatever the message holds (an endpoint's error_description comes from outside).
+        return f"{PREFIX} {one_line(self.message)}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -277,7 +279,7 @@ def _record_failure(
 
 
 def _default_log(line: str) -> None:
-    print(line, flush=True)
+    print(one_line(line), flush=True)
 
 
 def run_sync(

@@ -820,7 +820,7 @@ class Story:
         if journal not in ("", "0"):
             found["journal"] = [f"{journal} lines"]
         artifacts = self.host(
-            "grep -rlFf /dev/stdin /var/lib/jada-agent/runner || true", input=needles
+            "grep -rlFf /dev/stdin /var/lib/jada-remediator/runner || true", input=needles
         ).stdout.split()
         if artifacts:
             found["runner artifacts"] = artifacts

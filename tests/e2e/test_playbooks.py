@@ -136,7 +136,7 @@ def test_permission_audit_makes_a_world_readable_token_0600_again(site: Site):
     site.sh(f"chmod 0644 {TOKEN}", check=True)
     # Hundreds of runner artifacts, a few of them too open: the audit must stay fast.
     site.sh(
-        "set -e; a=/var/lib/jada-agent/runner/artifacts; mkdir -p $a; "
+        "set -e; a=/var/lib/jada-remediator/runner/artifacts; mkdir -p $a; "
         "for i in $(seq 1 300); do mkdir -p -m 0700 $a/$i; "
         "for f in stdout status rc; do echo x > $a/$i/$f; chmod 0600 $a/$i/$f; done; done; "
         "chmod 0700 $a; chmod 0644 $a/17/stdout",
@@ -150,7 +150,9 @@ def test_permission_audit_makes_a_world_readable_token_0600_again(site: Site):
     fixed = site.play("playbooks/permission_audit.yml")
     print(f"permission_audit.yml over 900 runner artifacts: {fixed.seconds:.1f}s")
     assert _mode_owner(site, TOKEN) == "600 jada:jada"
-    assert _mode_owner(site, "/var/lib/jada-agent/runner/artifacts/17/stdout").startswith("600")
+    assert _mode_owner(site, "/var/lib/jada-remediator/runner/artifacts/17/stdout").startswith(
+        "600"
+    )
     assert "changed: 2 file(s)" in fixed.stdout
     assert fixed.seconds < 60
 

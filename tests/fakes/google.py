@@ -328,7 +328,7 @@ class FakeGoogle:
             self.codes: dict[str, dict[str, Any]] = {}
             self.service_accounts: dict[str, str] = {}  # client_email -> public key PEM
             self.spreadsheets: dict[str, Spreadsheet] = {}
-            self.token_failures: list[str] = []
+            self.token_failures: list[tuple[str, str | None]] = []
             self.token_delays: list[float] = []
             self.sheets_failures: list[int] = []
             self.sheets_delays: list[float] = []
@@ -410,11 +410,15 @@ class FakeGoogle:
             self.clients[client_id].deleted = True
             return {}
 
-    def fail_token(self, error: str, count: int = 1) -> dict[str, Any]:
+    def fail_token(
+        self, error: str, count: int = 1, description: str | None = None
+    ) -> dict[str, Any]:
+        """The next ``count`` token requests fail with ``error``; ``description`` replaces its
+        ``error_description`` (an endpoint's text is outside input: tests send hostile ones)."""
         if error not in TOKEN_ERRORS:
             raise _bad(f"fail_token: error must be one of {', '.join(TOKEN_ERRORS)}")
         with self._lock:
-            self.token_failures.extend([error] * count)
+            self.token_failures.extend([(error, description)] * count)
             return {}
 
     def delay_token(self, seconds: float, count: int = 1) -> dict[str, Any]:
@@ -533,7 +537,11 @@ class FakeGoogle:
         grant = one("grant_type")
         with self._lock:
             if self.token_failures:
-                raise Reject(*TOKEN_ERRORS[self.token_failures.pop(0)])
+                error, description = self.token_failures.pop(0)
+                status, body = TOKEN_ERRORS[error]
+                if description is not None and isinstance(body, dict):
+                    body = {**body, "error_description": description}
+                raise Reject(status, body)
             if grant == "refresh_token":
                 return self._refresh_grant(form, one)
             if grant == "authorization_code":

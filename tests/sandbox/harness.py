@@ -748,6 +748,9 @@ def _boot(name: str, merged: Path, state: Path, netns: str) -> int:
         "--console=pipe",
         "--resolv-conf=off",
         f"--bind={null}:/dev/null",
+        # nspawn's own seccomp filter denies Landlock, which a real VM has: the daemon confines
+        # its session commands with it (agent/daemon/confine.py).
+        "--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self",
         "-M",
         name,
         "-D",

@@ -234,3 +234,25 @@ def test_verify_sync_keeps_the_credential_when_the_sync_fails_for_a_transient_re
     assert out.exit_code == 3
     assert not out.rolled_back
     assert json.loads(Path(s.google.token_file).read_text()) == new
+
+
+def test_a_world_writable_secrets_directory_is_refused_by_install_and_sync(
+    installed, fake, tmp_path
+):
+    from agent.sheets import run_sync
+
+    s, _token = installed()
+    secrets = Path(s.google.token_file).parent
+    before = Path(s.google.token_file).read_bytes()
+    secrets.chmod(0o777)
+    _new, src = new_token_file(fake, tmp_path)
+    out = install(s, "file", str(src))
+    assert out.exit_code == 1
+    assert "writable by anyone; refusing to install" in out.message
+    assert Path(s.google.token_file).read_bytes() == before
+    lines: list[str] = []
+    r = run_sync(s, log=lines.append)
+    assert r.exit_code == 2 and r.error_class == "permissions", lines
+    assert "writable by anyone" in lines[0]
+    secrets.chmod(0o700)
+    assert install(s, "file", str(src)).ok

@@ -278,6 +278,24 @@ def test_the_command_prints_one_line_and_exits_with_the_outcome(installed, fake,
     assert_no_secret(ok.stdout + ok.stderr + bad.stdout + bad.stderr + js.stdout + js.stderr, token)
 
 
+def test_a_newline_in_the_endpoints_error_description_cannot_forge_a_line(
+    installed, fake: FakeGoogle, tmp_path
+):
+    s, _token = installed()
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(yaml.safe_dump(config.to_dict(s)))
+    forged = "Bad\n[port-sheet] sync ok rows=1 requests=1 in 0.01s\r\x1b[2K\u2028x"
+    fake.fail_token("invalid_grant", description=forged)
+    cmd = [sys.executable, "-m", "agent", "-c", str(cfg), "sheet-sync"]
+    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2
+    lines = bad.stdout.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("[port-sheet] token error: HTTP Error 400: invalid_grant: Bad")
+    assert "\\n[port-sheet] sync ok" in lines[0] and "\\x1b[2K" in lines[0]
+    assert "\\u2028" in lines[0]
+
+
 def test_no_secret_reaches_the_log_line_even_in_an_odd_error(gsettings, fake: FakeGoogle):
     s = gsettings()
     token = fake.issue_refresh_token()

@@ -126,3 +126,21 @@ def test_aws_configuration_reaches_the_playbook_but_aws_keys_do_not(
     assert env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] == "http://127.0.0.1:10"
     assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/etc/jada-agent/aws-credentials"
     assert "AWS_SECRET_ACCESS_KEY" not in env
+
+
+def test_user_and_password_in_an_endpoint_url_never_reach_the_playbook(
+    private_data_dir: Path, monkeypatch
+):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://proxyuser:pr0xy-pass@127.0.0.1:9/path?q=1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", "https://u%40x:p%3Aw@[::1]:10")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", "https://token@127.0.0.1")
+    rem = run(private_data_dir, "recovered.yml")
+    for root, _subdirs, files in os.walk(rem.artifact_dir):
+        for f in files:
+            data = Path(root, f).read_bytes()
+            assert b"pr0xy-pass" not in data and b"proxyuser" not in data, f
+            assert b"p%3Aw" not in data and b"token@" not in data, f
+    env = json.loads((Path(rem.artifact_dir) / "command").read_text())["env"]
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9/path?q=1"
+    assert env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] == "https://[::1]:10"
+    assert env["AWS_ENDPOINT_URL_SSM"] == "https://127.0.0.1"

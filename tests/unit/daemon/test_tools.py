@@ -87,7 +87,8 @@ def test_commands_get_a_minimal_environment_without_secrets(ws, monkeypatch) -> 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "must-not-leak")
     out = ws.run_command(["env"], ["env"], 5)
     assert "must-not-leak" not in out and "ANTHROPIC" not in out
-    assert f"HOME={ws.real}" in out
+    # HOME is not the workspace: a .gitconfig or .netrc written there is never read.
+    assert "HOME=/nonexistent" in out
 
 
 def test_tool_errors_go_back_to_the_model_as_error_results(ws, tmp_path) -> None:

@@ -40,6 +40,20 @@ def test_incidents_lists_json_and_text(tmp_path: Path, settings_factory):
     assert "#1 escalated" in text and "sheet-sync-token[status=400]" in text
 
 
+def test_incidents_text_escapes_control_characters_and_ansi(tmp_path: Path, settings_factory):
+    s = settings_factory()
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(yaml.safe_dump(config.to_dict(s)))
+    hostile = "token error\x1b[2J\x1b]0;owned\x07\r\n#9 resolved   fake-rule"
+    with open_store(s) as store:
+        store.open_incident("sheet-sync-token", {"unit": "x\x1b[31m"}, summary=hostile)
+    text = cli(cfg, "incidents").stdout
+    assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+    assert len(text.splitlines()) == 2, text
+    assert "token error\\x1b[2J\\x1b]0;owned\\x07\\r\\n#9 resolved" in text
+    assert "[unit=x\\x1b[31m]" in text
+
+
 def test_reset_closes_an_open_breaker(tmp_path: Path, settings_factory):
     s = settings_factory()
     cfg = tmp_path / "agent.yml"
