@@ -456,3 +456,22 @@ def test_cli_ssh_failures_are_one_clear_line_and_leave_no_files(
     assert message in r.stderr
     assert "Traceback" not in r.stderr
     assert list(short_tmp.glob("jada-ssh-*")) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_fake_as_a_process_removes_its_ca_key_when_stopped(tmp_path, signum):
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.lightsail", "--host", "127.0.0.1"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith("fake Lightsail at http://127.0.0.1:")
+        (ca_dir,) = tmp_path.glob("fake-lightsail-*")
+        assert (ca_dir / "ca").exists()  # the CA's private key
+        proc.send_signal(signum)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert list(tmp_path.glob("fake-lightsail-*")) == []
