@@ -3,9 +3,12 @@
 The fake Lightsail API (in this process) knows the sandbox host as the instance ``jada-prod-1``,
 tagged ``jada``, with its real host key; its sshd trusts the fake's certificate authority for the
 ``admin`` user, as a Lightsail instance trusts Lightsail's. An untagged instance ``web-1`` sits in
-the same region. Then the README's commands run as an operator types them:
+the same region. Then the README's commands run as an operator types them, in the README's order
+of a first deploy (no Google token yet, then the token):
 
     jada-agent lightsail run -- ansible-playbook -i inventory/lightsail.py site.yml --list-hosts
+    jada-agent lightsail run -- ansible-playbook -i inventory/lightsail.py site.yml -e @vars
+    (the token added to the vars)
     jada-agent lightsail run -- ansible-playbook -i inventory/lightsail.py site.yml -e @vars
     jada-agent lightsail run -- ansible-playbook -i inventory/lightsail.py playbooks/health.yml
 
@@ -44,6 +47,7 @@ class Lightsail:
     fake: FakeLightsail
     env: dict[str, str]
     vars_file: Path
+    first_vars_file: Path
     ssh_tmp: Path
     reports: Path
 
@@ -58,6 +62,13 @@ def trust_ca(machine: harness.Machine, ca_public_key: str) -> None:
     )
     res = machine.run(script)
     assert res.returncode == 0, res.stderr
+
+
+def _private_json(path: Path, data: object) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +86,10 @@ def lightsail(sandbox_factory, tmp_path_factory):
     # Not a jada host: it must be neither listed, nor deployed to, nor given access.
     fake.add_instance("web-1", public_ip="127.0.0.1", tags={"env": "prod"})
     work = tmp_path_factory.mktemp("lightsail")
-    vars_file = work / "jada-vars.json"
-    fd = os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(GROUP_VARS, fh)
+    vars_file = _private_json(work / "jada-vars.json", GROUP_VARS)
+    # The first deploy: everything but the Google token, which does not exist yet.
+    first = {k: v for k, v in GROUP_VARS.items() if k != "port_sheet_sync_google_token"}
+    first_vars_file = _private_json(work / "jada-vars-first.json", first)
     # ssh's control socket path must stay short.
     ssh_tmp = Path(tempfile.mkdtemp(prefix="jl-", dir="/tmp"))
     env = dict(
@@ -96,7 +107,7 @@ def lightsail(sandbox_factory, tmp_path_factory):
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORCE_COLOR="0",
     )
-    yield Lightsail(machine, fake, env, vars_file, ssh_tmp, work / "reports")
+    yield Lightsail(machine, fake, env, vars_file, first_vars_file, ssh_tmp, work / "reports")
     fake.stop()
     shutil.rmtree(ssh_tmp, ignore_errors=True)
 
@@ -117,6 +128,35 @@ def test_list_hosts_shows_the_tagged_instance_only(lightsail: Lightsail):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "hosts (1):" in r.stdout, r.stdout
     assert INSTANCE in r.stdout and "web-1" not in r.stdout
+
+
+def test_a_first_deploy_without_a_token_deploys_and_says_what_is_missing(lightsail: Lightsail):
+    r = lightsail_run(lightsail, "site.yml", "-e", f"@{lightsail.first_vars_file}")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    assert parse_recap(r.stdout)[INSTANCE]["failed"] == 0
+    token = "/var/lib/jada-agent/secrets/google-token.json"
+    assert f"MISSING: no Google credential on {INSTANCE} ({token})" in out, out[-4000:]
+    assert f"playbooks/reauth.yml -l {INSTANCE}" in out
+    m = lightsail.machine
+    for unit in ("jada-agent.service", "jada-remediator.service", "port-sheet-sync.timer"):
+        assert m.run(["systemctl", "is-active", unit]).stdout.strip() == "active", unit
+    # The sync says what is missing, in the journal and in its log file.
+    m.run(["systemctl", "start", "port-sheet-sync.service"])
+    journal = m.run(["journalctl", "-o", "cat", "-u", "port-sheet-sync.service"]).stdout
+    line = next((ln for ln in journal.splitlines() if "[port-sheet]" in ln), "")
+    print(f"\nthe sync with no token: {line}")
+    assert "token error" in line and token in line, journal[-2000:]
+    log = m.run(["cat", "/var/log/jada-agent/port-sheet-sync.log"]).stdout
+    assert line in log
+    # The on-host audit and the diagnosis name the missing credential.
+    jada = "/opt/jada-agent/venv/bin/jada-agent"
+    diagnose = m.run([jada, "credentials", "diagnose"])
+    print(f"credentials diagnose: rc={diagnose.returncode}\n{diagnose.stdout[-1500:]}")
+    assert "missing" in diagnose.stdout and token in diagnose.stdout
+    health = m.run([jada, "health", "--days", "1"])
+    print(f"health: rc={health.returncode}\n{health.stdout[-2500:]}")
+    assert token in health.stdout or "missing" in health.stdout, health.stdout
 
 
 def test_site_yml_through_the_lightsail_inventory_deploys_the_host(lightsail: Lightsail):
