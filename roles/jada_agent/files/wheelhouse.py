@@ -17,7 +17,8 @@ host. For each target this script:
 
 A dependency with no binary wheel for the target fails with one clear line naming it and the
 target (build that wheel on a machine of the target's kind and give its directory with
-``--find-links``). Prints ``{"targets": {TARGET: {"key", "tarball", "built", "wheels"}}}``.
+``--find-links``). The cache keeps the 2 most recently used tarballs per target (``--keep``).
+Prints ``{"targets": {TARGET: {"key", "tarball", "built", "wheels", "pruned"}}}``.
 
     wheelhouse.py --source REPO --cache DIR --target cp311-cp311-manylinux_2_36_x86_64 [...]
     wheelhouse.py --source REPO --cache DIR --target host     # this machine's own target
@@ -215,6 +216,18 @@ def build_one(
     return len(wheels)
 
 
+def prune(cache: Path, tag: str, keep: int) -> list[str]:
+    """Remove all but the ``keep`` most recently used tarballs of ``tag``; returns their names."""
+    own = sorted(cache.glob(f"*-{tag}.tar"), key=lambda p: p.stat().st_mtime, reverse=True)
+    # Tarballs of the format before targets were in the key (a bare hash) go too.
+    legacy = [p for p in cache.glob("*.tar") if re.fullmatch(r"[0-9a-f]{16}\.tar", p.name)]
+    removed = []
+    for old in own[keep:] + legacy:
+        old.unlink(missing_ok=True)
+        removed.append(old.name)
+    return removed
+
+
 def build(
     source: Path,
     cache: Path,
@@ -223,8 +236,10 @@ def build(
     python: str = sys.executable,
     pip_args: list[str] | None = None,
     build_isolation: bool = True,
+    keep: int = 2,
 ) -> dict[str, dict[str, object]]:
-    """Build (or find in ``cache``) the wheelhouse tarball of each target."""
+    """Build (or find in ``cache``) the wheelhouse tarball of each target; keep the ``keep``
+    most recently used tarballs per target (a bounded cache)."""
     digest = source_hash(source)
     cache.mkdir(parents=True, exist_ok=True)
     result: dict[str, dict[str, object]] = {}
@@ -261,8 +276,11 @@ def build(
                 entry["built"] = True
             finally:
                 shutil.rmtree(work, ignore_errors=True)
+        else:
+            os.utime(tarball)  # used: the pruning below keeps the recently used ones
         with tarfile.open(tarball) as tar:
             entry["wheels"] = sum(1 for n in tar.getnames() if n.endswith(".whl"))
+        entry["pruned"] = prune(cache, tag, max(keep, 1))
         result[tag] = entry
     return result
 
@@ -276,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--find-links", action="append", default=[], help="more wheels (a directory)")
     p.add_argument("--no-index", action="store_true", help="use only --find-links")
     p.add_argument("--no-build-isolation", action="store_true", help="build with this setuptools")
+    p.add_argument("--keep", type=int, default=2, help="tarballs kept per target (default 2)")
     a = p.parse_args(argv)
     pip_args = [x for d in a.find_links for x in ("--find-links", d)]
     if a.no_index:
@@ -288,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             python=a.python,
             pip_args=pip_args,
             build_isolation=not a.no_build_isolation,
+            keep=a.keep,
         )
     except WheelhouseError as exc:
         print(f"wheelhouse: {exc}", file=sys.stderr)

@@ -184,3 +184,18 @@ def test_manylinux_platforms_cover_every_older_glibc_and_the_legacy_names():
     assert "manylinux_2_17_aarch64" in t.platforms and "manylinux2014_aarch64" in t.platforms
     assert "manylinux_2_29_aarch64" not in t.platforms
     assert "cp311-abi3-manylinux_2_17_aarch64" in t.supported()
+
+
+def test_the_cache_keeps_the_two_most_recently_used_tarballs_per_target(tmp_path, index):
+    src = project(tmp_path, ["jadapure"])
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "0123456789abcdef.tar").write_bytes(b"")  # the format before targets were keyed
+    keys = []
+    for i in range(3):
+        (src / "agent" / "v.py").write_text(f"v = {i}\n")
+        r = run(src, cache, index, X86_311, AARCH64_312)
+        keys.append(json.loads(r.stdout)["targets"][X86_311]["key"])
+    names = sorted(p.name for p in cache.iterdir())
+    assert len(names) == 4  # two per target
+    assert f"{keys[0]}.tar" not in names and f"{keys[2]}.tar" in names
