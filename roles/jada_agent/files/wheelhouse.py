@@ -27,6 +27,7 @@ Prints ``{"targets": {TARGET: {"key", "tarball", "built", "wheels", "pruned"}}}`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -36,6 +37,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 try:  # packaging ships with ansible-core; pip vendors it otherwise
@@ -53,6 +55,7 @@ _TARGET = re.compile(
 # The oldest libc minor each tag family goes down to (manylinux_2_5 is manylinux1).
 _LIBC_FLOOR = {"manylinux": 5, "musllinux": 1}
 _LEGACY = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+STALE_BUILD_S = 6 * 3600
 
 
 class WheelhouseError(Exception):
@@ -242,6 +245,12 @@ def build(
     most recently used tarballs per target (a bounded cache)."""
     digest = source_hash(source)
     cache.mkdir(parents=True, exist_ok=True)
+    # A build killed outright (SIGKILL, power loss) leaves its directory; one this old is no
+    # longer anyone's.
+    for stale in cache.glob("build-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - stale.stat().st_mtime > STALE_BUILD_S:
+                shutil.rmtree(stale, ignore_errors=True)
     result: dict[str, dict[str, object]] = {}
     for tag in dict.fromkeys(host_target() if t == "host" else t for t in targets):
         target = Target(tag)

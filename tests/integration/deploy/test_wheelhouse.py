@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -199,3 +201,16 @@ def test_the_cache_keeps_the_two_most_recently_used_tarballs_per_target(tmp_path
     names = sorted(p.name for p in cache.iterdir())
     assert len(names) == 4  # two per target
     assert f"{keys[0]}.tar" not in names and f"{keys[2]}.tar" in names
+
+
+def test_a_build_directory_left_by_a_killed_build_is_removed_once_stale(tmp_path, index):
+    cache = tmp_path / "cache"
+    old = cache / "build-0123-x-abc"
+    fresh = cache / "build-4567-x-def"  # maybe a concurrent build: left alone
+    for d in (old, fresh):
+        (d / "wheels").mkdir(parents=True)
+    long_ago = time.time() - wheelhouse.STALE_BUILD_S - 60
+    os.utime(old, (long_ago, long_ago))
+    r = run(project(tmp_path, ["jadapure"]), cache, index, X86_311)
+    assert r.returncode == 0, r.stderr
+    assert not old.exists() and fresh.exists()
