@@ -3,6 +3,15 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+# The caches (README "Caches"): the sandbox host's base image, shared by every checkout of this
+# machine, and the controller's wheelhouse cache (the jada_agent role's
+# jada_agent_wheelhouse_cache_dir). `make clean` removes them; `make demo-down` keeps them.
+SANDBOX_CACHE ?= $(or $(JADA_SANDBOX_CACHE),/var/cache/jada-sandbox)
+SANDBOX_DATA ?= $(or $(JADA_SANDBOX_DATA),/var/lib/jada-sandbox)
+SANDBOX_RUN ?= $(or $(JADA_SANDBOX_RUN),/run/jada-sandbox)
+WHEELHOUSE_CACHE ?= $(HOME)/.cache/jada-agent/wheelhouse
+# make wheelhouse TARGET=cp312-cp312-manylinux_2_28_aarch64 (default: this machine's own).
+TARGET ?= host
 ROLES := $(patsubst roles/%/molecule/default/molecule.yml,%,$(wildcard roles/*/molecule/default/molecule.yml))
 
 .PHONY: sandbox-image setup demo demo-down test lint pytest unit integration e2e molecule bench wheelhouse clean
@@ -52,8 +61,18 @@ molecule:
 bench: setup
 	$(PY) -m tests.bench
 
+## The wheelhouse for TARGET (a wheel tag) in ./wheelhouse, as the jada_agent role builds it.
 wheelhouse:
-	$(PY) -m pip wheel -q -w wheelhouse .
+	$(PY) roles/jada_agent/files/wheelhouse.py --source . --cache wheelhouse --target $(TARGET)
 
+## Remove what the builds, tests and the demo leave here, and the caches. The sandbox image is
+## kept while sandbox hosts are up (theirs is the lower layer of their root filesystems).
 clean:
-	rm -rf wheelhouse reports .pytest_cache .ruff_cache
+	rm -rf wheelhouse reports .pytest_cache .ruff_cache .ansible
+	rm -rf "$(WHEELHOUSE_CACHE)"
+	@if [ -n "$$(ls -A "$(SANDBOX_DATA)/machines" 2>/dev/null)" ]; then \
+	  echo "clean: sandbox hosts are up (python -m tests.sandbox list): keeping $(SANDBOX_CACHE)"; \
+	else \
+	  echo "rm -rf $(SANDBOX_CACHE) $(SANDBOX_DATA) $(SANDBOX_RUN)"; \
+	  rm -rf "$(SANDBOX_CACHE)" "$(SANDBOX_DATA)" "$(SANDBOX_RUN)"; \
+	fi

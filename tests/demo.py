@@ -65,6 +65,12 @@ def down() -> int:
     say(f"sandbox host {name}: {'removed' if removed else 'not running'}")
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(RUN_DIR)
+    # The harness's own directories, once no sandbox host (of any checkout) is left in them:
+    # what stays is the documented caches (README "Caches") and, in /run (memory), the
+    # harness's lock file, which other checkouts may hold.
+    for d in (harness.DATA_DIR / "machines", harness.DATA_DIR, harness.RUN_DIR / "_addr"):
+        with contextlib.suppress(OSError):
+            d.rmdir()  # only when empty
     return 0
 
 

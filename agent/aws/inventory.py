@@ -6,6 +6,13 @@ separated, all must match) and ``JADA_LIGHTSAIL_STATES`` (default ``running``; `
 state). Groups: ``lightsail``, ``region_<region>``, ``state_<state>``, ``tag_<key>`` and
 ``tag_<key>_<value>``. ``ansible_host`` is the public address.
 
+Only the jada hosts of the account are listed: the instances that carry the jada tag, by default
+the tag key ``jada`` (any value, or none), changed with ``JADA_LIGHTSAIL_JADA_TAG`` (``key`` or
+``key=value``; ``*`` takes every instance). They form the group ``jada`` that ``site.yml`` deploys
+to, so other instances of the account are never deployed to, audited by ``health.yml`` (which
+runs on ``all``) or given temporary access. When the regions hold instances but none carries the
+tag, a warning on stderr says so, since ``site.yml`` would then deploy to no host.
+
 When ``JADA_LIGHTSAIL_ACCESS_DIR`` is set (``jada-agent lightsail run`` sets it to a private
 temporary directory it removes afterwards), each running instance gets temporary SSH access
 written under it and the host variables that make Ansible use it.
@@ -25,6 +32,9 @@ from agent.aws.lightsail import Instance, LightsailError, access_details, list_i
 
 ACCESS_DIR_ENV = "JADA_LIGHTSAIL_ACCESS_DIR"
 PORT_ENV = "JADA_LIGHTSAIL_SSH_PORT"
+JADA_TAG_ENV = "JADA_LIGHTSAIL_JADA_TAG"
+JADA_GROUP = "jada"
+DEFAULT_JADA_TAG: tuple[str, str | None] = ("jada", None)
 
 
 def _safe(text: str) -> str:
@@ -39,6 +49,22 @@ def parse_tags(spec: str) -> list[tuple[str, str | None]]:
     return out
 
 
+def parse_jada_tag(spec: str | None) -> tuple[str, str | None] | None:
+    """``JADA_LIGHTSAIL_JADA_TAG``: ``key`` or ``key=value``; ``*`` (every instance) is None."""
+    spec = (spec or "").strip()
+    if not spec:
+        return DEFAULT_JADA_TAG
+    if spec == "*":
+        return None
+    key, sep, value = spec.partition("=")
+    if not key.strip() or "," in spec:
+        raise ValueError(
+            f"{JADA_TAG_ENV}={spec!r}: expected one tag, as KEY or KEY=VALUE (or * for every "
+            "listed instance)"
+        )
+    return key.strip(), value.strip() if sep else None
+
+
 def _matches(inst: Instance, tags: list[tuple[str, str | None]], states: set[str] | None) -> bool:
     if states is not None and inst.state not in states:
         return False
@@ -51,16 +77,26 @@ def build(
     states: set[str] | None = frozenset({"running"}),  # type: ignore[assignment]
     access_dir: Path | None = None,
     port: int = 22,
+    jada_tag: tuple[str, str | None] | None = DEFAULT_JADA_TAG,
 ) -> dict[str, Any]:
-    """The inventory in Ansible's ``--list`` JSON form (with ``_meta.hostvars``)."""
-    groups: dict[str, set[str]] = {"lightsail": set()}
+    """The inventory in Ansible's ``--list`` JSON form (with ``_meta.hostvars``).
+
+    ``jada_tag`` (``(key, value or None)``, or None for every instance) selects the instances
+    listed, all in the group ``jada``; ``_meta.untagged`` counts the instances it left out.
+    """
+    groups: dict[str, set[str]] = {"lightsail": set(), JADA_GROUP: set()}
     hostvars: dict[str, dict[str, Any]] = {}
+    untagged = 0
     for region in regions:
         for inst in list_instances(region):
             if not _matches(inst, list(tags), states):
                 continue
+            if jada_tag is not None and not _matches(inst, [jada_tag], None):
+                untagged += 1
+                continue
             name = inst.name
             groups["lightsail"].add(name)
+            groups[JADA_GROUP].add(name)
             groups.setdefault(f"region_{_safe(inst.region)}", set()).add(name)
             groups.setdefault(f"state_{_safe(inst.state)}", set()).add(name)
             for k, v in inst.tags.items():
@@ -83,7 +119,7 @@ def build(
             hostvars[name] = hv
     out: dict[str, Any] = {g: {"hosts": sorted(h)} for g, h in sorted(groups.items())}
     out["all"] = {"children": sorted(groups)}
-    out["_meta"] = {"hostvars": hostvars}
+    out["_meta"] = {"hostvars": hostvars, "untagged": untagged}
     return out
 
 
@@ -120,16 +156,30 @@ def main(argv: list[str] | None = None) -> int:
     states = None if states_env == "all" else {s.strip() for s in states_env.split(",")}
     access_env = os.environ.get(ACCESS_DIR_ENV)
     try:
+        jada_tag = parse_jada_tag(os.environ.get(JADA_TAG_ENV))
+    except ValueError as exc:
+        print(f"lightsail inventory: {exc}", file=sys.stderr)
+        return 1
+    try:
         inv = build(
             _regions(),
             parse_tags(os.environ.get("JADA_LIGHTSAIL_TAGS", "")),
             states,
             Path(access_env) if access_env else None,
             int(os.environ.get(PORT_ENV) or 22),
+            jada_tag,
         )
     except LightsailError as exc:
         print(f"lightsail inventory: {exc}", file=sys.stderr)
         return 1
+    untagged = inv["_meta"].pop("untagged")
+    if untagged and not inv[JADA_GROUP]["hosts"] and jada_tag is not None:
+        wanted = jada_tag[0] + ("" if jada_tag[1] is None else f"={jada_tag[1]}")
+        print(
+            f"lightsail inventory: {untagged} instance(s) found, none tagged {wanted!r}: the "
+            f"group {JADA_GROUP} is empty (tag the instances to deploy to, or set {JADA_TAG_ENV})",
+            file=sys.stderr,
+        )
     if args.host:
         json.dump(inv["_meta"]["hostvars"].get(args.host, {}), sys.stdout)
     else:

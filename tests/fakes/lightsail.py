@@ -26,6 +26,7 @@ import json
 import math
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -478,11 +479,17 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     a = parser.parse_args()
-    fake = FakeLightsail(a.host, a.port).start()
-    print(f"fake Lightsail at {fake.url}", flush=True)
+    stop = threading.Event()
+    # SIGTERM (make demo-down, a test's teardown) as well as Ctrl-C: the temporary directory
+    # holds the CA's private key and must not outlive the process.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stop.set())
+    fake = FakeLightsail(a.host, a.port)
     try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
+        fake.start()
+        print(f"fake Lightsail at {fake.url}", flush=True)
+        stop.wait()
+    finally:
         fake.stop()
 
 

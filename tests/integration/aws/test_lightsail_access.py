@@ -18,7 +18,7 @@ import pytest
 
 from agent.aws import lightsail as L
 from agent.aws import ssh as S
-from agent.aws.inventory import build
+from agent.aws.inventory import build, parse_jada_tag
 from tests.fakes.lightsail import FakeLightsail
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -187,7 +187,7 @@ def test_inventory_groups_by_region_tag_and_state(fake_lightsail: FakeLightsail)
     fake_lightsail.add_instance("b", tags={"role": "jada"})
     fake_lightsail.add_instance("c", state="stopped", tags={"role": "jada"})
     fake_lightsail.add_instance("d", region="eu-west-1", tags={"role": "web"})
-    inv = build(["us-east-1", "eu-west-1"], tags=[("role", "jada")], states=None)
+    inv = build(["us-east-1", "eu-west-1"], tags=[("role", "jada")], states=None, jada_tag=None)
     assert inv["lightsail"]["hosts"] == ["a", "b", "c"]
     assert inv["state_running"]["hosts"] == ["a", "b"]
     assert inv["state_stopped"]["hosts"] == ["c"]
@@ -195,14 +195,86 @@ def test_inventory_groups_by_region_tag_and_state(fake_lightsail: FakeLightsail)
     assert inv["region_us_east_1"]["hosts"] == ["a", "b", "c"]
     assert inv["_meta"]["hostvars"]["a"]["ansible_host"] == "127.0.0.5"
     assert "d" not in inv["_meta"]["hostvars"]
-    running = build(["us-east-1"])
+    running = build(["us-east-1"], jada_tag=None)
     assert running["lightsail"]["hosts"] == ["a", "b"]
+
+
+def test_inventory_lists_only_the_instances_tagged_jada_in_the_group_site_yml_targets(
+    fake_lightsail: FakeLightsail,
+):
+    fake_lightsail.add_instance("jada-1", tags={"jada": ""})
+    fake_lightsail.add_instance("jada-2", tags={"jada": "prod", "env": "prod"})
+    fake_lightsail.add_instance("web-1", tags={"env": "prod"})
+    fake_lightsail.add_instance("db-1")
+    inv = build(["us-east-1"])
+    assert inv["jada"]["hosts"] == ["jada-1", "jada-2"]
+    assert "jada" in inv["all"]["children"]
+    assert set(inv["_meta"]["hostvars"]) == {"jada-1", "jada-2"}  # no access to the others
+    assert inv["_meta"]["untagged"] == 2
+    assert build(["us-east-1"], jada_tag=("env", "prod"))["jada"]["hosts"] == ["jada-2", "web-1"]
+    assert build(["us-east-1"], jada_tag=("jada", "prod"))["jada"]["hosts"] == ["jada-2"]
+    assert build(["us-east-1"], jada_tag=None)["jada"]["hosts"] == [
+        "db-1", "jada-1", "jada-2", "web-1",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [("", ("jada", None)), ("role", ("role", None)), ("role=jada", ("role", "jada")),
+     ("*", None), (" env = prod ", ("env", "prod"))],
+)  # fmt: skip
+def test_the_jada_tag_variable_reads_key_or_key_value(spec, expected):
+    assert parse_jada_tag(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["=x", "a=1,b=2"])
+def test_a_malformed_jada_tag_variable_is_refused_with_the_expected_form(spec):
+    with pytest.raises(ValueError, match="expected one tag, as KEY or KEY=VALUE"):
+        parse_jada_tag(spec)
+
+
+def _ansible_inventory(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                JADA_LIGHTSAIL_REGIONS="us-east-1", **env)  # fmt: skip
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-inventory"), "-i", "inventory/lightsail.py",
+         *args],
+        capture_output=True, text=True, env=full, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_site_yml_lists_the_tagged_instance_as_its_host(fake_lightsail: FakeLightsail):
+    fake_lightsail.add_instance("jada-prod-1", tags={"jada": ""}, public_ip="127.0.0.9")
+    fake_lightsail.add_instance("web-1", public_ip="127.0.0.10")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               JADA_LIGHTSAIL_REGIONS="us-east-1")  # fmt: skip
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "inventory/lightsail.py",
+         "site.yml", "--list-hosts"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "hosts (1):" in out.stdout and "jada-prod-1" in out.stdout, out.stdout
+    assert "web-1" not in out.stdout
+
+
+def test_untagged_instances_only_give_a_warning_naming_the_tag_variable(
+    fake_lightsail: FakeLightsail,
+):
+    fake_lightsail.add_instance("web-1")
+    r = _ansible_inventory("--list")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["_meta"]["hostvars"] == {}
+    assert "1 instance(s) found, none tagged 'jada'" in r.stderr
+    assert "JADA_LIGHTSAIL_JADA_TAG" in r.stderr
+    bad = _ansible_inventory("--list", JADA_LIGHTSAIL_JADA_TAG="a=1,b=2")
+    assert "expected one tag, as KEY or KEY=VALUE" in bad.stderr
 
 
 def test_ansible_reads_the_inventory_script(fake_lightsail: FakeLightsail):
     fake_lightsail.add_instance("jada-1", tags={"role": "jada"}, public_ip="127.0.0.9")
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-               JADA_LIGHTSAIL_REGIONS="us-east-1")  # fmt: skip
+               JADA_LIGHTSAIL_REGIONS="us-east-1", JADA_LIGHTSAIL_JADA_TAG="role=jada")  # fmt: skip
     out = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-inventory"), "-i", "inventory/lightsail.py",
          "--list"],
@@ -211,6 +283,7 @@ def test_ansible_reads_the_inventory_script(fake_lightsail: FakeLightsail):
     inv = json.loads(out.stdout)
     assert inv["_meta"]["hostvars"]["jada-1"]["ansible_host"] == "127.0.0.9"
     assert "jada-1" in inv["tag_role_jada"]["hosts"]
+    assert inv["jada"]["hosts"] == ["jada-1"]
 
 
 # --------------------------------------------------------------------------- real sshd
@@ -282,7 +355,9 @@ def test_ansible_runs_through_lightsail_run_and_the_access_is_removed(
     fake_lightsail, sshd, short_tmp
 ):
     tmp_path = short_tmp
-    fake_lightsail.add_instance("jada-1", username=sshd.user, host_keys=[sshd.host_public_key])
+    fake_lightsail.add_instance(
+        "jada-1", username=sshd.user, host_keys=[sshd.host_public_key], tags={"jada": ""}
+    )
     env = dict(
         os.environ,
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -379,3 +454,22 @@ def test_cli_ssh_failures_are_one_clear_line_and_leave_no_files(
     assert message in r.stderr
     assert "Traceback" not in r.stderr
     assert list(short_tmp.glob("jada-ssh-*")) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_the_fake_as_a_process_removes_its_ca_key_when_stopped(tmp_path, signum):
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.lightsail", "--host", "127.0.0.1"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith("fake Lightsail at http://127.0.0.1:")
+        (ca_dir,) = tmp_path.glob("fake-lightsail-*")
+        assert (ca_dir / "ca").exists()  # the CA's private key
+        proc.send_signal(signum)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert list(tmp_path.glob("fake-lightsail-*")) == []

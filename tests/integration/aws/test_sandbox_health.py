@@ -37,7 +37,7 @@ def lightsail_env(jada_host, monkeypatch):
     machine, fake = jada_host
     fake.reset()
     fake.add_instance("jada-prod", public_ip=machine.address, username=machine.admin_user,
-                      host_keys=[H.host_key(machine)], tags={"role": "jada"})  # fmt: skip
+                      host_keys=[H.host_key(machine)], tags={"role": "jada", "jada": ""})  # fmt: skip
     short = Path(tempfile.mkdtemp(prefix="js-", dir="/tmp"))
     env = dict(
         os.environ,

@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import threading
 import urllib.request
+from pathlib import Path
 
 import boto3
 import pytest
@@ -45,6 +46,10 @@ def temporaries() -> set[str]:
     }
 
 
+def async_dir(h) -> Path:
+    return h.tmp / "ansible_async"
+
+
 def run_reauth(h, op: dict, *, visit: bool = True, **extravars) -> tuple[int, str]:
     """Start the playbook, be the browser on the consent URL it prints, return (rc, output)."""
     vars_file = h.tmp / "reauth-vars.json"
@@ -67,7 +72,13 @@ def run_reauth(h, op: dict, *, visit: bool = True, **extravars) -> tuple[int, st
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "OAUTHLIB_INSECURE_TRANSPORT": "1", "ANSIBLE_NOCOLOR": "1"},
+        env={
+            **os.environ,
+            "OAUTHLIB_INSECURE_TRANSPORT": "1",
+            "ANSIBLE_NOCOLOR": "1",
+            # ~/.ansible_async by default: the login job's status file lands here.
+            "ANSIBLE_ASYNC_DIR": str(async_dir(h)),
+        },
     )
     lines: list[str] = []
     timer = threading.Timer(120, proc.kill)
@@ -115,8 +126,10 @@ def test_reauth_installs_the_new_token_pushes_it_and_closes_the_needs_you_task(h
     assert fake.requests("sheets"), "no verifying sync"
     assert not h.needs_you_tasks()
     assert_no_secret(out, token, old)
-    # Nothing left behind: no temporary token on "the host" or "the operator's machine".
+    # Nothing left behind: no temporary token on "the host" or "the operator's machine", no
+    # job status file of the login (it holds the job's output).
     assert temporaries() == before
+    assert not async_dir(h).exists() or list(async_dir(h).iterdir()) == []
 
 
 def test_no_consent_fails_the_run_and_changes_nothing(host, fake):
@@ -132,3 +145,4 @@ def test_no_consent_fails_the_run_and_changes_nothing(host, fake):
     assert rc != 0
     assert "consent was denied" in out
     assert h.token_file.read_bytes() == before
+    assert not async_dir(h).exists() or list(async_dir(h).iterdir()) == []

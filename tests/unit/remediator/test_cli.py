@@ -49,7 +49,10 @@ def test_incidents_text_escapes_control_characters_and_ansi(tmp_path: Path, sett
         store.open_incident("sheet-sync-token", {"unit": "x\x1b[31m"}, summary=hostile)
     text = cli(cfg, "incidents").stdout
     assert "\x1b" not in text and "\x07" not in text and "\r" not in text
-    assert len(text.splitlines()) == 2, text
+    # One incident: its heading line, its summary on one line, then what was done (no forged #9).
+    lines = text.splitlines()
+    assert [x for x in lines if x.startswith("#")] == [lines[0]], text
+    assert lines[1].startswith("    token error"), text
     assert "token error\\x1b[2J\\x1b]0;owned\\x07\\r\\n#9 resolved" in text
     assert "[unit=x\\x1b[31m]" in text
 

@@ -7,11 +7,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from agent.remediator.replay import parse_timestamp, replay
 from agent.remediator.rules import load_rules, parse_rule
 
 DATA = Path(__file__).parent / "data"
 PACK = Path(__file__).parents[3] / "files" / "rules.d"
+
+
+def journal_pack(tmp_path: Path) -> Path:
+    """The packaged rules reading the journal of port-sheet-sync.service, as the remediator role
+    renders them with ``remediator_rules_source: journal`` (the pack itself reads the log file)."""
+    doc = yaml.safe_load((PACK / "50-port-sheet-sync.yml").read_text())
+    for r in doc["rules"]:
+        r["source"] = {"journal": {"unit": "port-sheet-sync.service"}}
+    out = tmp_path / "rules.d"
+    out.mkdir()
+    (out / "50-port-sheet-sync.yml").write_text(yaml.safe_dump(doc))
+    return out
 
 
 def cli_json(*args: str) -> dict:
@@ -60,8 +74,8 @@ def test_undated_lines_take_the_previous_lines_time():
     assert (rep.lines, rep.undated) == (4, 2)
 
 
-def test_journal_rules_read_their_units_short_iso_lines_and_skip_other_identifiers():
-    got = cli_json("--rules-dir", str(PACK), str(DATA / "short-iso.log"))
+def test_journal_rules_read_their_units_short_iso_lines_and_skip_other_identifiers(tmp_path: Path):
+    got = cli_json("--rules-dir", str(journal_pack(tmp_path)), str(DATA / "short-iso.log"))
     token = next(r for r in got["rules"] if r["name"] == "sheet-sync-token")
     # 08:30, 09:30 and 10:00 from port-sheet-sync (09:45 is jada-agent's; the 429 and the 503
     # token errors are vetoed by ignore); 08:30:01 has just left the 90-minute window at
@@ -70,8 +84,10 @@ def test_journal_rules_read_their_units_short_iso_lines_and_skip_other_identifie
     assert got["lines"] == 10 and got["undated"] == 0
 
 
-def test_journal_json_export_fires_for_the_unit_only_and_survives_binary_messages():
-    got = cli_json("--rules-dir", str(PACK), str(DATA / "journal.json"))
+def test_journal_json_export_fires_for_the_unit_only_and_survives_binary_messages(
+    tmp_path: Path,
+):
+    got = cli_json("--rules-dir", str(journal_pack(tmp_path)), str(DATA / "journal.json"))
     rules = {r["name"]: r for r in got["rules"]}
     assert rules["sheet-sync-token"]["fired"] == [
         {"at": "2026-05-14T09:00:00Z", "group": {"status": "401"}, "count": 3}
@@ -168,7 +184,7 @@ def test_cooldown_and_breaker_apply_in_replay_as_live(tmp_path: Path):
     ]
 
 
-def test_text_output_explains_why_a_rule_did_not_fire():
+def test_text_output_explains_why_a_rule_did_not_fire(tmp_path: Path):
     out = subprocess.run(
         [
             sys.executable,
@@ -177,7 +193,7 @@ def test_text_output_explains_why_a_rule_did_not_fire():
             "remediator",
             "replay",
             "--rules-dir",
-            str(PACK),
+            str(journal_pack(tmp_path)),
             str(DATA / "short-iso.log"),
         ],
         capture_output=True,
