@@ -43,5 +43,9 @@ class ServiceClock:
         """A log entry's wall time on this clock: its age (never negative) before now."""
         return self.now() - max(0.0, time.time() - wall_t)
 
+    def to_wall(self, t: float) -> float:
+        """A time of this clock as a wall time (for records people read): now minus its age."""
+        return time.time() - max(0.0, self.now() - t)
+
     def save(self) -> None:
         self.state.set_meta(META_KEY, repr(self.now()))

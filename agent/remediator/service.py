@@ -564,7 +564,12 @@ class Remediator:
             return
         inc = self._unresolved(rule.name, group)
         if inc is None:
-            inc = self._opened(self.store.open_incident(rule.name, group, summary=f.summary))
+            # Opened at the fire's own time (a catch-up after a restart keeps the log's time).
+            inc = self._opened(
+                self.store.open_incident(
+                    rule.name, group, summary=f.summary, now=_now_dt(self.clock.to_wall(f.t))
+                )
+            )
             if f.kind == "fire":
                 log.info(
                     "incident #%s opened: %s fired (%d within %ss)",
