@@ -72,7 +72,7 @@ def test_selecting_the_journal_replaces_every_file_rule_and_none_reads_both(tmp_
     # Everything else of each rule is the packaged one's.
     by_name = {r.name: r for r in load_rules([PACK]).rules}
     for rule in load_rules([PACK, override.parent]).rules:
-        assert rule.match == by_name[rule.name].match
+        assert rule.match.pattern == by_name[rule.name].match.pattern
         assert rule.threshold == by_name[rule.name].threshold
 
 
