@@ -123,6 +123,8 @@ def site(sandbox_factory, tmp_path_factory) -> Iterator[Site]:
             # The runs here are started by the playbooks, not by the clock.
             port_sheet_sync_timer_state="stopped",
             port_sheet_sync_timer_enabled=False,
+            # These tests are about the playbooks; the notifications have their own.
+            jada_agent_notify_none_acknowledged=True,
         )
         yield s
     moto.stop()
