@@ -33,6 +33,7 @@ EVENTS = (
     "needs_you_task",
     "credential_forecast",
     "overflow",
+    "remediator_fault",
     "test",
 )
 
@@ -273,6 +274,29 @@ def credential_forecast(host: str, fc: dict[str, Any]) -> Notice:
         f"[jada-agent] {host}: Google credential forecast",
         text,
         fields={"forecast": fc},
+    )
+
+
+def remediator_fault(
+    host: str, state: str, kind: str, key: str, message: str, count: int
+) -> Notice:
+    """The remediator itself is in trouble (a write that fails, a source it cannot read): the
+    thing that would tell a person about the sync is the thing that is failing."""
+    if state == "raised":
+        text = (
+            f"REMEDIATOR FAULT: {host}: {kind} {key}: {message}\n"
+            f"Until this is over, failures may be detected late. See: jada-agent remediator status"
+            f" (on {host})"
+        )
+    else:
+        text = f"REMEDIATOR FAULT OVER: {host}: {kind} {key} (seen {count} times): {message}"
+    return Notice(
+        "remediator_fault",
+        host,
+        f"fault:{kind}:{key}@{host}",
+        f"[jada-agent] {host}: remediator fault {kind} {key}",
+        text,
+        fields={"fault": {"kind": kind, "key": key, "state": state, "count": count}},
     )
 
 

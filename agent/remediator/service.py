@@ -120,6 +120,7 @@ class Remediator:
         # the alerts thread (reminders, needs-you tasks, the daily forecast).
         self.host = n.host_of(settings)
         self.outbox = Outbox(self.state, settings)
+        self.faults.subscribe(self._fault_notice)
         self.senders = Senders(self.outbox, on_delivered=self._delivered)
         self.alerts = Alerts(settings, self.state, self.outbox)
         self.alerts_thread: threading.Thread | None = None
@@ -639,6 +640,18 @@ class Remediator:
             )
         self.outbox.enqueue(notice, dedup=f"{event}:{incident_id}")
         set_notice(self.state, f"remind:incident:{incident_id}", time.time())
+
+    def _fault_notice(self, state: str, f: Any) -> None:
+        # A fault of the remediator itself reaches a person like an incident does. The outbox
+        # lives in the state database: when that is what fails, the log and `remediator status`
+        # remain (and the heartbeat reports "degraded").
+        try:
+            self.outbox.enqueue(
+                n.remediator_fault(self.host, state, f.kind, f.key, f.message, f.count),
+                dedup=f"fault:{state}:{f.kind}:{f.key}:{f.first}",
+            )
+        except Exception as exc:
+            log.warning("fault %s %s: not queued for a person: %s", f.kind, f.key, exc)
 
     def announce_resolved(self, inc: Incident, how: str) -> None:
         if not self.settings.remediator.notify.announce_healed and not self.outbox.told(inc.id):

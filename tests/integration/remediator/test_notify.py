@@ -399,3 +399,28 @@ def test_heartbeat_stops_and_the_endpoint_sees_the_gap(tmp_path, settings_factor
         later = hb.pings[-1]["t"] + 40
         assert hb.status(period, grace, now=later) == "down"
         assert hb.gaps(period, now=later) == [(hb.pings[-1]["t"], later)]
+
+
+def test_a_fault_of_the_remediator_itself_reaches_a_person_and_so_does_its_end(
+    tmp_path, service_factory
+):
+    # The log path swapped for a symlink (by a user who can write its directory): the remediator
+    # never reads through it, and says so to a person, not only in its own log.
+    log = tmp_path / "sync.log"
+    log.write_text("")
+    with WebhookReceiver() as hook:
+        svc = service_factory(
+            [alert_rule(log)], remediator={"notify": {"webhook_url": hook.url, **FAST}}
+        ).start()
+        log.unlink()
+        log.symlink_to("/etc/passwd")
+        (got,) = hook.wait_for(1, timeout=90)  # noticed at the next look at the path
+        assert got["event"] == "remediator_fault" and "REMEDIATOR FAULT:" in got["text"]
+        assert "symbolic link" in got["text"] and "root:" not in got["text"]
+        log.unlink()
+        log.write_text("")
+        append(log, "x\n")
+        over = hook.wait_for(2, timeout=90)[1]
+        assert over["event"] == "remediator_fault" and "FAULT OVER" in over["text"]
+        assert over["thread"] == got["thread"]
+        svc.stop()
