@@ -53,10 +53,7 @@ e2e:
 	$(PY) -m pytest -q tests/e2e
 
 molecule:
-	@set -e; for role in $(ROLES); do \
-	  echo "== molecule test: $$role"; \
-	  (cd roles/$$role && molecule test) ; \
-	done
+	@bash scripts/molecule.sh $(ROLES)
 
 bench: setup
 	$(PY) -m tests.bench
