@@ -10,7 +10,6 @@ silently fall back to a default).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import os
 import re
@@ -408,6 +407,8 @@ def _coerce(value: Any, tp: Any, meta: Any, file: Any, key: str) -> Any:
 
 
 def _unknown_key(file: Any, prefix: str, name: str, known: Iterable[str]) -> ConfigError:
+    import difflib  # only for a misspelt key: the services never load it
+
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     hint = f"did you mean {prefix}{close[0]}? " if close else ""
     return ConfigError(

@@ -14,7 +14,6 @@ import os
 import sys
 from collections.abc import Sequence
 
-from agent import __version__
 from agent.cli.common import EXIT_USAGE, CliError, Parser
 from agent.config import ConfigError
 from agent.logline import OneLineFormatter
@@ -35,12 +34,24 @@ COMMAND_MODULES = (
 )
 
 
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked: ``importlib.metadata`` (and the ``email`` parser
+    it loads) would cost the long-running services about a megabyte of RSS for a string they
+    never print."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kw: object) -> None:
+        import agent
+
+        sys.stdout.write(f"jada-agent {agent.__version__}\n")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="jada-agent",
         description="Run, sync, heal and audit the jada-agent orchestrator.",
     )
-    parser.add_argument("--version", action="version", version=f"jada-agent {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     parser.add_argument(
         "-c",
         "--config",

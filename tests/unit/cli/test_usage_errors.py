@@ -51,3 +51,18 @@ def test_the_health_only_entry_point_exits_64_on_a_bad_option() -> None:
     )
     assert r.returncode == 64
     assert "--days" in r.stderr
+
+
+def test_version_is_printed_on_stdout_and_the_service_path_never_loads_importlib_metadata() -> None:
+    r = subprocess.run([sys.executable, "-m", "agent", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0
+    assert r.stdout.startswith("jada-agent ") and r.stdout.strip() != "jada-agent"
+    # Building the parser (what every long-running service does) must not pay for the version:
+    # importlib.metadata and the email parser it loads are about a megabyte of the idle RSS.
+    probe = (
+        "import sys; from agent.cli import build_parser; build_parser();"
+        " print(sorted(m for m in ('importlib.metadata', 'email.parser', 'difflib')"
+        " if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"
