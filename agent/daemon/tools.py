@@ -26,10 +26,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.daemon import confine
 from agent.store import Store, Task
+
+if TYPE_CHECKING:  # anthropic is imported only by the session that talks to it
+    from anthropic.types import ToolParam
 
 MAX_READ = 100_000
 MAX_OUTPUT = 20_000
@@ -58,7 +61,7 @@ GIT_SAFE_OPTIONS = (
     "protocol.ext.allow=never",
 )
 
-TOOL_SPECS: list[dict[str, Any]] = [
+TOOL_SPECS: list[ToolParam] = [
     {
         "name": "read_file",
         "description": "Read a UTF-8 text file of the task's workspace (path relative to it).",
@@ -285,13 +288,15 @@ def run_bounded(
         raise ToolError(f"{name}: refused: the command could not be confined ({exc})") from None
     except OSError as exc:
         raise ToolError(f"{name}: cannot run: {exc.strerror}") from None
-    bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+    # Both are pipes (PIPE above); typeshed types them Optional for the other cases.
+    pipes = [p for p in (proc.stdout, proc.stderr) if p is not None]
+    bufs = {p.fileno(): bytearray() for p in pipes}
     total = 0
     ended = ""
     deadline = time.monotonic() + timeout
     sel = selectors.DefaultSelector()
     try:
-        for pipe in bufs:
+        for pipe in pipes:
             sel.register(pipe, selectors.EVENT_READ)
         exited = False
         while sel.get_map() and not ended:
@@ -311,7 +316,7 @@ def run_bounded(
                 if not chunk:
                     sel.unregister(key.fileobj)
                     continue
-                buf = bufs[key.fileobj]  # type: ignore[index]
+                buf = bufs[key.fd]
                 buf += chunk[: max(0, output_max - total)]
                 total += len(chunk)
                 if total > output_max:
@@ -328,10 +333,9 @@ def run_bounded(
         proc.wait()
         if reap_orphans:
             _kill_orphans()
-        for pipe in bufs:
-            pipe.close()  # type: ignore[union-attr]
-    out = bufs[proc.stdout].decode("utf-8", "replace")  # type: ignore[index]
-    err = bufs[proc.stderr].decode("utf-8", "replace")  # type: ignore[index]
+        for pipe in pipes:
+            pipe.close()
+    out, err = (buf.decode("utf-8", "replace") for buf in bufs.values())  # stdout, stderr
     text = f"--- stdout\n{out}--- stderr\n{err}"
     if ended:
         # An error result for the model, with what the command printed before it was killed.

@@ -96,12 +96,12 @@ class Matcher:
                         found.append((re.escape(form_lit), form_lit))
                 if form == "json":  # MESSAGE that is not UTF-8: an array of byte values
                     found += [(re.escape(x), x) for x in (b'"MESSAGE":[', b'"MESSAGE": [')]
-                for alt, lit in found:
+                for alt, alt_lit in found:
                     alternatives.setdefault(alt, set()).add(i)
                     if part == 0 or form == "json":
                         may_match.setdefault(alt, set()).add(i)
-                    if lit is not None:
-                        literal_of[alt] = lit
+                    if alt_lit is not None:
+                        literal_of[alt] = alt_lit
         self.targets: list[list[int]] = [sorted(v) for v in alternatives.values()]
         self.match_targets: list[set[int]] = [may_match.get(a, set()) for a in alternatives]
         self.prefilter = Prefilter(

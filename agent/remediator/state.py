@@ -234,7 +234,7 @@ class StateDB:
         for rule, grp, t in self.db.execute("SELECT rule, grp, t FROM fires ORDER BY t"):
             self.fires.setdefault((rule, grp), []).append(t)
         self._dirty = set()
-        self._deferred: set[tuple[str, str]] = set()
+        self._deferred = set()
         # Resets made by another process (``remediator reset``) up to now are in what was
         # just read; later ones are applied by take_resets().
         self._resets_seen = self.db.execute("SELECT coalesce(max(id), 0) FROM resets").fetchone()[0]
@@ -436,7 +436,7 @@ class StateDB:
     def _forget(self, rule: str) -> None:
         for store in (self.groups, self.windows, self.fires):
             for k in [k for k in store if k[0] == rule]:
-                del store[k]  # type: ignore[attr-defined]
+                del store[k]
         self._dirty = {k for k in self._dirty if k[0] != rule}
         self._deferred = {k for k in self._deferred if k[0] != rule}
 
