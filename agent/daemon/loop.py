@@ -19,6 +19,10 @@ Log lines (stdout → journal) are meant for people and the health audit::
     session 12 task 3 started
     session 12 task 3 ended outcome=max_turns turns=30 exit=1 (turn cap reached: expected, task stays open)
     budget spent: 5/5 sessions today, next at 2026-05-14T00:00:00Z
+
+Over 450 lines on purpose: the steps above (lease, purge, budget, auth pause, session, finish)
+share the daemon's state and read in order here; a session itself runs in ``session.py`` and
+``runners.py``, the tools it may call in ``tools.py``.
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ class Incidents:
         escalation: Escalation,
         rules: Callable[[], RuleSet],
         queue_job: Callable[[int], None],
-        on_write_failed: Callable[[str, BaseException], None],
     ):
         self.store = store
         self.state = state
@@ -44,7 +43,6 @@ class Incidents:
         self.escalation = escalation
         self.rules = rules  # the service's current rules (a SIGHUP replaces them)
         self.queue_job = queue_job
-        self.write_failed = on_write_failed
         self.open_ids: dict[tuple[str, str], int] | None = None
         self.pending_rules: set[str] = set()  # rules with a firing not yet in the store
 
@@ -121,7 +119,7 @@ class Incidents:
         try:
             pending = self.state.firings(("new",))
         except StateWriteError as exc:
-            self.write_failed("firings", exc)
+            self.faults.write_failed("firings", exc)
             return
         self.pending_rules = {f.rule for f in pending}
         if not pending:
@@ -135,7 +133,7 @@ class Incidents:
                 else:
                     self._handle_firing(f, rules.get(f.rule))
             except Exception as exc:
-                self.write_failed(f"incident of {f.rule}", exc)
+                self.faults.write_failed(f"incident of {f.rule}", exc)
                 return  # retried on the next tick, in order
         self.pending_rules = set()
         self.faults.clear("store_write", "write")

@@ -1,6 +1,6 @@
 """The matcher: which lines of a buffer each rule must look at, in one pass for all the rules.
 
-Used by the live file source (``service.Remediator.read_file``) and by the offline tester
+Used by the live file source (``detection.Detection.read_file``) and by the offline tester
 (``replay``), so both see exactly the same lines. The byte-level pass is the fast path
 (:mod:`agent.remediator.fastpath`): one RE2 alternation of the rules' required literals, or of a
 rule's whole pattern where it has none. A rule anchored to the whole text (``\\A``, ``\\z``)

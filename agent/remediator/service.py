@@ -6,6 +6,12 @@ name, runs the matcher and the engine, and opens, resolves or escalates incident
 thread runs the remediation playbooks one at a time under the host's remediation lock. The
 core blocks on its queue (a timer wakes it once a minute for housekeeping), never spins.
 
+This module wires the parts and runs the core thread's loop (start, signals, housekeeping,
+stop): :mod:`~agent.remediator.detection` (rules to sources, lines to the engine),
+:mod:`~agent.remediator.incidents` (firings to incidents), :mod:`~agent.remediator.worker` (the
+action thread), :mod:`~agent.remediator.escalation` (what a person is told), delivered by
+:mod:`~agent.remediator.outbox` and :mod:`~agent.remediator.senders`.
+
 Signals: SIGHUP reloads the rules (a broken rule file is logged and the old rules stay; windows,
 cooldowns and breakers live in the state DB under the rule's name and are kept); SIGTERM
 cancels a running playbook, kills its processes, records the interrupted remediation in its
@@ -27,7 +33,6 @@ clock is monotonic (:mod:`agent.remediator.clock`); one process per state databa
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import queue
@@ -43,14 +48,15 @@ from agent import sdnotify
 from agent.config import Settings
 from agent.remediator.alerts import Alerts
 from agent.remediator.clock import ServiceClock
+from agent.remediator.detection import Detection
 from agent.remediator.engine import Engine
 from agent.remediator.escalation import Escalation, now_dt
 from agent.remediator.faults import Faults
 from agent.remediator.incidents import Incidents
 from agent.remediator.lock import AlreadyRunning, InstanceLock
-from agent.remediator.outbox import Outbox, Row, Senders
-from agent.remediator.rules import Rule, RuleSet, load_rules
-from agent.remediator.sources import FileTail, FileWatcher, JournalSource, Matcher, Stats
+from agent.remediator.outbox import Outbox, Row
+from agent.remediator.rules import RuleSet, load_rules
+from agent.remediator.senders import Senders
 from agent.remediator.state import StateDB, StateWriteError
 from agent.remediator.worker import ActionWorker
 from agent.store import Store, open_store
@@ -90,14 +96,6 @@ class Remediator:
                 f" && mv {path} {path}.corrupt && mv {path}.recovered {path}"
             ) from None
         self.rules = RuleSet([], [])
-        self.matchers: dict[str, Matcher] = {}
-        self.journal_rules: dict[str, list[Rule]] = {}
-        self.journal_matchers: dict[str, Matcher] = {}
-        self.tails: dict[str, FileTail] = {}
-        self.stats = Stats()
-        self.watcher: FileWatcher | None = None
-        self.journal: JournalSource | None = None
-        self.journalctl = journalctl
         # Notifications: a durable outbox in the state DB, one sender thread per channel, and
         # the alerts thread (reminders, needs-you tasks, the daily forecast).
         self.outbox = Outbox(self.state, settings)
@@ -107,18 +105,15 @@ class Remediator:
         self.alerts = Alerts(settings, self.state, self.outbox)
         self.alerts_thread: threading.Thread | None = None
         self.alerts_stop = threading.Event()
-        self.pending: set[str] = set()
-        self.pending_lock = threading.Lock()
         self.stopping = False
-        self.rewound: set[str] = set()  # sources to read again after a failed write
-        # The action thread runs the playbooks; the core thread opens the incidents.
+        # The action thread runs the playbooks; the core thread reads the sources (detection)
+        # and opens the incidents.
         self.worker = ActionWorker(
             settings,
             self.state,
             self.faults,
             self.escalation,
             rules=lambda: self.rules,
-            on_write_failed=self._write_failed,
         )
         self.incidents = Incidents(
             self.store,
@@ -128,7 +123,9 @@ class Remediator:
             self.escalation,
             rules=lambda: self.rules,
             queue_job=self.worker.put,
-            on_write_failed=self._write_failed,
+        )
+        self.detection = Detection(
+            self.state, self.clock, self.engine, self.faults, self.incidents, self.q, journalctl
         )
 
     # ------------------------------------------------------------------ rules and sources
@@ -137,74 +134,7 @@ class Remediator:
 
     def apply_rules(self, rules: RuleSet) -> None:
         self.rules = rules
-        by_source = rules.sources()
-        self.matchers = {
-            key: Matcher(rs, resolvable=self.incidents.resolvable)
-            for key, rs in by_source.items()
-            if key.startswith("file:")
-        }
-        self.journal_rules = {
-            key.split(":", 1)[1]: rs for key, rs in by_source.items() if key.startswith("journal:")
-        }
-        self.journal_matchers = {
-            unit: Matcher(rs, resolvable=self.incidents.resolvable)
-            for unit, rs in self.journal_rules.items()
-        }
-        paths = {key.split(":", 1)[1] for key in self.matchers}
-        for p in list(self.tails):
-            if p not in paths:
-                self.tails.pop(p).close()
-        for p in paths:
-            if p not in self.tails:
-                tail = FileTail(p, self.state, self.stats, on_fault=self._source_fault)
-                try:
-                    with self.state.batch():
-                        tail.start()
-                except StateWriteError as exc:
-                    self._write_failed(f"file:{p}", exc)
-                    tail.rewind()
-                self.tails[p] = tail
-        if self.watcher is not None:
-            self.watcher.set_paths(paths)
-        units = sorted(self.journal_rules)
-        if self.journal is None or self.journal.units != units:
-            if self.journal is not None:
-                self.journal.stop()
-                self.journal = None
-            if units:
-                self.journal = JournalSource(
-                    units,
-                    self.state,
-                    emit=self._journal_event,
-                    journalctl=self.journalctl,
-                    on_fault=self._source_fault,
-                )
-                if self.watcher is not None:  # started: follow immediately
-                    self.journal.start()
-        log.info(
-            "rules: %d (%s); files: %d; journal units: %s",
-            len(rules.rules),
-            ", ".join(r.name for r in rules.rules) or "none",
-            len(paths),
-            ", ".join(units) or "none",
-        )
-
-    def _file_event(self, path: str) -> None:
-        with self.pending_lock:
-            if path in self.pending:
-                return  # already queued: one read covers every event until then
-            self.pending.add(path)
-        self.q.put(("file", path))
-
-    def _journal_event(self, entries: list[Any]) -> None:
-        self.q.put(("journal", entries))
-
-    def _source_fault(self, key: str, message: str | None) -> None:
-        """Sources report trouble (and its end) here, from any thread."""
-        if message is None:
-            self.faults.clear("source", key)
-        else:
-            self.faults.raise_("source", key, message)
+        self.detection.apply(rules)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -222,20 +152,14 @@ class Remediator:
         self.worker.recover_interrupted(self.store)
         self.apply_rules(self.load())
         self.recover_queue()
-        self.save_sources()
-        self.watcher = FileWatcher(self._file_event)
-        self.watcher.set_paths(self.tails)
-        self.watcher.start()
-        if self.journal is not None:
-            self.journal.start()
+        self.detection.save_sources()
+        self.detection.start()
         self.worker.start()
         self.escalation.reconcile(self.store, self.rules.rules)
         self.senders.start()
         self.alerts_thread = threading.Thread(target=self._alerts_loop, name="alerts", daemon=True)
         self.alerts_thread.start()
-        # Catch up with whatever was written while we were stopped.
-        for path in self.tails:
-            self._file_event(path)
+        self.detection.catch_up()  # with whatever was written while we were stopped
 
     def recover_queue(self) -> None:
         """Resume the persisted job queue and open the incidents of ``new`` firings (fired,
@@ -244,7 +168,7 @@ class Remediator:
             self.worker.recover_queue(self.store)
         except Exception as exc:
             # Never a failed start: what could not be recovered now is kept for the next one.
-            self._write_failed("recovery at start", exc)
+            self.faults.write_failed("recovery at start", exc)
         self.incidents.process()
 
     def install_signals(self) -> None:
@@ -302,34 +226,26 @@ class Remediator:
                 try:
                     self.housekeeping()
                 except Exception as exc:
-                    self._write_failed("housekeeping", exc)
+                    self.faults.write_failed("housekeeping", exc)
         self.shutdown()
 
     @property
     def retrying(self) -> bool:
-        return bool(self.rewound) or any(
+        return bool(self.detection.rewound) or any(
             k in ("state_write", "store_write") and key == "write" for k, key in self.faults.active
         )
 
     def retry(self) -> None:
         """After a failed write: read the rewound sources again, open the pending incidents."""
-        rewound, self.rewound = self.rewound, set()
-        for key in rewound:
-            if key.startswith("file:"):
-                self._file_event(key[5:])
-            elif key == "journal" and self.journal is not None:
-                self.journal.restart()
+        self.detection.retry()
         self.incidents.process()
 
     def dispatch(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
         if kind == "file":
-            path = event[1]
-            with self.pending_lock:
-                self.pending.discard(path)
-            self.read_file(path)
+            self.detection.on_file(event[1])
         elif kind == "journal":
-            self.read_journal(event[1])
+            self.detection.read_journal(event[1])
         elif kind == "hup":
             self.reload()
         elif kind == "term":
@@ -347,17 +263,11 @@ class Remediator:
         else:
             self.apply_rules(rules)
             log.info("SIGHUP: rules reloaded; windows, cooldowns and breakers kept")
-            for path in self.tails:
-                self._file_event(path)
+            self.detection.catch_up()
         sdnotify.notify("READY=1")
 
     def housekeeping(self) -> None:
-        if self.journal is not None and not self.journal.alive() and not self.stopping:
-            self._source_fault("journal", "the journal reader stopped; restarting it")
-            self.journal.start()
-        if self.watcher is not None:
-            for path in self.watcher.rescan():
-                self._file_event(path)
+        self.detection.housekeeping(self.stopping)
         longest = max(
             [r.within for r in self.rules.rules]
             + [r.breaker.within for r in self.rules.rules if r.breaker]
@@ -366,20 +276,9 @@ class Remediator:
         self.state.flush_deferred()
         self.state.purge(self.clock.now() - 2 * longest)
         self.clock.save()
-        self.save_sources()
+        self.detection.save_sources()
         self.incidents.process()
         self.outbox.purge(time.time())
-
-    def save_sources(self) -> None:
-        """A snapshot of the sources for ``remediator status`` (another process)."""
-        from agent.remediator.status import SOURCES_META
-
-        snap = {
-            "files": {p: {"fault": t.fault} for p, t in self.tails.items()},
-            "journal": self.journal.status() if self.journal is not None else None,
-        }
-        with contextlib.suppress(Exception):
-            self.state.set_meta(SOURCES_META, json.dumps(snap))
 
     def shutdown(self) -> None:
         sdnotify.notify("STOPPING=1")
@@ -396,81 +295,10 @@ class Remediator:
         self.worker.join(timeout=60)
         if self.alerts_thread is not None:
             self.alerts_thread.join(timeout=5)
-        if self.watcher is not None:
-            self.watcher.stop()
-        if self.journal is not None:
-            self.journal.stop()
-        for tail in self.tails.values():
-            tail.close()
+        self.detection.stop()
         self.store.close()
         self.state.close()
         log.info("remediator stopped")
-
-    # ------------------------------------------------------------------ reading
-    def read_file(self, path: str) -> None:
-        tail = self.tails.get(path)
-        matcher = self.matchers.get(f"file:{path}")
-        if tail is None or matcher is None:
-            return
-        if f"file:{path}" in self.rewound:
-            self.rewound.discard(f"file:{path}")
-        now = self.clock.now()
-
-        def sink(buf: bytes | bytearray, end: int) -> None:
-            for rule, line in matcher.scan(buf, self.stats, end):
-                self.incidents.decide(rule, self.engine.observe(rule, line, now), line, now)
-
-        try:
-            with self.state.batch():  # position, windows and firings commit together
-                tail.poll(sink)
-        except Exception as exc:
-            # Rolled back and memory rebuilt: read these lines again from the saved position.
-            tail.rewind()
-            self.rewound.add(f"file:{path}")
-            self._write_failed(f"file:{path}", exc)
-            return
-        self._write_ok()
-        self.incidents.process()
-
-    def read_journal(self, entries: list[Any]) -> None:
-        journal = self.journal
-        if journal is None or "journal" in self.rewound:
-            return  # a rewound journal is read again from the saved cursor
-        entries = [e for e in entries if getattr(e, "gen", 0) == journal.generation]
-        if not entries:
-            return
-        try:
-            with self.state.batch():
-                for e in entries:
-                    # The entry's own age on the service clock: a catch-up after a restart
-                    # keeps its spacing, a wall clock stepped back changes nothing.
-                    t = self.clock.since_wall(e.t)
-                    matcher = self.journal_matchers.get(e.unit)
-                    for rule in matcher.rules_for(e.message) if matcher is not None else ():
-                        d = self.engine.observe(rule, e.message, t)
-                        if d.outcome != "nomatch":
-                            self.incidents.decide(rule, d, e.message, t)
-                    if e.cursor:
-                        self.state.save_cursor(journal.key, e.cursor)
-        except Exception as exc:
-            self.rewound.add("journal")
-            journal.invalidate()  # entries already queued from this child are dropped
-            self._write_failed("journal", exc)
-            return
-        self._write_ok()
-        self.incidents.process()
-
-    def _write_failed(self, where: str, exc: BaseException) -> None:
-        kind = "state_write" if isinstance(exc, StateWriteError) else "store_write"
-        self.faults.raise_(
-            kind, "write", f"{where}: {type(exc).__name__}: {exc}; the lines will be read again"
-        )
-
-    def _write_ok(self) -> None:
-        if self.faults.active:
-            self.faults.clear("state_write", "write")
-            if not self.state.firings(("new",)):
-                self.faults.clear("store_write", "write")
 
     # ------------------------------------------------------------------ notices
     def _delivered(self, row: Row) -> None:

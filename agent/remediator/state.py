@@ -13,6 +13,9 @@ once, at commit, whatever the number of matches: a flood costs one row per group
 line. When a write fails (read-only or full disk) the transaction is rolled back and
 :meth:`StateDB.rebuild` reloads memory from the file, so memory never holds a fire, a window or a
 cooldown that the database does not: the caller re-reads its lines from the saved position.
+
+Over 450 lines on purpose: one class per file, as every table shares the in-memory mirror and the
+batch, rollback and rebuild above; split by table, each part would reach into the others' state.
 """
 
 from __future__ import annotations

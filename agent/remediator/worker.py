@@ -49,7 +49,6 @@ class ActionWorker:
         faults: Faults,
         escalation: Escalation,
         rules: Callable[[], RuleSet],
-        on_write_failed: Callable[[str, BaseException], None],
     ):
         self.settings = settings
         self.cfg = settings.remediator
@@ -57,7 +56,6 @@ class ActionWorker:
         self.faults = faults
         self.escalation = escalation
         self.rules = rules  # the service's current rules (a SIGHUP replaces them)
-        self.write_failed = on_write_failed
         self.jobs: queue.Queue[int | None] = queue.Queue()  # firing ids
         self.cancel = threading.Event()
         self.thread: threading.Thread | None = None
@@ -238,7 +236,7 @@ class ActionWorker:
             by_ident = {f.ident: f for f in self.state.firings(("running",)) if f.ident}
             runs = self.state.list_running()
         except StateWriteError as exc:
-            self.write_failed("recovery at start", exc)
+            self.faults.write_failed("recovery at start", exc)
             return
         for run in runs:
             killed = actions_mod.kill_marked(run["ident"])
@@ -269,7 +267,7 @@ class ActionWorker:
                 if f is not None:
                     self.state.set_firing(f.id, "done")
             except StateWriteError as exc:
-                self.write_failed("recovery at start", exc)
+                self.faults.write_failed("recovery at start", exc)
 
     def recover_queue(self, store: Store) -> None:
         """Resume the persisted job queue and leave no incident "remediating" for ever.

@@ -1,4 +1,9 @@
-"""The embedded SQLite backend of the progress dashboard (WAL, numbered schema migrations)."""
+"""The embedded SQLite backend of the progress dashboard (WAL, numbered schema migrations).
+
+Over 450 lines on purpose: one backend implements the whole :class:`~agent.store.model.Store`
+contract (tasks, sessions, sync runs, leases, incidents) on one connection and its
+transactions; the contract and the shared validation live in ``model.py``.
+"""
 
 from __future__ import annotations
 
