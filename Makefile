@@ -37,6 +37,7 @@ sandbox-image:
 lint:
 	ruff check .
 	ruff format --check .
+	mypy
 	yamllint -s .
 	ansible-lint
 
@@ -65,7 +66,7 @@ wheelhouse:
 ## Remove what the builds, tests and the demo leave here, and the caches. The sandbox image is
 ## kept while sandbox hosts are up (theirs is the lower layer of their root filesystems).
 clean:
-	rm -rf wheelhouse reports .pytest_cache .ruff_cache .ansible
+	rm -rf wheelhouse reports .pytest_cache .ruff_cache .mypy_cache .ansible
 	rm -rf "$(WHEELHOUSE_CACHE)"
 	@if [ -n "$$(ls -A "$(SANDBOX_DATA)/machines" 2>/dev/null)" ]; then \
 	  echo "clean: sandbox hosts are up (python -m tests.sandbox list): keeping $(SANDBOX_CACHE)"; \

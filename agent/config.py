@@ -373,7 +373,7 @@ def _coerce(value: Any, tp: Any, meta: Any, file: Any, key: str) -> Any:
         if value is None:
             return None
         return _coerce(value, args[0], meta, file, key)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(file, key, "a mapping", value)
         return _build(tp, value, file, key + ".")
@@ -533,5 +533,5 @@ def to_masked_dict(settings: Any) -> dict[str, Any]:
         elif f.metadata.get("secret") and isinstance(value, list):
             out[f.name] = [mask_secret(str(v)) for v in value]
         else:
-            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            out[f.name] = value  # a dataclass value took the first branch
     return out

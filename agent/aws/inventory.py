@@ -25,6 +25,8 @@ import json
 import os
 import re
 import sys
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,9 @@ def parse_jada_tag(spec: str | None) -> tuple[str, str | None] | None:
     return key.strip(), value.strip() if sep else None
 
 
-def _matches(inst: Instance, tags: list[tuple[str, str | None]], states: set[str] | None) -> bool:
+def _matches(
+    inst: Instance, tags: Sequence[tuple[str, str | None]], states: AbstractSet[str] | None
+) -> bool:
     if states is not None and inst.state not in states:
         return False
     return all(k in inst.tags and (v is None or inst.tags[k] == v) for k, v in tags)
@@ -73,8 +77,8 @@ def _matches(inst: Instance, tags: list[tuple[str, str | None]], states: set[str
 
 def build(
     regions: list[str],
-    tags: list[tuple[str, str | None]] = (),  # type: ignore[assignment]
-    states: set[str] | None = frozenset({"running"}),  # type: ignore[assignment]
+    tags: Sequence[tuple[str, str | None]] = (),
+    states: AbstractSet[str] | None = frozenset({"running"}),
     access_dir: Path | None = None,
     port: int = 22,
     jada_tag: tuple[str, str | None] | None = DEFAULT_JADA_TAG,

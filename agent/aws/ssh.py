@@ -51,7 +51,8 @@ def write_access(
     now = time.time() if now is None else now
     name = details.get("instanceName") or "instance"
     expires = details.get("expiresAt")
-    expires_ts = expires.timestamp() if hasattr(expires, "timestamp") else expires
+    to_ts = getattr(expires, "timestamp", None)  # boto3 gives a datetime, a JSON file a number
+    expires_ts = to_ts() if to_ts is not None else expires
     if expires_ts is not None and float(expires_ts) <= now:
         raise ExpiredCertificate(
             f"the certificate for instance {name!r} expired at "

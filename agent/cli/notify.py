@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_test(args: argparse.Namespace) -> int:
     from agent.remediator.notify import channels, host_of, test_notice
-    from agent.remediator.outbox import deliver_batch
+    from agent.remediator.senders import deliver_batch
 
     s = load_settings(args)
     chans = channels(s)

@@ -80,7 +80,7 @@ def as_service_user(service_user: str, fn: Callable[..., T], *args: Any, **kw: A
     # JSON, not pickle: the bytes come from a process running as the less-privileged user.
     reply = json.loads(b"".join(chunks))
     if reply[0] == "ok":
-        return reply[1]  # type: ignore[no-any-return]
+        return reply[1]
     if reply[0] == "oserror":
         raise OSError(reply[1], reply[2], reply[3])
     raise ChildFailed(reply[1])

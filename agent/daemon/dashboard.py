@@ -41,7 +41,7 @@ def add_task(
             if open_task.title == title:
                 note = "raised again" + (f": {body}" if body and body != open_task.body else "")
                 store.add_note(open_task.id, note)
-                return store.get_task(open_task.id), False  # type: ignore[return-value]
+                return store.get_task(open_task.id), False  # type: ignore[return-value]  # listed just above
     task = store.add_task(
         title,
         body=body,
@@ -135,7 +135,7 @@ def sessions_report(
             and nxt.task_id not in (s.task_id, None)
             and nxt.task_id not in yielded_to[s.task_id]
         ):
-            yielded_to[s.task_id].append(nxt.task_id)  # type: ignore[arg-type]
+            yielded_to[s.task_id].append(nxt.task_id)
     return {
         "days": days,
         "max_turns": cap,

@@ -19,6 +19,10 @@ Log lines (stdout → journal) are meant for people and the health audit::
     session 12 task 3 started
     session 12 task 3 ended outcome=max_turns turns=30 exit=1 (turn cap reached: expected, task stays open)
     budget spent: 5/5 sessions today, next at 2026-05-14T00:00:00Z
+
+Over 450 lines on purpose: the steps above (lease, purge, budget, auth pause, session, finish)
+share the daemon's state and read in order here; a session itself runs in ``session.py`` and
+``runners.py``, the tools it may call in ``tools.py``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -141,7 +145,7 @@ class Daemon:
         self._interruptible = False
         self._check_in = time.monotonic() + 60  # when the main thread promises to be back
         self._last_said: str | None = None
-        self._purged_day: datetime | None = None
+        self._purged_day: date | None = None
         self._auth_block: tuple[Any, int | None] | None = None
         self._backoff_until: datetime | None = None
         self._heartbeat: threading.Thread | None = None
@@ -292,7 +296,7 @@ class Daemon:
         today = self.now().date()
         if self._purged_day == today:
             return
-        self._purged_day = today  # type: ignore[assignment]
+        self._purged_day = today
         cut = self.now() - timedelta(days=self.settings.store.retention_days)
         removed = self.store.purge(cut)
         if removed:
@@ -325,7 +329,7 @@ class Daemon:
             return self.d.lease_ttl / 3
         self.purge_if_due()
         if self.auth_paused():
-            _, qid = self._auth_block  # type: ignore[misc]
+            qid = self._auth_block[1] if self._auth_block else None  # set whenever paused
             self.say_once(
                 f"sessions paused: the Anthropic API key needs a person (task {qid});"
                 " no budget is spent until it is replaced"

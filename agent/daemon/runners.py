@@ -168,8 +168,8 @@ class AnthropicRunner:
                         model=d.model,
                         max_tokens=d.max_tokens,
                         system=SYSTEM,
-                        tools=TOOL_SPECS,  # type: ignore[arg-type]
-                        messages=messages,  # type: ignore[arg-type]
+                        tools=TOOL_SPECS,
+                        messages=messages,  # type: ignore[arg-type]  # plain dicts in MessageParam's shape
                     )
                 tokens_in += reply.usage.input_tokens or 0
                 tokens_out += reply.usage.output_tokens or 0

@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any
 
 from agent import config
-from agent.daemon import tools
+from agent.daemon import bounded
 from agent.daemon.runners import SessionContext, SessionInterrupted, SessionResult, runner_for
 from agent.daemon.tools import Workspace
 from agent.store import Session, Task, open_store
@@ -102,7 +102,7 @@ def child_main() -> int:
     if os.getppid() != parent:  # the daemon died before prctl took effect
         return 1
     # Commands that escape their process group (setsid) come back to us, and die with it.
-    tools.become_subreaper()
+    bounded.become_subreaper()
     req: dict[str, Any] = json.loads(sys.stdin.buffer.read())
     settings = config.from_dict(req["settings"], req["source"])
     intr = _Interrupter()

@@ -16,20 +16,18 @@ the store through :class:`ToolBox`; the two last ones end the session.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
-import selectors
 import shutil
-import signal
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.daemon import confine
+from agent.daemon.bounded import ToolError, run_bounded
 from agent.store import Store, Task
+
+if TYPE_CHECKING:  # anthropic is imported only by the session that talks to it
+    from anthropic.types import ToolParam
 
 MAX_READ = 100_000
 MAX_OUTPUT = 20_000
@@ -58,7 +56,7 @@ GIT_SAFE_OPTIONS = (
     "protocol.ext.allow=never",
 )
 
-TOOL_SPECS: list[dict[str, Any]] = [
+TOOL_SPECS: list[ToolParam] = [
     {
         "name": "read_file",
         "description": "Read a UTF-8 text file of the task's workspace (path relative to it).",
@@ -125,10 +123,6 @@ TOOL_SPECS: list[dict[str, Any]] = [
         },
     },
 ]
-
-
-class ToolError(Exception):
-    """A refused or failed tool call; the model sees the message as an error result."""
 
 
 class Workspace:
@@ -250,130 +244,6 @@ class Workspace:
         for c in candidates:
             if c.startswith("/") or ".." in PurePosixPath(c).parts:
                 self.resolve(c)
-
-
-def run_bounded(
-    argv: list[str],
-    cwd: Path,
-    env: dict[str, str],
-    timeout: float,
-    conf: confine.Confinement,
-    output_max: int,
-    name: str,
-) -> str:
-    """Run ``argv`` confined, in its own process group; keep at most ``output_max`` bytes.
-
-    Output is read as it comes, in 64 KiB chunks, into a buffer that never grows past the cap:
-    a command printing 300 MB costs the session no more than the cap. Past the cap, or at the
-    timeout, the whole process group is killed; whatever the command left in the background is
-    killed when it exits.
-    """
-    try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-            # preexec_fn is safe here: the session process runs no other thread.
-            preexec_fn=conf.apply,
-        )
-    except subprocess.SubprocessError as exc:
-        raise ToolError(f"{name}: refused: the command could not be confined ({exc})") from None
-    except OSError as exc:
-        raise ToolError(f"{name}: cannot run: {exc.strerror}") from None
-    bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
-    total = 0
-    ended = ""
-    deadline = time.monotonic() + timeout
-    sel = selectors.DefaultSelector()
-    try:
-        for pipe in bufs:
-            sel.register(pipe, selectors.EVENT_READ)
-        exited = False
-        while sel.get_map() and not ended:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                ended = f"timed out after {timeout:g}s and was killed"
-                break
-            ready = sel.select(0 if exited else min(left, 0.25))
-            if not ready and exited:
-                # The command is gone and its output drained; what still holds the pipes open
-                # is something it left in the background, killed below with its group.
-                break
-            if not exited and proc.poll() is not None:
-                exited = True
-            for key, _ in ready:
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                    continue
-                buf = bufs[key.fileobj]  # type: ignore[index]
-                buf += chunk[: max(0, output_max - total)]
-                total += len(chunk)
-                if total > output_max:
-                    ended = f"output passed {output_max} bytes: cut off and killed"
-                    break
-        if not ended:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                ended = f"timed out after {timeout:g}s and was killed"
-    finally:
-        sel.close()
-        _kill_group(proc.pid)
-        proc.wait()
-        if reap_orphans:
-            _kill_orphans()
-        for pipe in bufs:
-            pipe.close()  # type: ignore[union-attr]
-    out = bufs[proc.stdout].decode("utf-8", "replace")  # type: ignore[index]
-    err = bufs[proc.stderr].decode("utf-8", "replace")  # type: ignore[index]
-    text = f"--- stdout\n{out}--- stderr\n{err}"
-    if ended:
-        # An error result for the model, with what the command printed before it was killed.
-        raise ToolError(f"{name}: {ended}\n{text}")
-    return f"exit {proc.returncode}\n{text}"
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-# Set by the session process (agent.daemon.session), which is a child subreaper and has no
-# children but its commands: a command that left its process group (setsid) and outlived it is
-# re-parented to the session, and killed here. Off elsewhere (a test process has other children).
-reap_orphans = False
-
-
-def become_subreaper() -> None:
-    """Adopt the orphans of this process's commands (Linux PR_SET_CHILD_SUBREAPER)."""
-    global reap_orphans
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(36, 1, 0, 0, 0) == 0:  # PR_SET_CHILD_SUBREAPER
-            reap_orphans = True
-
-
-def _kill_orphans() -> None:
-    for _ in range(10):  # a dying orphan's own children are adopted next: a few rounds
-        pids: set[int] = set()
-        with contextlib.suppress(OSError):
-            for tid in os.listdir("/proc/self/task"):
-                with open(f"/proc/self/task/{tid}/children") as f:
-                    pids.update(int(p) for p in f.read().split())
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in pids:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -261,7 +262,7 @@ FLEET_TEXT_INCIDENTS = 5
 def fleet_report(
     reports_dir: Path,
     only: list[str] | None = None,
-    unreached: list[str] = (),  # type: ignore[assignment]
+    unreached: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Summarise the host reports, worst verdict first; write fleet.json, fleet.html, fleet.txt.
 
@@ -274,7 +275,7 @@ def fleet_report(
         files = [reports_dir / "hosts" / f"{_safe_name(h)}.json" for h in sorted(only)]
     if not files and not unreached:
         raise FleetError(f"{reports_dir / 'hosts'}: no host reports (*.json) to summarise")
-    hosts = [
+    hosts: list[dict[str, Any]] = [
         {"host": h, "file": _safe_name(h), "verdict": "unknown", "lineup": [],
          "reasons": ["not audited: the host failed or was unreachable in this run"],
          "metrics_error": None, "window": None, "incidents": []}

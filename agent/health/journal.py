@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from agent import journal
 from agent.journal import iso_z
@@ -151,7 +151,7 @@ def iter_json(stream: Iterable[bytes], path: str = "<journal>") -> Iterator[Entr
             yield t, unit, prio, message
 
 
-def iter_short_iso(stream: IO[bytes], path: str = "<journal>") -> Iterator[Entry]:
+def iter_short_iso(stream: Iterable[bytes], path: str = "<journal>") -> Iterator[Entry]:
     """Entries of ``journalctl -o short-iso`` (or ``short-iso-precise``) text."""
     bad = 0
     for lineno, raw in enumerate(stream, 1):
@@ -174,7 +174,8 @@ def open_journal(path: str | Path) -> Iterator[Entry]:
     """Entries of a saved journal: ``journalctl -o json`` export or ``-o short-iso`` text (.gz ok)."""
     p = Path(path)
     try:
-        fh: IO[bytes] = gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")  # noqa: SIM115
+        # Both are binary files; typeshed does not count GzipFile as an IO[bytes].
+        fh = cast(IO[bytes], gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb"))  # noqa: SIM115
     except OSError as exc:
         raise JournalError(f"{p}: cannot read the journal file ({exc.strerror})") from None
     return read_stream(fh, str(p))
@@ -469,16 +470,16 @@ class JournalAnalysis:
             u.first, u.last = min(u.first, o.first), max(u.last, o.last)
             u.last_failure = _latest(u.last_failure, o.last_failure)
             u.last_success = _latest(u.last_success, o.last_success)
-        for key, o in other._sigs.items():
+        for key, theirs in other._sigs.items():
             sig = self._sigs.get(key)
             if sig is None:
-                self._sigs[key] = o
+                self._sigs[key] = theirs
                 continue
-            if o.first < sig.first:
-                sig.sample = o.sample
-            sig.count += o.count
-            sig.first, sig.last = min(sig.first, o.first), max(sig.last, o.last)
-            sig.times.extend(o.times)
+            if theirs.first < sig.first:
+                sig.sample = theirs.sample
+            sig.count += theirs.count
+            sig.first, sig.last = min(sig.first, theirs.first), max(sig.last, theirs.last)
+            sig.times.extend(theirs.times)
         for unit, buckets in other._buckets.items():
             mine_b = self._buckets.setdefault(unit, {})
             for b, n in buckets.items():

@@ -200,11 +200,11 @@ def metric_svg(
             )
     coords = []
     for when, value in points:
-        t = _ts(when) if isinstance(when, str) else when
-        if t is None or value is None:
+        at = _ts(when) if isinstance(when, str) else when
+        if at is None or value is None:
             continue
         coords.append(
-            f"{left + (t - start) * scale:.1f},{top + plot_h - plot_h * value / vmax:.1f}"
+            f"{left + (at - start) * scale:.1f},{top + plot_h - plot_h * value / vmax:.1f}"
         )
     if coords:
         parts.append(f'<polyline points="{" ".join(coords)}" class="series"/>')

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from agent import sdnotify
-from agent.remediator.state import StateDB
+from agent.remediator.state import StateDB, StateWriteError
 
 log = logging.getLogger("jada-remediator")
 
@@ -74,6 +74,13 @@ class Faults:
         if new:
             self._tell("raised", f)
         return f
+
+    def write_failed(self, where: str, exc: BaseException) -> None:
+        """A write to the state database (``state_write``) or the store failed at ``where``."""
+        kind = "state_write" if isinstance(exc, StateWriteError) else "store_write"
+        self.raise_(
+            kind, "write", f"{where}: {type(exc).__name__}: {exc}; the lines will be read again"
+        )
 
     def clear(self, kind: str, key: str) -> None:
         with self._lock:

@@ -1,6 +1,6 @@
 """The matcher: which lines of a buffer each rule must look at, in one pass for all the rules.
 
-Used by the live file source (``service.Remediator.read_file``) and by the offline tester
+Used by the live file source (``detection.Detection.read_file``) and by the offline tester
 (``replay``), so both see exactly the same lines. The byte-level pass is the fast path
 (:mod:`agent.remediator.fastpath`): one RE2 alternation of the rules' required literals, or of a
 rule's whole pattern where it has none. A rule anchored to the whole text (``\\A``, ``\\z``)
@@ -96,12 +96,12 @@ class Matcher:
                         found.append((re.escape(form_lit), form_lit))
                 if form == "json":  # MESSAGE that is not UTF-8: an array of byte values
                     found += [(re.escape(x), x) for x in (b'"MESSAGE":[', b'"MESSAGE": [')]
-                for alt, lit in found:
+                for alt, alt_lit in found:
                     alternatives.setdefault(alt, set()).add(i)
                     if part == 0 or form == "json":
                         may_match.setdefault(alt, set()).add(i)
-                    if lit is not None:
-                        literal_of[alt] = lit
+                    if alt_lit is not None:
+                        literal_of[alt] = alt_lit
         self.targets: list[list[int]] = [sorted(v) for v in alternatives.values()]
         self.match_targets: list[set[int]] = [may_match.get(a, set()) for a in alternatives]
         self.prefilter = Prefilter(

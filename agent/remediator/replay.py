@@ -26,7 +26,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import re2
 
@@ -113,8 +113,8 @@ def _open(log: Log) -> tuple[IO[bytes] | None, Iterable[str] | None]:
     if isinstance(log, str | os.PathLike):
         return open(log, "rb"), None  # closed by _chunks
     if isinstance(log, io.IOBase) or hasattr(log, "read"):
-        return log, None  # type: ignore[return-value]
-    return None, log  # type: ignore[return-value]
+        return cast(IO[bytes], log), None  # a binary stream, by the contract of Log
+    return None, log
 
 
 def _chunks(log: Log) -> Iterator[bytes | bytearray]:
@@ -213,7 +213,9 @@ class _Reader:
         else:
             yield from self._text(rest)
 
-    def _text(self, chunks: Iterable[bytes]) -> Iterator[tuple[float, str, list[tuple[int, str]]]]:
+    def _text(
+        self, chunks: Iterable[bytes | bytearray]
+    ) -> Iterator[tuple[float, str, list[tuple[int, str]]]]:
         report, rules, stats = self.report, self.rules, self.stats
         last = 0.0  # the time of the last dated line before ``done``
         for buf in chunks:
@@ -246,7 +248,7 @@ class _Reader:
             last = self._previous_time(buf, end, done, last)
 
     @staticmethod
-    def _previous_time(buf: bytes, pos: int, floor: int, last: float) -> float:
+    def _previous_time(buf: bytes | bytearray, pos: int, floor: int, last: float) -> float:
         """The time of the last dated line starting before ``pos`` (and at or after ``floor``;
         before that, ``last``)."""
         e = pos - 1
@@ -261,7 +263,9 @@ class _Reader:
             e = s - 1
         return last
 
-    def _json(self, chunks: Iterable[bytes]) -> Iterator[tuple[float, str, list[tuple[int, str]]]]:
+    def _json(
+        self, chunks: Iterable[bytes | bytearray]
+    ) -> Iterator[tuple[float, str, list[tuple[int, str]]]]:
         report, stats = self.report, self.stats
         last = 0.0
         for buf in chunks:
@@ -292,7 +296,7 @@ class _Reader:
                 last = _json_time(buf, k)
 
 
-def _json_time(buf: bytes, k: int) -> float:
+def _json_time(buf: bytes | bytearray, k: int) -> float:
     m = _TS_VALUE.match(buf, k)
     return int(m.group(1)) / 1e6 if m else 0.0
 
@@ -301,7 +305,9 @@ def _journal_rule(rule: Rule) -> bool:
     return rule.source.kind == "journal"
 
 
-def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+def _prepend(
+    first: bytes | bytearray, rest: Iterator[bytes | bytearray]
+) -> Iterator[bytes | bytearray]:
     yield first
     yield from rest
 

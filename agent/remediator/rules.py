@@ -71,7 +71,7 @@ class Pattern:
 # google-re2's internals used by Pattern.search; without them it takes the public path.
 _UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
 _NULL_SPAN = getattr(re2, "_NULL_SPAN", (-1, -1))
-_Match = getattr(re2, "_Match", None)
+_Match: Any = getattr(re2, "_Match", None)
 _DIRECT = _UNANCHORED is not None and _Match is not None
 
 RULE_KEYS = {

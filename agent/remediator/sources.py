@@ -42,11 +42,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from agent import journal
 from agent.remediator.matcher import MAX_LINE, Matcher, Stats
 from agent.remediator.state import Position, StateDB
+
+if TYPE_CHECKING:
+    from watchdog.events import FileSystemEventHandler
 
 __all__ = [
     "MAX_LINE",
@@ -250,7 +253,7 @@ class FileTail:
                 # Truncated (copytruncate) or another file on a reused inode: the lines after
                 # our offset may be in the copy; finish them there, then read this one whole.
                 copy = self._find_copy(
-                    _Open(-1, saved.dev, saved.inode, saved.offset, saved.first_hash)
+                    _Open(-1, st.st_dev, st.st_ino, saved.offset, saved.first_hash)
                 )
                 if copy is not None and (
                     saved.tail_hash is None or _tail_hash(copy.fd, saved.offset) == saved.tail_hash
@@ -488,14 +491,14 @@ class FileWatcher:
             if not os.path.isdir(d):
                 self.missing.add(d)  # retried by rescan() on the service's housekeeping timer
                 continue
-            self.watches[d] = self.observer.schedule(_Handler(self, d), d, recursive=False)
+            self.watches[d] = self.observer.schedule(_handler(self, d), d, recursive=False)
 
     def rescan(self) -> list[str]:
         """Start watching directories that have appeared since; return their files."""
         found = [d for d in self.missing if os.path.isdir(d)]
         for d in found:
             self.missing.discard(d)
-            self.watches[d] = self.observer.schedule(_Handler(self, d), d, recursive=False)
+            self.watches[d] = self.observer.schedule(_handler(self, d), d, recursive=False)
         return [p for d in found for p in self.by_dir.get(d, ())]
 
     def start(self) -> None:
@@ -504,6 +507,11 @@ class FileWatcher:
     def stop(self) -> None:
         self.observer.stop()
         self.observer.join(timeout=5)
+
+
+def _handler(watcher: FileWatcher, directory: str) -> FileSystemEventHandler:
+    # Duck-typed: the observer calls only dispatch(), and watchdog stays a lazy import.
+    return cast("FileSystemEventHandler", _Handler(watcher, directory))
 
 
 class _Handler:

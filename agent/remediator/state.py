@@ -13,6 +13,9 @@ once, at commit, whatever the number of matches: a flood costs one row per group
 line. When a write fails (read-only or full disk) the transaction is rolled back and
 :meth:`StateDB.rebuild` reloads memory from the file, so memory never holds a fire, a window or a
 cooldown that the database does not: the caller re-reads its lines from the saved position.
+
+Over 450 lines on purpose: one class per file, as every table shares the in-memory mirror and the
+batch, rollback and rebuild above; split by table, each part would reach into the others' state.
 """
 
 from __future__ import annotations
@@ -234,7 +237,7 @@ class StateDB:
         for rule, grp, t in self.db.execute("SELECT rule, grp, t FROM fires ORDER BY t"):
             self.fires.setdefault((rule, grp), []).append(t)
         self._dirty = set()
-        self._deferred: set[tuple[str, str]] = set()
+        self._deferred = set()
         # Resets made by another process (``remediator reset``) up to now are in what was
         # just read; later ones are applied by take_resets().
         self._resets_seen = self.db.execute("SELECT coalesce(max(id), 0) FROM resets").fetchone()[0]
@@ -436,7 +439,7 @@ class StateDB:
     def _forget(self, rule: str) -> None:
         for store in (self.groups, self.windows, self.fires):
             for k in [k for k in store if k[0] == rule]:
-                del store[k]  # type: ignore[attr-defined]
+                del store[k]
         self._dirty = {k for k in self._dirty if k[0] != rule}
         self._deferred = {k for k in self._deferred if k[0] != rule}
 

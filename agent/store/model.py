@@ -10,7 +10,7 @@ import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, overload
 
 TASK_STATUSES = ("ready", "running", "blocked", "needs_you", "done", "failed")
 OPEN_STATUSES = ("ready", "running", "blocked", "needs_you")
@@ -28,11 +28,19 @@ INCIDENT_STATUSES = ("open", "remediating", "escalated", "resolved")
 # Priorities are bounded so that every backend can sort them as fixed-width keys.
 PRIORITY_LIMIT = 10**9
 
+_T = TypeVar("_T")
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def iso(dt: datetime) -> str: ...
+@overload
+def iso(dt: None) -> None: ...
+@overload
+def iso(dt: datetime | None) -> str | None: ...
 def iso(dt: datetime | None) -> str | None:
     if dt is None:
         return None
@@ -46,6 +54,14 @@ def parse_iso(text: str | None) -> datetime | None:
         return None
     dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def parse_stamp(text: str) -> datetime:
+    """A timestamp the schema requires (NOT NULL): parsed, never None."""
+    dt = parse_iso(text)
+    if dt is None:
+        raise StoreError(f"a stored row lacks a required timestamp: {text!r}")
+    return dt
 
 
 @dataclass
@@ -177,6 +193,13 @@ class Lease:
 
 class StoreError(RuntimeError):
     pass
+
+
+def found(obj: _T | None, what: str) -> _T:
+    """What a backend reads back right after writing it: present, or the store is broken."""
+    if obj is None:
+        raise StoreError(f"{what} vanished while being written")
+    return obj
 
 
 def check_task_fields(title: str, priority: int, status: str, kind: str) -> None:

@@ -1,4 +1,9 @@
-"""The embedded SQLite backend of the progress dashboard (WAL, numbered schema migrations)."""
+"""The embedded SQLite backend of the progress dashboard (WAL, numbered schema migrations).
+
+Over 450 lines on purpose: one backend implements the whole :class:`~agent.store.model.Store`
+contract (tasks, sessions, sync runs, leases, incidents) on one connection and its
+transactions; the contract and the shared validation live in ``model.py``.
+"""
 
 from __future__ import annotations
 
@@ -23,8 +28,10 @@ from agent.store.model import (
     SyncRun,
     Task,
     check_task_fields,
+    found,
     iso,
     parse_iso,
+    parse_stamp,
     utcnow,
 )
 
@@ -223,8 +230,8 @@ class SQLiteStore(Store):
             kind=row["kind"],
             depends_on=deps,
             workspace=row["workspace"],
-            created=parse_iso(row["created"]),  # type: ignore[arg-type]
-            updated=parse_iso(row["updated"]),  # type: ignore[arg-type]
+            created=parse_stamp(row["created"]),
+            updated=parse_stamp(row["updated"]),
             notes=notes,
         )
 
@@ -254,12 +261,12 @@ class SQLiteStore(Store):
                 " updated, pending_deps) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (title, body, priority, status, kind, workspace, stamp, stamp, pending),
             )
-            task_id = int(cur.lastrowid)  # type: ignore[arg-type]
+            task_id = _rowid(cur)
             self.db.executemany(
                 "INSERT OR IGNORE INTO task_deps (task_id, depends_on) VALUES (?, ?)",
                 [(task_id, d) for d in deps],
             )
-        return self.get_task(task_id)  # type: ignore[return-value]
+        return found(self.get_task(task_id), f"task {task_id}")
 
     def get_task(self, task_id: int) -> Task | None:
         row = self.db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -311,7 +318,7 @@ class SQLiteStore(Store):
                     "INSERT INTO task_notes (task_id, at, text) VALUES (?, ?, ?)",
                     (task_id, stamp, note),
                 )
-        return self.get_task(task_id)  # type: ignore[return-value]
+        return found(self.get_task(task_id), f"task {task_id}")
 
     def add_dependency(self, task_id: int, depends_on: int, now: datetime | None = None) -> Task:
         stamp = iso(now or utcnow())
@@ -342,7 +349,7 @@ class SQLiteStore(Store):
                     "UPDATE tasks SET pending_deps = pending_deps + ?, updated = ? WHERE id = ?",
                     (int(dep_status != "done"), stamp, task_id),
                 )
-        return self.get_task(task_id)  # type: ignore[return-value]
+        return found(self.get_task(task_id), f"task {task_id}")
 
     def add_note(self, task_id: int, text: str, now: datetime | None = None) -> None:
         stamp = iso(now or utcnow())
@@ -391,7 +398,7 @@ class SQLiteStore(Store):
         return Session(
             id=row["id"],
             task_id=row["task_id"],
-            started=parse_iso(row["started"]),  # type: ignore[arg-type]
+            started=parse_stamp(row["started"]),
             ended=parse_iso(row["ended"]),
             outcome=row["outcome"],
             turns=row["turns"],
@@ -485,7 +492,7 @@ class SQLiteStore(Store):
                 free = (
                     row["owner"] == owner
                     or (replace is not None and row["owner"] == replace)
-                    or parse_iso(row["expires"]) <= at  # type: ignore[operator]
+                    or parse_stamp(row["expires"]) <= at
                 )
                 if not free:
                     return None
@@ -497,7 +504,7 @@ class SQLiteStore(Store):
                 " acquired = excluded.acquired, expires = excluded.expires",
                 (name, owner, acquired, expires),
             )
-        return Lease(name, owner, parse_iso(acquired), parse_iso(expires))  # type: ignore[arg-type]
+        return Lease(name, owner, parse_stamp(acquired), parse_stamp(expires))
 
     def release_lease(self, name: str, owner: str) -> bool:
         with self._tx():
@@ -511,8 +518,8 @@ class SQLiteStore(Store):
         return Lease(
             row["name"],
             row["owner"],
-            parse_iso(row["acquired"]),  # type: ignore[arg-type]
-            parse_iso(row["expires"]),  # type: ignore[arg-type]
+            parse_stamp(row["acquired"]),
+            parse_stamp(row["expires"]),
         )
 
     # ------------------------------------------------------------------ sync runs
@@ -530,7 +537,7 @@ class SQLiteStore(Store):
                     run.error_class,
                 ),
             )
-        run.id = int(cur.lastrowid)  # type: ignore[arg-type]
+        run.id = _rowid(cur)
         return run
 
     def list_sync_runs(self, limit: int = 50) -> list[SyncRun]:
@@ -540,7 +547,7 @@ class SQLiteStore(Store):
         return [
             SyncRun(
                 id=r["id"],
-                started=parse_iso(r["started"]),  # type: ignore[arg-type]
+                started=parse_stamp(r["started"]),
                 finished=parse_iso(r["finished"]),
                 outcome=r["outcome"],
                 rows=r["rows"],
@@ -558,8 +565,8 @@ class SQLiteStore(Store):
             rule=row["rule"],
             group=json.loads(row["grp"]),
             status=row["status"],
-            opened=parse_iso(row["opened"]),  # type: ignore[arg-type]
-            updated=parse_iso(row["updated"]),  # type: ignore[arg-type]
+            opened=parse_stamp(row["opened"]),
+            updated=parse_stamp(row["updated"]),
             resolved=parse_iso(row["resolved"]),
             cause=row["cause"],
             summary=row["summary"],
@@ -577,7 +584,8 @@ class SQLiteStore(Store):
                 " VALUES (?, ?, 'open', ?, ?, ?)",
                 (rule, json.dumps(group, sort_keys=True), stamp, stamp, summary),
             )
-        return self.get_incident(int(cur.lastrowid))  # type: ignore[arg-type,return-value]
+        incident_id = _rowid(cur)
+        return found(self.get_incident(incident_id), f"incident {incident_id}")
 
     def update_incident(
         self,
@@ -614,7 +622,7 @@ class SQLiteStore(Store):
                     incident_id,
                 ),
             )
-        return self.get_incident(incident_id)  # type: ignore[return-value]
+        return found(self.get_incident(incident_id), f"incident {incident_id}")
 
     def get_incident(self, incident_id: int) -> Incident | None:
         row = self.db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
@@ -640,6 +648,13 @@ class SQLiteStore(Store):
             ):
                 removed += self.db.execute(sql, (cut,)).rowcount
         return removed
+
+
+def _rowid(cur: sqlite3.Cursor) -> int:
+    """The id SQLite gave the row an INSERT just added (None only after other statements)."""
+    if cur.lastrowid is None:
+        raise StoreError("an INSERT returned no row id")
+    return cur.lastrowid
 
 
 class _Tx:

@@ -319,10 +319,13 @@ def live_in_process(tmp: Path, src: Path, rules: list[dict[str, Any]], runs: int
         r.apply_rules(r.load())  # the tail starts on an absent file: all of it will be new
         os.link(src, log)  # the same inode, page cache warm: the bench reads, never writes
         c0, t0 = time.process_time(), time.perf_counter()
-        r.read_file(str(log))
+        r.detection.read_file(str(log))
         times.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
-        assert r.stats.bytes == src.stat().st_size, (r.stats.bytes, src.stat().st_size)
+        assert r.detection.stats.bytes == src.stat().st_size, (
+            r.detection.stats.bytes,
+            src.stat().st_size,
+        )
         fired = len(r.store.list_incidents())
         r.store.close()
         r.state.close()
@@ -632,29 +635,29 @@ def bench_journal(tmp: Path, quick: bool) -> dict[str, Any]:
     r.state.save_cursor("journal", seed)  # resume after the seed: every entry is new
     rss0 = proc_status_mb(os.getpid(), "VmRSS")
     r.apply_rules(r.load())
-    assert r.journal is not None
+    assert r.detection.journal is not None
     seen = 0
     child_hwm = 0.0
     t0 = time.perf_counter()
     c0 = time.process_time()
-    r.journal.start()
+    r.detection.journal.start()
     while seen < n:
         event = r.q.get(timeout=60)
         r.dispatch(event)
         if event[0] == "journal":
             seen += len(event[1])
-        if seen % 50_000 == 0 and r.journal.proc is not None:
-            child_hwm = max(child_hwm, proc_status_mb(r.journal.proc.pid, "VmHWM"))
+        if seen % 50_000 == 0 and r.detection.journal.proc is not None:
+            child_hwm = max(child_hwm, proc_status_mb(r.detection.journal.proc.pid, "VmHWM"))
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0
-    if r.journal.proc is not None:
-        child_hwm = max(child_hwm, proc_status_mb(r.journal.proc.pid, "VmHWM"))
-        child_cpu = proc_cpu_seconds(r.journal.proc.pid)
+    if r.detection.journal.proc is not None:
+        child_hwm = max(child_hwm, proc_status_mb(r.detection.journal.proc.pid, "VmHWM"))
+        child_cpu = proc_cpu_seconds(r.detection.journal.proc.pid)
     else:
         child_cpu = 0.0
     hwm = proc_status_mb(os.getpid(), "VmHWM")
     fired = len(r.store.list_incidents())
-    r.journal.stop()
+    r.detection.journal.stop()
     r.store.close()
     r.state.close()
     res = {
