@@ -37,6 +37,7 @@ sandbox-image:
 lint:
 	ruff check .
 	ruff format --check .
+	lint-imports
 	yamllint -s .
 	ansible-lint
 
