@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.cli.common import EXIT_USAGE, CliError, Parser, add_json_flag, print_json, settings
+from agent.cli.common import EXIT_USAGE, CliError, add_json_flag, print_json, settings
 
 VERDICT_EXIT = {"healthy": 0, "degraded": 1, "failing": 2, "unknown": 3}
 
@@ -159,23 +159,3 @@ def cmd_fleet_report(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(summary["text"])
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m agent.cli.health [-c FILE] health ...``: the same arguments as ``jada-agent``,
-    with only this command loaded — for a host (or a sandbox) that has the package and PyYAML but
-    not the other parts' dependencies."""
-    parser = Parser(prog="jada-agent")
-    parser.add_argument("-c", "--config", metavar="FILE")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    register(sub)
-    args = parser.parse_args(argv)
-    from agent.cli import dispatch
-
-    return dispatch(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
