@@ -15,9 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.cli.common import EXIT_USAGE, CliError, add_json_flag, print_json, settings
-
-VERDICT_EXIT = {"healthy": 0, "degraded": 1, "failing": 2, "unknown": 3}
+from agent.cli.common import CliError, add_json_flag, print_json, settings
+from agent.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, VERDICT_EXIT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -85,15 +84,15 @@ def cmd_health(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     if args.json:
         print_json(report)
-        return 0
+        return EXIT_OK
     from agent.health.report import render_html, render_text
 
     if args.html:
         _write(Path(args.html), render_html(report))
         print(f"{report['verdict']}: report written to {args.html}")
-        return 0
+        return EXIT_OK
     sys.stdout.write(render_text(report))
-    return VERDICT_EXIT.get(report["verdict"], 1)
+    return VERDICT_EXIT.get(report["verdict"], EXIT_FAILURE)
 
 
 def _write(path: Path, text: str) -> None:
@@ -127,7 +126,7 @@ def cmd_host_report(args: argparse.Namespace) -> int:
         print_json({k: report.get(k) for k in ("host", "verdict", "reasons", "metrics")})
     else:
         print(f"{report['host']}: {report['verdict']}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_fleet_report(args: argparse.Namespace) -> int:
@@ -158,4 +157,4 @@ def cmd_fleet_report(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         sys.stdout.write(summary["text"])
-    return 0
+    return EXIT_OK

@@ -9,14 +9,13 @@ import textwrap
 from typing import Any
 
 from agent.cli.common import (
-    EXIT_OK,
-    EXIT_USAGE,
     CliError,
     add_json_flag,
     open_store_read_only,
     print_json,
     settings,
 )
+from agent.exitcodes import EXIT_OK, EXIT_USAGE
 from agent.store import OPEN_STATUSES, TASK_STATUSES, Store, StoreError, Task, open_store
 
 

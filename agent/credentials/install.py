@@ -34,11 +34,7 @@ from agent.credentials.files import (
 )
 from agent.credentials.history import History, fingerprint
 from agent.credentials.privdrop import ChildFailed, as_service_user
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CREDENTIAL = 2
-EXIT_TRANSIENT = 3
+from agent.exitcodes import EXIT_CREDENTIAL, EXIT_FAILURE, EXIT_OK, EXIT_TRANSIENT
 
 
 class SyncProof(Protocol):
