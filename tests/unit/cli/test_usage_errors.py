@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -59,3 +60,8 @@ def test_the_health_command_runs_with_only_pyyaml_beside_the_package(tmp_path) -
     assert "--days" in r.stderr
     r = subprocess.run([*run, "--help"], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "--from-journal" in r.stdout, r.stderr
+    r = subprocess.run(
+        [*run, "--json", "--no-credentials", "--days", "1"], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["verdict"] in ("healthy", "degraded", "failing", "unknown")
