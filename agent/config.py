@@ -2,9 +2,14 @@
 
 This module owns the schema of every section and the rules for reading it. Each section is a
 frozen dataclass; a field's annotation is its type, its default is the packaged default, and its
-``metadata`` may mark it as a duration (``"90m"``) or restrict it to ``choices``. Every error names
-the file, the dotted key and what was expected, and unknown keys are errors (a typo must not
-silently fall back to a default).
+``metadata`` may mark it as a duration (``"90m"``), a positive count (``positive``), a secret
+(masked by ``config show``) or restrict it to ``choices``. Every error names the file, the dotted
+key and what was expected, and unknown keys are errors (a typo must not silently fall back to a
+default); keys that nothing reads any more (``RETIRED``) load with a warning.
+
+Over 450 lines on purpose: the sections are the reference for every key (their comments are the
+documentation of the settings file), and the rules that read them are short; split, a reader
+would go back and forth between the schema and the rules that give it meaning.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_health(args: argparse.Namespace) -> int:
     from agent.health.audit import audit_host, audit_journal
-    from agent.health.journal import JournalError
+    from agent.health.readers import JournalError
 
     if args.json and args.html:
         raise CliError("--json and --html exclude each other", EXIT_USAGE)

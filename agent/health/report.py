@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
-from agent.health.journal import human_period
+from agent.health.signatures import human_period
 from agent.journal import epoch_of
 
 VERDICT_COLOURS = {
