@@ -38,6 +38,7 @@ lint:
 	ruff check .
 	ruff format --check .
 	mypy
+	lint-imports
 	yamllint -s .
 	ansible-lint
 

@@ -2,14 +2,21 @@
 
 This module owns the schema of every section and the rules for reading it. Each section is a
 frozen dataclass; a field's annotation is its type, its default is the packaged default, and its
-``metadata`` may mark it as a duration (``"90m"``) or restrict it to ``choices``. Every error names
-the file, the dotted key and what was expected, and unknown keys are errors (a typo must not
-silently fall back to a default).
+``metadata`` may mark it as a duration (``"90m"``), a positive count (``positive``), a secret
+(masked by ``config show``) or restrict it to ``choices``. Every error names the file, the dotted
+key and what was expected, and unknown keys are errors (a typo must not silently fall back to a
+default); keys that nothing reads any more (``RETIRED``) load with a warning.
+
+Over 450 lines on purpose: the sections are the reference for every key (their comments are the
+documentation of the settings file), and the rules that read them are short; split, a reader
+would go back and forth between the schema and the rules that give it meaning.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import logging
 import math
 import os
 import re
@@ -90,6 +97,11 @@ def choice(default: str, *choices: str) -> Any:
     return field(default=default, metadata={"choices": choices})
 
 
+def positive(default: int) -> Any:
+    """An integer field that must be at least 1 (a count or a number of days)."""
+    return field(default=default, metadata={"positive": True})
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -115,7 +127,7 @@ class StoreSettings:
     # sqlite: one file on the host (embedded default); dynamodb: a fleet's shared dashboard.
     backend: str = choice("sqlite", "sqlite", "dynamodb")
     path: str = "/var/lib/jada-agent/store.db"
-    retention_days: int = 90
+    retention_days: int = positive(90)
     dynamodb: DynamoSettings = field(default_factory=DynamoSettings)
 
 
@@ -124,11 +136,11 @@ _COMMAND_FIELDS = {"prompt_file", "max_turns", "workspace"}
 
 @dataclass(frozen=True)
 class DaemonSettings:
-    sessions_per_day: int = 5
-    max_turns: int = 30
+    sessions_per_day: int = positive(5)
+    max_turns: int = positive(30)
     runner: str = choice("anthropic", "anthropic", "command")
     model: str = "claude-sonnet-4-6"
-    max_tokens: int = 4096
+    max_tokens: int = positive(4096)
     anthropic_base_url: str | None = None
     # systemd's LoadCredential= puts the key in $CREDENTIALS_DIRECTORY/anthropic-api-key, which
     # wins when set; otherwise this file (the role installs it 0600).
@@ -156,7 +168,7 @@ class DaemonSettings:
     # After a session that failed because the API was unavailable, wait this long before the next.
     error_backoff: float = duration("15m")
     # A task whose sessions end in a (non-transient) error this many times in a row is failed.
-    max_task_errors: int = 3
+    max_task_errors: int = positive(3)
 
     def check(self, file: Any, prefix: str) -> None:
         if self.runner == "command" and not self.command:
@@ -223,7 +235,6 @@ class GoogleSettings:
     )
     token_uri: str = "https://oauth2.googleapis.com/token"
     auth_uri: str = "https://accounts.google.com/o/oauth2/auth"
-    revoke_uri: str = "https://oauth2.googleapis.com/revoke"
     # Where a newer token (or a rotated client secret) is published for hosts to pull.
     secret_name: str | None = None
     parameter_name: str | None = None
@@ -252,7 +263,7 @@ class SheetsSettings:
     # "deployed at" (the virtualenv's mtime when it is absent).
     deployed_marker: str = "/opt/jada-agent/DEPLOYED"
     # The Sessions tab covers this many UTC days back from today.
-    session_days: int = 30
+    session_days: int = positive(30)
 
 
 def secret(default: str | None = None) -> Any:
@@ -277,13 +288,13 @@ class NotifySettings:
     retry_max: float = duration("30m")
     give_up_after: float = duration("24h")
     # Undelivered messages kept per channel; beyond it one summary message counts the rest.
-    max_pending: int = 100
+    max_pending: int = positive(100)
     # A needs-you incident or task still open is recalled this often.
     remind_every: float = duration("12h")
     # An incident healed without a person is announced too (as "resolved").
     announce_healed: bool = True
     # A credential forecast to stop working within this is announced (checked daily).
-    warn_days: int = 7
+    warn_days: int = positive(7)
     # How often the service looks at the store for new needs-you tasks, reminders and the
     # forecast.
     check_every: float = duration("60s")
@@ -302,9 +313,8 @@ class RemediatorSettings:
     # where any process of that user could rename it away and plant its own.
     state_db: str = "/var/lib/jada-remediator/remediator.db"
     private_data_dir: str = "/var/lib/jada-remediator/runner"
-    artifacts_keep: int = 20
+    artifacts_keep: int = positive(20)
     lock_file: str = "/run/jada-agent/remediation.lock"
-    history_days: int = 90
     notify: NotifySettings = field(default_factory=NotifySettings)
 
 
@@ -324,7 +334,7 @@ class HealthSettings:
             "jada-remediator.service",
         ]
     )
-    days: int = 7
+    days: int = positive(7)
 
 
 @dataclass(frozen=True)
@@ -333,7 +343,6 @@ class Settings:
     service_user: str = "jada"
     state_dir: str = "/var/lib/jada-agent"
     secrets_dir: str = "/var/lib/jada-agent/secrets"
-    log_dir: str = "/var/log/jada-agent"
     store: StoreSettings = field(default_factory=StoreSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     google: GoogleSettings = field(default_factory=GoogleSettings)
@@ -343,6 +352,8 @@ class Settings:
     health: HealthSettings = field(default_factory=HealthSettings)
     # Where the settings came from, for error messages and `config check`.
     source: str = field(default="<defaults>", metadata={"internal": True})
+    # The retired keys (RETIRED) the file still has: ignored, and `config check` names them.
+    ignored: tuple[str, ...] = field(default=(), metadata={"internal": True})
 
 
 # --------------------------------------------------------------------------- reading
@@ -444,27 +455,48 @@ def _build(cls: type, data: dict[str, Any], file: Any, prefix: str = "") -> Any:
     return obj
 
 
-_POSITIVE = {
-    "sessions_per_day",
-    "max_turns",
-    "max_tokens",
-    "max_task_errors",
-    "retention_days",
-    "artifacts_keep",
-    "history_days",
-    "days",
-    "session_days",
-    "max_pending",
-    "warn_days",
-}
-
-
 def _check_ranges(obj: Any, file: Any, prefix: str) -> None:
     for f in dataclasses.fields(obj):
-        if f.name in _POSITIVE and getattr(obj, f.name) < 1:
+        if f.metadata.get("positive") and getattr(obj, f.name) < 1:
             raise ConfigError(
                 file, prefix + f.name, "an integer of at least 1", getattr(obj, f.name)
             )
+
+
+# Keys that were settings once and that nothing reads any more. A file that still has one
+# loads (an upgrade must not break a host whose file was written by an older role): the key is
+# ignored, and every load logs a warning naming the file and the key so that a person removes it.
+RETIRED = {
+    "log_dir": "nothing reads it (the sync's log file is the port_sheet_sync role's"
+    " port_sheet_sync_log_file)",
+    "google.revoke_uri": "nothing revokes a Google token",
+    "remediator.history_days": "nothing reads it (the remediator's state keeps twice its longest"
+    " rule window; incidents are kept store.retention_days)",
+}
+
+log = logging.getLogger("jada-agent.config")
+
+
+def _drop_retired(data: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``data`` without the retired keys it has (a copy when it has any), and those keys."""
+
+    def section(doc: Any, path: list[str]) -> Any:
+        for name in path:
+            doc = doc.get(name) if isinstance(doc, dict) else None
+        return doc
+
+    found = []
+    for dotted in RETIRED:
+        *path, key = dotted.split(".")
+        node = section(data, path)
+        if isinstance(node, dict) and key in node:
+            found.append(dotted)
+    if found:
+        data = copy.deepcopy(data)  # the caller's document stays as it was
+        for dotted in found:
+            *path, key = dotted.split(".")
+            del section(data, path)[key]
+    return data, found
 
 
 def from_dict(data: dict[str, Any] | None, source: str = "<dict>") -> Settings:
@@ -473,8 +505,11 @@ def from_dict(data: dict[str, Any] | None, source: str = "<dict>") -> Settings:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, "(top level)", "a mapping of settings sections", data)
+    data, retired = _drop_retired(data)
     settings = _build(Settings, data, source)
-    return dataclasses.replace(settings, source=source)
+    for key in retired:
+        log.warning("%s: %s: ignored: %s; remove it", source, key, RETIRED[key])
+    return dataclasses.replace(settings, source=source, ignored=tuple(retired))
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -510,6 +545,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
 def to_dict(settings: Settings) -> dict[str, Any]:
     data = dataclasses.asdict(settings)
     data.pop("source", None)
+    data.pop("ignored", None)
     return data
 
 

@@ -20,7 +20,6 @@ def settings_factory(tmp_path: Path):
             "host_name": "test-host",
             "state_dir": str(tmp_path / "state"),
             "secrets_dir": str(tmp_path / "state" / "secrets"),
-            "log_dir": str(tmp_path / "log"),
             "store": {"path": str(tmp_path / "state" / "store.db")},
             "daemon": {
                 "api_key_file": str(tmp_path / "state" / "secrets" / "anthropic-api-key"),

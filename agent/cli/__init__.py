@@ -14,11 +14,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from agent.cli.common import EXIT_USAGE, CliError, Parser
+from agent.cli.common import CliError, Parser
 from agent.config import ConfigError
+from agent.exitcodes import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE
 from agent.logline import OneLineFormatter
-
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command cut off by `| head`
 
 # The order is the order of ``jada-agent --help``.
 COMMAND_MODULES = (
@@ -108,4 +107,4 @@ def dispatch(args: argparse.Namespace) -> int:
         print(f"jada-agent: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED

@@ -1,4 +1,7 @@
-"""Helpers shared by the sub-command modules: settings loading, JSON output, exit codes."""
+"""Helpers shared by the sub-command modules: settings loading, JSON output, errors.
+
+The exit statuses are :mod:`agent.exitcodes`.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,7 @@ import sys
 from typing import Any, NoReturn
 
 from agent import config
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 64  # EX_USAGE: bad command line or bad configuration
+from agent.exitcodes import EXIT_FAILURE, EXIT_USAGE
 
 
 class Parser(argparse.ArgumentParser):

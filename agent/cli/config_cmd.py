@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from agent import config
-from agent.cli.common import EXIT_OK, add_json_flag, print_json
+from agent.cli.common import add_json_flag, print_json
+from agent.exitcodes import EXIT_OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.cli.common import add_json_flag, print_json, settings
+
+if TYPE_CHECKING:
+    from agent.config import Settings
+    from agent.credentials.install import SyncCheck
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,19 +92,26 @@ def cmd_install(args: argparse.Namespace) -> int:
         kind, name = "secret", args.from_secret
     else:
         kind, name = "parameter", args.from_parameter
+    s = settings(args)
     out = install(
-        settings(args),
+        s,
         kind,
         name,
         verify=not args.no_verify,
-        verify_sync=args.verify_sync,
-        sync_log=lambda line: print(line, file=sys.stderr, flush=True),
+        verify_sync=_sync_proof(s) if args.verify_sync else None,
     )
     if args.json:
         print_json(out.to_json())
     else:
         print(out.message, file=sys.stdout if out.ok else sys.stderr)
     return out.exit_code
+
+
+def _sync_proof(s: Settings) -> SyncCheck:
+    """One real sync, its line on stderr: the proof that the sheet accepts a new credential."""
+    from agent.sheets import run_sync
+
+    return functools.partial(run_sync, s, log=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def cmd_login(args: argparse.Namespace) -> int:

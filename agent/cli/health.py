@@ -15,9 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.cli.common import EXIT_USAGE, CliError, Parser, add_json_flag, print_json, settings
-
-VERDICT_EXIT = {"healthy": 0, "degraded": 1, "failing": 2, "unknown": 3}
+from agent.cli.common import CliError, add_json_flag, print_json, settings
+from agent.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, VERDICT_EXIT
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_health(args: argparse.Namespace) -> int:
     from agent.health.audit import audit_host, audit_journal
-    from agent.health.journal import JournalError
+    from agent.health.readers import JournalError
 
     if args.json and args.html:
         raise CliError("--json and --html exclude each other", EXIT_USAGE)
@@ -85,15 +84,15 @@ def cmd_health(args: argparse.Namespace) -> int:
         raise CliError(str(exc), EXIT_USAGE) from None
     if args.json:
         print_json(report)
-        return 0
+        return EXIT_OK
     from agent.health.report import render_html, render_text
 
     if args.html:
         _write(Path(args.html), render_html(report))
         print(f"{report['verdict']}: report written to {args.html}")
-        return 0
+        return EXIT_OK
     sys.stdout.write(render_text(report))
-    return VERDICT_EXIT.get(report["verdict"], 1)
+    return VERDICT_EXIT.get(report["verdict"], EXIT_FAILURE)
 
 
 def _write(path: Path, text: str) -> None:
@@ -127,7 +126,7 @@ def cmd_host_report(args: argparse.Namespace) -> int:
         print_json({k: report.get(k) for k in ("host", "verdict", "reasons", "metrics")})
     else:
         print(f"{report['host']}: {report['verdict']}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_fleet_report(args: argparse.Namespace) -> int:
@@ -158,24 +157,4 @@ def cmd_fleet_report(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         sys.stdout.write(summary["text"])
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m agent.cli.health [-c FILE] health ...``: the same arguments as ``jada-agent``,
-    with only this command loaded — for a host (or a sandbox) that has the package and PyYAML but
-    not the other parts' dependencies."""
-    parser = Parser(prog="jada-agent")
-    parser.add_argument("-c", "--config", metavar="FILE")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    register(sub)
-    args = parser.parse_args(argv)
-    from agent.cli import dispatch
-
-    return dispatch(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return EXIT_OK

@@ -20,7 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.cli.common import EXIT_USAGE, CliError, add_json_flag, print_json, settings
+from agent.cli.common import CliError, add_json_flag, print_json, settings
+from agent.exitcodes import EXIT_USAGE
 
 ACCESS_DIR_ENV = "JADA_LIGHTSAIL_ACCESS_DIR"
 PORT_ENV = "JADA_LIGHTSAIL_SSH_PORT"

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from agent.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, add_json_flag, print_json
+from agent.cli.common import CliError, add_json_flag, print_json
 from agent.cli.common import settings as load_settings
+from agent.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 
 def register(sub: argparse._SubParsersAction) -> None:

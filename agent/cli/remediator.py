@@ -7,12 +7,11 @@ import argparse
 import os
 import sys
 
-from agent.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, add_json_flag, print_json
+from agent.cli.common import CliError, add_json_flag, print_json
 from agent.cli.common import settings as load_settings
 from agent.config import Settings, parse_duration
+from agent.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
 from agent.store.model import INCIDENT_STATUSES
-
-EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: the lock is busy, try again later
 
 
 def register(sub: argparse._SubParsersAction) -> None:

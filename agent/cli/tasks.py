@@ -9,15 +9,14 @@ import textwrap
 from typing import Any
 
 from agent.cli.common import (
-    EXIT_OK,
-    EXIT_USAGE,
     CliError,
     add_json_flag,
     open_store_read_only,
     print_json,
     settings,
 )
-from agent.store import TASK_STATUSES, Store, StoreError, Task, open_store
+from agent.exitcodes import EXIT_OK, EXIT_USAGE
+from agent.store import OPEN_STATUSES, TASK_STATUSES, Store, StoreError, Task, open_store
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -102,7 +101,7 @@ def _read_only(s: Any) -> Store:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from agent.daemon import dashboard
+    from agent import dashboard
 
     s = settings(args)
     with _open(s) as store:
@@ -137,10 +136,10 @@ def _indented(text: str) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    wanted = args.status or ["ready", "running", "blocked", "needs_you"]
+    wanted = args.status or list(OPEN_STATUSES)
     with _read_only(settings(args)) as store:
         tasks = store.list_tasks(None if "all" in wanted else wanted)
-        open_ids = {t.id for t in store.list_tasks(["ready", "running", "blocked", "needs_you"])}
+        open_ids = {t.id for t in store.list_tasks(OPEN_STATUSES)}
         others = [] if tasks or "all" in wanted else store.list_tasks(None)
     if args.json:
         print_json([t.to_json() for t in tasks])
@@ -197,7 +196,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_done(args: argparse.Namespace) -> int:
-    from agent.daemon import dashboard
+    from agent import dashboard
 
     s = settings(args)
     with _open(s) as store:
@@ -210,22 +209,20 @@ def cmd_done(args: argparse.Namespace) -> int:
 
 
 def cmd_reopen(args: argparse.Namespace) -> int:
-    from agent.daemon import dashboard
+    from agent import dashboard
 
     s = settings(args)
     with _open(s) as store:
-        task = store.get_task(args.id)
-        if task is None:
-            raise CliError(f"no task {args.id}")
-        if task.kind == "needs_you" or task.status not in ("failed", "done"):
-            raise CliError(f"task {args.id} is {task.status}: only a failed or done task reopens")
-        dashboard.reopen(store, s, args.id, args.note)
+        try:
+            dashboard.reopen(store, s, args.id, args.note)
+        except StoreError as exc:
+            raise CliError(str(exc)) from None
     print(f"task {args.id} ready")
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from agent.daemon import dashboard
+    from agent import dashboard
 
     s = settings(args)
     with _read_only(s) as store:
@@ -264,7 +261,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    from agent.daemon import dashboard
+    from agent import dashboard
 
     s = settings(args)
     with _read_only(s) as store:

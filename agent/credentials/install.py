@@ -5,6 +5,9 @@ Order: read (file, Secrets Manager or SSM) → parse and check the required fiel
 install in the history → optionally one real sync, rolling back to the backup when that sync
 fails with a credential error. Nothing on disk changes until the new credential has proved
 itself against the token endpoint.
+
+The sync is the caller's: the command passes ``agent.sheets.run_sync`` in as ``verify_sync``
+(a :class:`SyncCheck`), so this package never imports the sheets package that imports it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent.config import Settings
 from agent.credentials import google as gcreds
@@ -31,11 +34,28 @@ from agent.credentials.files import (
 )
 from agent.credentials.history import History, fingerprint
 from agent.credentials.privdrop import ChildFailed, as_service_user
+from agent.exitcodes import EXIT_CREDENTIAL, EXIT_FAILURE, EXIT_OK, EXIT_TRANSIENT
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CREDENTIAL = 2
-EXIT_TRANSIENT = 3
+
+class SyncProof(Protocol):
+    """What a verifying sync reports (``agent.sheets.SyncResult`` is one)."""
+
+    @property
+    def outcome(self) -> str:
+        """``ok``, ``credential_error``, ``transient`` or ``error``."""
+        ...
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def error_class(self) -> str | None: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+# One real sync with the credential just installed: the proof that the sheet accepts it.
+SyncCheck = Callable[[], SyncProof]
 
 
 @dataclass
@@ -82,12 +102,16 @@ def install(
     name: str,
     *,
     verify: bool = True,
-    verify_sync: bool = False,
+    verify_sync: SyncCheck | None = None,
     before_rename: Callable[[Path], None] | None = None,
-    sync_log: Callable[[str], None] | None = None,
     now: datetime | None = None,
 ) -> InstallOutcome:
-    """Install the credential from ``kind`` (``file``, ``secret`` or ``parameter``) named ``name``."""
+    """Install the credential from ``kind`` (``file``, ``secret`` or ``parameter``) named ``name``.
+
+    ``verify`` refreshes it once before anything on disk changes; ``verify_sync``, when given,
+    runs one sync after the install and rolls back when that sync fails with a credential error.
+    ``before_rename`` is called with the temporary file just before it replaces the target.
+    """
     now = now or datetime.now(UTC)
     try:
         raw, label = _read_source(kind, name, settings)
@@ -131,12 +155,10 @@ def install(
         result=result,
         verified=verified,
     )
-    if not verify_sync:
+    if verify_sync is None:
         return outcome
 
-    from agent.sheets import run_sync  # the sync is the real proof; imported late (no cycle)
-
-    sync = run_sync(settings, log=sync_log)
+    sync = verify_sync()
     outcome.sync = sync.to_json()
     if sync.outcome == "credential_error":
         outcome.exit_code = EXIT_CREDENTIAL

@@ -45,7 +45,6 @@ from typing import Any
 
 from agent import sdnotify
 from agent.config import ConfigError, Settings
-from agent.daemon.budget import Budget, iso_short
 from agent.daemon.runners import (
     AnthropicRunner,
     CommandRunner,
@@ -55,13 +54,15 @@ from agent.daemon.runners import (
     runner_for,
 )
 from agent.daemon.tools import Workspace
-from agent.daemon.wake import Waker, socket_path
+from agent.daemon.wake import Waker
+from agent.dashboard import LEASE, Budget, raise_needs_you
+from agent.dashboard.budget import iso_short
+from agent.dashboard.wake import socket_path
 from agent.logline import one_line
 from agent.store import Store, Task, open_store, utcnow
 
 log = logging.getLogger("jada-agent.daemon")
 
-LEASE = "sessions"
 KEY_NAME = "anthropic-api-key"
 KEY_QUESTION = "Replace the Anthropic API key"
 
@@ -408,13 +409,9 @@ class Daemon:
         return Workspace(root)
 
     def _needs_you(self, title: str, body: str, priority: int = 100) -> int:
-        for t in self.store.list_tasks(["needs_you"]):
-            if t.title == title:
-                return t.id
-        task = self.store.add_task(
-            title, body=body, priority=priority, kind="needs_you", status="needs_you"
-        )
-        self.say(f"needs-you task {task.id} created: {title}")
+        task, new = raise_needs_you(self.store, title, body, priority=priority)
+        if new:
+            self.say(f"needs-you task {task.id} created: {title}")
         return task.id
 
     def _key_problem(self, why: str, session_id: int | None, task: Task) -> None:

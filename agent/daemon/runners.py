@@ -45,17 +45,8 @@ from typing import Any
 
 from agent.config import Settings
 from agent.daemon.tools import TOOL_SPECS, ToolBox, Workspace
+from agent.exitcodes import EXIT_NOPERM, EXIT_TEMPFAIL, SESSION_EXIT
 from agent.store import Session, Store, Task
-
-EXIT_CODES = {
-    "completed": 0,
-    "needs_you": 0,
-    "max_turns": 1,
-    "error": 2,
-    "auth_error": 77,
-    "timeout": 124,
-    "interrupted": 143,
-}
 
 
 class SessionInterrupted(BaseException):
@@ -79,7 +70,7 @@ class SessionResult:
 
     def __post_init__(self) -> None:
         if self.exit_code is None:
-            self.exit_code = 75 if self.transient else EXIT_CODES.get(self.outcome, 2)
+            self.exit_code = EXIT_TEMPFAIL if self.transient else SESSION_EXIT.get(self.outcome, 2)
 
 
 @dataclass
@@ -308,8 +299,10 @@ class CommandRunner:
             res = SessionResult(
                 "max_turns", exit_code=1, detail="turn cap reached: expected, task stays open"
             )
-        elif code == 77:
-            res = SessionResult("auth_error", exit_code=77, detail="agent command: key refused")
+        elif code == EXIT_NOPERM:
+            res = SessionResult(
+                "auth_error", exit_code=EXIT_NOPERM, detail="agent command: key refused"
+            )
         else:
             res = SessionResult("error", exit_code=code, detail=f"agent command exited {code}")
         return self._with_report(res, result_file)

@@ -5,7 +5,8 @@ The daemon binds a Unix datagram socket (``daemon.wake_socket``, by default
 rollover, lease check or watchdog ping). ``jada-agent tasks add`` sends one byte to it. The
 socket is made group-writable (0660) so that an operator in the service group can nudge it;
 root can always. A stale socket left by a killed daemon is detected (nobody receives) and
-replaced; a socket in use by another live daemon is left alone.
+replaced; a socket in use by another live daemon is left alone. The client end (the socket's
+path and the nudge) is :mod:`agent.dashboard.wake`.
 """
 
 from __future__ import annotations
@@ -17,26 +18,9 @@ import signal
 import socket
 from pathlib import Path
 
-from agent.config import Settings
+from agent.dashboard.wake import nudge
 
 SUN_PATH_MAX = 107
-
-
-def socket_path(settings: Settings) -> Path:
-    return Path(settings.daemon.wake_socket or os.path.join(settings.state_dir, "daemon.sock"))
-
-
-def nudge(path: str | os.PathLike[str]) -> bool:
-    """Tell a daemon listening on ``path`` to look at the queue now; False if none listens."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.setblocking(False)
-            s.sendto(b"!", os.fspath(path))
-    except (FileNotFoundError, ConnectionRefusedError, BlockingIOError, PermissionError):
-        return False
-    except OSError:
-        return False
-    return True
 
 
 class Waker:

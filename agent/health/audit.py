@@ -12,11 +12,14 @@ from typing import Any
 
 from agent.config import Settings
 from agent.health import verdict as verdict_mod
+from agent.health.analysis import JournalAnalysis
 from agent.health.creds import credentials as check_credentials
-from agent.health.journal import JournalAnalysis, analyse_path, iso_z, read_live, read_stream
+from agent.health.parallel import analyse_path
+from agent.health.readers import read_live, read_stream
 from agent.health.resources import resources
 from agent.health.units import UnitsError, unit_facts
 from agent.health.workload import workload
+from agent.journal import iso_z
 
 BUCKET_S = 600
 

@@ -3,7 +3,7 @@ against the failures, and the fleet summary (worst verdict first).
 
 Layout under the reports directory: ``raw/<host>.json`` (what ``jada-agent health --json`` printed
 on the host), ``hosts/<host>.json`` and ``hosts/<host>.html`` (the host report with metrics), and
-``fleet.json``, ``fleet.html``, ``fleet.txt``.
+``fleet.json``, ``fleet.html`` (template ``agent/templates/fleet_report.html.j2``), ``fleet.txt``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from agent.health.incidents import describe as describe_incident
-from agent.health.report import VERDICT_COLOURS, render_html
+from agent.health.report import VERDICT_COLOURS, render_html, templates
 from agent.health.verdict import VERDICT_ORDER
 from agent.journal import epoch_of
 
@@ -207,26 +205,6 @@ def _metrics(
     }
 
 
-_FLEET_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Fleet health</title>
-<style>
-body{font:14px/1.45 system-ui,sans-serif;margin:0;background:#f6f8fa;color:#1f2328}
-main{max-width:980px;margin:0 auto;padding:16px 20px}
-table{border-collapse:collapse;width:100%;background:#fff}
-th,td{border:1px solid #d0d7de;padding:4px 6px;text-align:left;vertical-align:top}
-.v{color:#fff;font-weight:bold;text-transform:uppercase;padding:2px 6px;border-radius:4px}
-</style></head><body><main>
-<h1>Fleet health: {{ counts }}</h1>
-<table><tr><th>host</th><th>verdict</th><th>reasons</th><th>incidents</th><th>metrics</th></tr>
-{% for h in hosts %}<tr><td><a href="hosts/{{ h.file }}.html">{{ h.host }}</a></td>
-<td><span class="v" style="background:{{ colours.get(h.verdict, '#57606a') }}">{{ h.verdict }}</span></td>
-<td>{% for r in h.reasons %}{{ r }}<br>{% endfor %}</td>
-<td>{% for i in h.incidents %}#{{ i.id }} {{ i.rule }} {{ i.status }}: {{ i.cause or 'cause not named' }}; {{ i.playbooks|join(', ') or 'no playbook' }}{% if i.outcome %} ({{ i.outcome }}){% endif %}{% if i.resolved_by %}; resolved by {{ i.resolved_by }}{% endif %}{% if i.time_to_resolve %} in {{ i.time_to_resolve }}{% endif %}<br>{% endfor %}</td>
-<td>{% for l in h.lineup %}{{ l }}<br>{% endfor %}{{ h.metrics_error or '' }}</td></tr>
-{% endfor %}</table></main></body></html>
-"""
-
-
 def ingest(
     audits: dict[str, Any], out_dir: Path, default_region: str, workers: int = 8
 ) -> list[str]:
@@ -320,8 +298,8 @@ def fleet_report(
     summary = {"hosts": hosts, "counts": tally, "worst": hosts[0]["verdict"], "text": text}
     (reports_dir / "fleet.json").write_text(json.dumps(summary, indent=1) + "\n")
     (reports_dir / "fleet.txt").write_text(text)
-    env = jinja2.Environment(autoescape=True)
+    page = templates().get_template("fleet_report.html.j2")
     (reports_dir / "fleet.html").write_text(
-        env.from_string(_FLEET_TEMPLATE).render(hosts=hosts, counts=counts, colours=VERDICT_COLOURS)
+        page.render(hosts=hosts, counts=counts, colours=VERDICT_COLOURS)
     )
     return summary

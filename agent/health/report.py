@@ -1,20 +1,22 @@
 """Rendering an audit: a short text for a terminal and one self-contained HTML file.
 
-The HTML file has inline CSS and inline SVG charts generated here (no script, no CDN): the verdict
-on top, a timeline of failures per unit over the days, resource charts, the recurring signatures
-and, for a controller-side host report, the Lightsail metrics with the failures marked on them.
+The HTML file (template ``agent/templates/health_report.html.j2``) has inline CSS and inline SVG
+charts generated here (no script, no CDN): the verdict on top, a timeline of failures per unit
+over the days, resource charts, the recurring signatures and, for a controller-side host report,
+the Lightsail metrics with the failures marked on them.
 Log lines are untrusted input: the template autoescapes, and every text put into SVG is escaped.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
 from markupsafe import Markup, escape
 
-from agent.health.journal import human_period
+from agent.health.signatures import human_period
 from agent.journal import epoch_of
 
 VERDICT_COLOURS = {
@@ -246,84 +248,18 @@ def resource_charts(report: dict[str, Any]) -> Markup:
 
 # --------------------------------------------------------------------------- html
 
-_TEMPLATE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ title }}</title>
-<style>
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
-main{max-width:980px;margin:0 auto;padding:16px 20px 40px}
-h1{font-size:20px;margin:8px 0} h2{font-size:16px;margin:28px 0 8px;border-bottom:1px solid #d0d7de}
-.verdict{color:#fff;border-radius:6px;padding:14px 18px;margin:12px 0}
-.verdict b{font-size:22px;text-transform:uppercase;letter-spacing:.04em}
-.verdict ul{margin:6px 0 0;padding-left:20px}
-table{border-collapse:collapse;width:100%;background:#fff}
-th,td{border:1px solid #d0d7de;padding:4px 6px;text-align:left;vertical-align:top}
-th{background:#eaeef2} td.num{text-align:right} code{font-size:12px;word-break:break-all}
-.muted{color:#57606a} .card{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:8px}
-svg .grid{stroke:#d0d7de;stroke-width:1} svg .axis{font-size:11px;fill:#57606a}
-svg .label{font-size:12px;fill:#1f2328} svg .lane{fill:#eaeef2}
-svg .fail{fill:#cf222e} svg .bar{fill:#2f81f7} svg .bar-hot{fill:#cf222e}
-svg .series{fill:none;stroke:#2f81f7;stroke-width:1.5} svg .failtick{stroke:#cf222e;stroke-opacity:.35}
-svg .anomaly{fill:#b35900}
-</style></head><body><main>
-<h1>{{ title }}</h1>
-<p class="muted">window {{ report.window.since }} → {{ report.window.until }}{% if report.source %};
- journal {{ report.source }}{% endif %}; generated {{ report.generated }}</p>
-<section class="verdict" style="background:{{ colour }}">
-<b>{{ report.verdict }}</b>
-<ul>{% for r in report.reasons %}<li>{{ r }}</li>{% endfor %}</ul>
-</section>
-{% if notes %}<ul class="muted">{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
 
-<h2>Failures per unit over time</h2>
-<div class="card">{{ timeline }}</div>
-
-{% if metrics %}<h2>Lightsail metrics ({{ metrics.instance }}, period {{ metrics.period_s }} s)</h2>
-{% if metrics.error %}<p class="muted">{{ metrics.error }}</p>{% endif %}
-{% for line in metrics.lineup %}<p>{{ line }}</p>{% endfor %}
-<div class="card">{% for chart in metric_charts %}{{ chart }}{% endfor %}</div>{% endif %}
-
-{% if resources %}<h2>Resources</h2><div class="card">{{ resources }}</div>
-<p class="muted">up {{ uptime }}{% if report.resources.booted %} (booted {{ report.resources.booted }}){% endif %}</p>{% endif %}
-
-<h2>Recurring failure signatures</h2>
-{% if report.recurring %}<table><tr><th>unit</th><th>signature</th><th>count</th><th>first</th><th>last</th><th>cadence</th></tr>
-{% for r in report.recurring %}<tr><td>{{ r.unit }}</td><td><code>{{ r.signature }}</code></td>
-<td class="num">{{ r.count }}</td><td>{{ r.first }}</td><td>{{ r.last }}</td>
-<td>{% if r.cadence_s %}every {{ r.cadence_s|period }} since {{ r.regular_since }}{% else %}irregular{% endif %}</td></tr>
-{% endfor %}</table>{% else %}<p>None.</p>{% endif %}
-
-{% if report.units %}<h2>Units</h2><table><tr><th>unit</th><th>state</th><th>since</th><th>restarts</th><th>last run / next</th></tr>
-{% for name, u in report.units.items() %}<tr><td>{{ name }}</td><td>{{ u.active }} ({{ u.sub }}){% if u.result and u.result != 'success' %}, result {{ u.result }}{% endif %}</td>
-<td>{{ u.since or '' }}</td><td class="num">{{ u.restarts if u.restarts is not none else '' }}</td>
-<td>{% if u.last_run %}{{ u.last_run.unit }}: {{ u.last_run.result }} (status {{ u.last_run.status }}) at {{ u.last_run.exited }}; {% endif %}{% if u.next_elapse %}next {{ u.next_elapse }}{% endif %}</td></tr>
-{% endfor %}</table>{% endif %}
-
-{% if work and work.checked %}<h2>Workload</h2><table>
-<tr><th>sessions today</th><td>{{ work.sessions_today }} of {{ work.sessions_per_day }} ({{ work.sessions_left }} left, {{ work.turn_cap_hits_today }} hit the turn cap)</td></tr>
-<tr><th>queue</th><td>{{ work.queue_depth }} ready, {{ work.running }} running, {{ work.blocked }} blocked</td></tr>
-<tr><th>needs you</th><td>{% for t in work.needs_you %}#{{ t.id }} {{ t.title }}<br>{% else %}none{% endfor %}</td></tr>
-<tr><th>last successful sync</th><td>{{ work.last_successful_sync or 'never' }}</td></tr>
-<tr><th>open incidents</th><td>{% for i in work.open_incidents %}#{{ i.id }} {{ i.rule }} {{ i.status }} since {{ i.opened }}{% if i.cause %}: {{ i.cause }}{% endif %}<br>{% else %}none{% endfor %}</td></tr>
-</table>
-<h2>Incidents</h2>
-{% if work.incidents %}<table><tr><th>incident</th><th>status</th><th>cause</th><th>playbook and actions</th><th>outcome</th><th>resolved by</th><th>time to resolve</th></tr>
-{% for i in work.incidents %}<tr><td>#{{ i.id }} {{ i.rule }}<br><span class="muted">opened {{ i.opened }}</span></td><td>{{ i.status }}</td><td>{{ i.cause or 'not named' }}</td>
-<td>{{ i.playbooks|join(', ') or 'none run' }}{% if i.runs %} ({{ i.runs }} run{{ 's' if i.runs != 1 else '' }}){% endif %}{% for a in i.actions %}<br>{{ a }}{% endfor %}</td>
-<td>{{ i.outcome or '' }}</td><td>{{ i.resolved_by or '' }}</td><td>{{ i.time_to_resolve or '' }}</td></tr>
-{% endfor %}</table>{% else %}<p>None in the window.</p>{% endif %}{% endif %}
-
-{% if report.credentials %}<h2>Credentials</h2><table><tr><th>context</th><th>status</th><th>detail</th></tr>
-{% for c in report.credentials.contexts %}<tr><td>{{ c.name }}</td><td>{{ c.status }}</td><td>{{ c.detail }}</td></tr>{% endfor %}
-{% for f in report.credentials.files %}<tr><td>{{ f.path }}</td><td>{{ 'ok' if f.ok else 'problem' }}</td><td>{{ f.mode or '' }} {{ f.owner or '' }} {{ f.problem or '' }}</td></tr>{% endfor %}
-</table>{% endif %}
-{% if report.errors %}<h2>Errors</h2><ul>{% for e in report.errors %}<li>{{ e }}</li>{% endfor %}</ul>{% endif %}
-</main></body></html>
-"""
-
-_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
-_ENV.filters["period"] = human_period
+@functools.cache
+def templates() -> jinja2.Environment:
+    """The reports' templates, package data (``agent/templates/*.html.j2``). Autoescape is on:
+    log lines and unit names are untrusted input."""
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("agent", "templates"),
+        autoescape=True,
+        undefined=jinja2.ChainableUndefined,
+    )
+    env.filters["period"] = human_period
+    return env
 
 
 def metric_charts(report: dict[str, Any]) -> list[Markup]:
@@ -352,15 +288,19 @@ def render_html(report: dict[str, Any]) -> str:
     """One self-contained HTML page for the report."""
     title = f"Health of {report.get('host') or report.get('source') or 'host'}"
     notes = [f["text"] for f in report.get("findings", []) if f["severity"] == "info"]
-    return _ENV.from_string(_TEMPLATE).render(
-        title=title,
-        report=report,
-        colour=VERDICT_COLOURS.get(report.get("verdict", "unknown"), "#57606a"),
-        notes=notes,
-        timeline=timeline_svg(report),
-        resources=resource_charts(report),
-        uptime=_duration((report.get("resources") or {}).get("uptime_s")),
-        work=report.get("workload"),
-        metrics=report.get("metrics"),
-        metric_charts=metric_charts(report),
+    return (
+        templates()
+        .get_template("health_report.html.j2")
+        .render(
+            title=title,
+            report=report,
+            colour=VERDICT_COLOURS.get(report.get("verdict", "unknown"), "#57606a"),
+            notes=notes,
+            timeline=timeline_svg(report),
+            resources=resource_charts(report),
+            uptime=_duration((report.get("resources") or {}).get("uptime_s")),
+            work=report.get("workload"),
+            metrics=report.get("metrics"),
+            metric_charts=metric_charts(report),
+        )
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.health.journal import human_period
+from agent.health.signatures import human_period
 from agent.journal import epoch_of
 
 SEVERITY_ORDER = {"failing": 0, "degraded": 1, "unknown": 2, "ok": 3, "info": 4}

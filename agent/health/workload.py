@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Settings
+from agent.dashboard.budget import BudgetState, day_start, next_rollover
 from agent.health.incidents import story
-from agent.store import iso, open_store, utcnow
+from agent.store import OPEN_STATUSES, iso, open_store, utcnow
 
 
 def workload(settings: Settings, days: int, now: datetime | None = None) -> dict[str, Any]:
@@ -24,23 +25,23 @@ def workload(settings: Settings, days: int, now: datetime | None = None) -> dict
     except Exception as exc:  # a broken store is a finding, not a crash of the audit
         return {"checked": False, "why": f"store unreadable: {type(exc).__name__}: {exc}"}
     with store:
-        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        today = store.list_sessions(since=day_start, until=now)
+        # The daemon's own budget rule: the sessions started in this UTC day.
+        today = store.list_sessions(since=day_start(now), until=next_rollover(now))
         window = store.list_sessions(since=now - timedelta(days=days), until=now)
-        queue = store.list_tasks(["ready", "running", "blocked"])
+        queue = store.list_tasks([s for s in OPEN_STATUSES if s != "needs_you"])
         needs_you = store.list_tasks(["needs_you"])
         runs = store.list_sync_runs()
         incidents = store.list_incidents(["open", "remediating", "escalated"])
         since = now - timedelta(days=days)
         handled = [i for i in store.list_incidents() if i.updated >= since or i.opened >= since]
-    per_day = settings.daemon.sessions_per_day
+    budget = BudgetState(len(today), settings.daemon.sessions_per_day, next_rollover(now))
     last_ok = max((r.started for r in runs if r.outcome == "ok"), default=None)
     last_run = max(runs, key=lambda r: r.started, default=None)
     return {
         "checked": True,
-        "sessions_today": len(today),
-        "sessions_per_day": per_day,
-        "sessions_left": max(0, per_day - len(today)),
+        "sessions_today": budget.used,
+        "sessions_per_day": budget.per_day,
+        "sessions_left": budget.left,
         "turn_cap_hits_today": sum(1 for s in today if s.outcome == "max_turns"),
         "turn_cap_hits_window": sum(1 for s in window if s.outcome == "max_turns"),
         "sessions_window": len(window),

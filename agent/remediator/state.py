@@ -468,11 +468,6 @@ class StateDB:
                         self._exec(f"DELETE FROM {table} WHERE rule = ?", (rule,))  # noqa: S608 - fixed names
             return rules
 
-    def breakers(self) -> list[tuple[str, dict[str, str], float]]:
-        return [
-            (r, json.loads(g), bo) for (r, g), (_lf, bo) in self.groups.items() if bo is not None
-        ]
-
     # ---------------------------------------------------------------- sources
     def position(self, key: str) -> Position | None:
         row = self._exec(

@@ -40,13 +40,13 @@ from agent.credentials import CredentialError, load_for_use
 from agent.credentials.errors import classify_token_answer, scrub, transport_error
 from agent.credentials.files import secrets_of
 from agent.credentials.history import History, fingerprint
+from agent.exitcodes import EXIT_CREDENTIAL, EXIT_FAILURE, EXIT_OK, EXIT_TRANSIENT
 from agent.logline import one_line
 from agent.sheets.collect import DEPLOYMENT, LAST_SYNC_COL, Rows, collect, data_rows
 from agent.sheets.ports import Listener
 from agent.store import Store, SyncRun, open_store
 
 PREFIX = "[port-sheet]"
-EXIT_OK, EXIT_ERROR, EXIT_CREDENTIAL, EXIT_TRANSIENT = 0, 1, 2, 3
 _EXIT = {"ok": EXIT_OK, "credential_error": EXIT_CREDENTIAL, "transient": EXIT_TRANSIENT}
 
 
@@ -75,7 +75,7 @@ class SyncResult:
 
     @property
     def exit_code(self) -> int:
-        return _EXIT.get(self.outcome, EXIT_ERROR)
+        return _EXIT.get(self.outcome, EXIT_FAILURE)
 
     @property
     def line(self) -> str:

@@ -29,8 +29,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from agent import config
-from agent.daemon import dashboard
+from agent import config, dashboard
 from agent.store import open_store
 from agent.store.sqlite import SQLiteStore
 from tests.fakes.anthropic import FakeAnthropic, reply, tool_use

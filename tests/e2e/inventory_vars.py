@@ -19,7 +19,6 @@ def google_endpoints(url: str) -> dict[str, str]:
     return {
         "token_uri": url + "/token",
         "auth_uri": url + "/o/oauth2/auth",
-        "revoke_uri": url + "/revoke",
     }
 
 

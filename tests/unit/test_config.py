@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,69 @@ def test_an_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
         config.load(f)
     # a few honest aliases are fine
     assert yamlsafe.load("a: &x [1, 2]\nb: *x\n") == {"a": [1, 2], "b": [1, 2]}
+
+
+def test_a_retired_key_is_ignored_with_a_warning_naming_file_and_key(tmp_path: Path) -> None:
+    # Files written by an older role still have them: they load, and `config check` says which
+    # keys to remove (on stderr; exit 0, so Ansible's validate still passes).
+    f = tmp_path / "agent.yml"
+    f.write_text(
+        "log_dir: /var/log/jada-agent\n"
+        "google:\n  revoke_uri: https://oauth2.googleapis.com/revoke\n  timeout: 5s\n"
+        "remediator:\n  history_days: 90\n"
+    )
+    run = [sys.executable, "-m", "agent", "config", "check", str(f)]
+    checked = subprocess.run(run, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout == f"{f}: ok\n"
+    warnings = checked.stderr.splitlines()
+    assert [w.split(": ")[1] for w in warnings] == [
+        "log_dir",
+        "google.revoke_uri",
+        "remediator.history_days",
+    ]
+    assert all(w.startswith(f"{f}: ") and w.endswith("; remove it") for w in warnings)
+    s = config.load(f)
+    assert s.ignored == ("log_dir", "google.revoke_uri", "remediator.history_days")
+    assert s.google.timeout == 5
+    assert "log_dir" not in config.to_dict(s) and "ignored" not in config.to_dict(s)
+
+
+def test_a_retired_key_nested_in_a_wrong_place_is_still_an_unknown_key() -> None:
+    with pytest.raises(config.ConfigError, match=r"daemon\.history_days: expected a known key"):
+        config.from_dict({"daemon": {"history_days": 90}}, "x.yml")
+
+
+def test_a_positive_count_is_checked_by_its_field_not_by_its_name() -> None:
+    # `days` is positive in health; the range rule follows the field's metadata.
+    with pytest.raises(
+        config.ConfigError, match=r"health\.days: expected an integer of at least 1"
+    ):
+        config.from_dict({"health": {"days": 0}}, "x.yml")
+    with pytest.raises(config.ConfigError, match=r"notify\.warn_days: expected an integer"):
+        config.from_dict({"remediator": {"notify": {"warn_days": 0}}}, "x.yml")
+    positive = {
+        f"{section}.{f.name}"
+        for section, cls in [
+            ("store", config.StoreSettings),
+            ("daemon", config.DaemonSettings),
+            ("sheets", config.SheetsSettings),
+            ("notify", config.NotifySettings),
+            ("remediator", config.RemediatorSettings),
+            ("health", config.HealthSettings),
+        ]
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("positive")
+    }
+    assert positive == {
+        "store.retention_days",
+        "daemon.sessions_per_day",
+        "daemon.max_turns",
+        "daemon.max_tokens",
+        "daemon.max_task_errors",
+        "sheets.session_days",
+        "notify.max_pending",
+        "notify.warn_days",
+        "remediator.artifacts_keep",
+        "health.days",
+    }

@@ -19,8 +19,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 REMOTE_LIB = "/opt/jada-health"
-# Only the health command is loaded: the guest has PyYAML but not the other parts' dependencies.
-HEALTH_COMMAND = ["env", f"PYTHONPATH={REMOTE_LIB}", "python3", "-m", "agent.cli.health"]
+# The guest has PyYAML but not the other parts' dependencies: `jada-agent health` needs no more.
+HEALTH_COMMAND = ["env", f"PYTHONPATH={REMOTE_LIB}", "python3", "-m", "agent"]
 SYNC_PERIOD_S = 3
 
 UNITS = {

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -16,12 +18,19 @@ import yaml
 from agent import config
 from agent.credentials import diagnose, install
 from agent.credentials.history import History, fingerprint
+from agent.credentials.install import SyncCheck
+from agent.sheets import run_sync
 from tests.fakes.google import FakeGoogle
 from tests.integration.google.conftest import assert_no_secret, write_secret_file
 
 
 def mode(path: str | Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def _sync(s: config.Settings, log: Callable[[str], None] = lambda line: None) -> SyncCheck:
+    # What `credentials install --verify-sync` passes in: one real sync against the fake.
+    return functools.partial(run_sync, s, log=log)
 
 
 def new_token_file(fake: FakeGoogle, tmp_path: Path, client_id: str | None = None) -> tuple:
@@ -128,7 +137,7 @@ def test_a_crash_between_write_and_rename_leaves_the_old_token_intact(installed,
 def test_verify_sync_keeps_a_working_credential(installed, fake, tmp_path):
     s, old = installed()
     _, src = new_token_file(fake, tmp_path, old["client_id"])
-    out = install(s, "file", str(src), verify_sync=True, sync_log=lambda line: None)
+    out = install(s, "file", str(src), verify_sync=_sync(s))
     assert out.ok, out.message
     assert out.sync["outcome"] == "ok"
     assert not out.rolled_back
@@ -144,7 +153,7 @@ def test_verify_sync_rolls_back_when_the_sync_fails_with_a_credential_error(
     write_secret_file(src, new_identity)
     fake.forbid("stranger@example.com")
     lines: list[str] = []
-    out = install(s, "file", str(src), verify_sync=True, sync_log=lines.append)
+    out = install(s, "file", str(src), verify_sync=_sync(s, lines.append))
     assert out.exit_code == 2
     assert out.rolled_back
     assert (
@@ -230,7 +239,7 @@ def test_verify_sync_keeps_the_credential_when_the_sync_fails_for_a_transient_re
     s, old = installed()
     new, src = new_token_file(fake, tmp_path, old["client_id"])
     fake.fail_sheets(503, count=10)
-    out = install(s, "file", str(src), verify_sync=True, sync_log=lambda line: None)
+    out = install(s, "file", str(src), verify_sync=_sync(s))
     assert out.exit_code == 3
     assert not out.rolled_back
     assert json.loads(Path(s.google.token_file).read_text()) == new

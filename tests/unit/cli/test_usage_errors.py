@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
+import agent
 from agent.cli import main
 
 
@@ -43,14 +48,24 @@ def test_the_console_command_exits_64_on_a_bad_option() -> None:
     assert "unrecognized arguments: --bogus" in r.stderr
 
 
-def test_the_health_only_entry_point_exits_64_on_a_bad_option() -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "agent.cli.health", "health", "--days", "x"],
-        capture_output=True,
-        text=True,
-    )
+def test_the_health_command_runs_with_only_pyyaml_beside_the_package(tmp_path) -> None:
+    # What a sandbox host (tests/integration/aws) ships: the package and PyYAML, nothing else.
+    lib = tmp_path / "lib"
+    shutil.copytree(Path(agent.__file__).parent, lib / "agent")
+    shutil.copytree(Path(yaml.__file__).parent, lib / "yaml")
+    run = [sys.executable, "-S", "-m", "agent", "health"]
+    env = {"PYTHONPATH": str(lib), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([*run, "--days", "x"], capture_output=True, text=True, env=env)
     assert r.returncode == 64
     assert "--days" in r.stderr
+
+    r = subprocess.run([*run, "--help"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "--from-journal" in r.stdout, r.stderr
+    r = subprocess.run(
+        [*run, "--json", "--no-credentials", "--days", "1"], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["verdict"] in ("healthy", "degraded", "failing", "unknown")
 
 
 def test_version_is_printed_on_stdout_and_the_service_path_never_loads_importlib_metadata() -> None:

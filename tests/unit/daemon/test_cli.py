@@ -148,3 +148,13 @@ def test_only_a_failed_or_done_task_reopens(cli) -> None:
     assert code == 0 and "task 1 ready" in out
     _, out, _ = cli("tasks", "show", "1", "--json")
     assert json.loads(out)["status"] == "ready"
+
+
+def test_an_answered_needs_you_task_does_not_reopen(cli) -> None:
+    # Back to "ready", a question for a person would be handed to a session.
+    _, qid, _ = cli("tasks", "add", "Pick a domain", "--needs-you")
+    cli("tasks", "done", qid.strip(), "--note", "a.com")
+    code, _, err = cli("tasks", "reopen", qid.strip())
+    assert code == 1 and "is a needs-you task: only a failed or done task reopens" in err
+    _, out, _ = cli("tasks", "show", qid.strip(), "--json")
+    assert json.loads(out)["status"] == "done"

@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from agent import dashboard
 from tests.unit.daemon.conftest import KEY, log_of
 
 AGENT = textwrap.dedent(
@@ -104,3 +105,19 @@ def test_a_command_over_the_session_timeout_is_killed(command_daemon, tmp_path) 
     d = command_daemon(session_timeout="1s")
     task, s, _ = _run(d, "SLEEP EXIT=0", tmp_path)
     assert (s.outcome, s.exit_code, task.status) == ("timeout", 124, "ready")
+
+
+def test_a_refused_key_reuses_the_open_question_of_that_title_and_notes_it(
+    command_daemon, tmp_path
+) -> None:
+    # The one needs-you rule the command follows too: a person already asked (a playbook's
+    # `tasks add --needs-you`), so the daemon notes the refusal there instead of asking twice.
+    d = command_daemon()
+    asked, _ = dashboard.add_task(
+        d.store, d.settings, "Replace the Anthropic API key", body="rotate it", needs_you=True
+    )
+    _run(d, "EXIT=77", tmp_path)
+    (q,) = d.store.list_tasks(["needs_you"])
+    assert q.id == asked.id
+    assert q.notes[-1]["text"].startswith("raised again: The Anthropic API key in ")
+    assert "needs-you task" not in log_of(d)  # nothing new was created

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from agent.config import ConfigError
-from agent.daemon.loop import LEASE, Daemon
+from agent.daemon.loop import Daemon
+from agent.dashboard import LEASE
 from agent.store import open_store
 from tests.fakes.anthropic import reply, tool_use
 from tests.unit.daemon.conftest import log_of
@@ -184,7 +185,7 @@ def test_a_task_at_the_turn_cap_yields_to_the_other_ready_tasks_round_robin(
     import yaml
 
     from agent import config
-    from agent.daemon.dashboard import sessions_report
+    from agent.dashboard import sessions_report
 
     fake.route("endless", [], then=reply(tool_use("list_files", {})))
     fake.set_default(DONE)

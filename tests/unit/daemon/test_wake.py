@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.daemon.wake import Waker, nudge
+from agent.daemon.wake import Waker
+from agent.dashboard.wake import nudge
 
 
 @pytest.fixture

@@ -8,13 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.health.journal import (
-    JournalAnalysis,
-    JournalError,
-    cadence,
-    normalise,
-    open_journal,
-)
+from agent.health import parallel
+from agent.health.analysis import JournalAnalysis
+from agent.health.readers import JournalError, open_journal
+from agent.health.signatures import cadence, normalise
 from tests.unit.health import journalgen
 
 END = datetime(2026, 5, 20, 14, 15, tzinfo=UTC)
@@ -143,14 +140,12 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["json", "text"])
 def test_reading_in_parallel_parts_gives_the_same_findings(tmp_path, monkeypatch, fmt):
-    from agent.health import journal
-
     p = tmp_path / f"journal.{fmt}"
     journalgen.write(p, fmt=fmt, end=END, days=3, sync_failing_since=END - timedelta(days=2),
                      noise_per_hour=30)  # fmt: skip
-    one = journal.analyse_path(p, workers=1).result()
-    monkeypatch.setattr(journal, "PARALLEL_MIN_BYTES", 1)
-    three = journal.analyse_path(p, workers=3).result()
+    one = parallel.analyse_path(p, workers=1).result()
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 1)
+    three = parallel.analyse_path(p, workers=3).result()
     assert three == one
 
 

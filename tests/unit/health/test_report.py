@@ -93,3 +93,22 @@ def test_cli_unreadable_journal_exits_64_naming_the_file(tmp_path):
     r = _cli("health", "--from-journal", str(p), "--json")
     assert r.returncode == 64
     assert "bad.json: line 2" in r.stderr
+
+
+def test_every_report_template_is_package_data_a_wheel_ships() -> None:
+    # The templates are files loaded from the installed package: one that the package-data globs
+    # of pyproject.toml miss renders in a checkout and is missing on a host.
+    import fnmatch
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = project["tool"]["setuptools"]["package-data"]["agent"]
+    package = ROOT / "agent"
+    templates = [p.relative_to(package).as_posix() for p in (package / "templates").iterdir()]
+    assert templates
+    for name in templates:
+        assert any(fnmatch.fnmatch(name, g) for g in globs), f"{name} not in package-data {globs}"
+    # And the installed package's loader finds each one by name.
+    from agent.health.report import templates as env
+
+    assert sorted(env().list_templates()) == sorted(Path(t).name for t in templates)

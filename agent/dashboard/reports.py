@@ -1,7 +1,7 @@
 """What people and machines read from the dashboard: the queue, today's budget, turn analysis.
 
-Functions here back ``jada-agent tasks|status|sessions`` and return plain data (the CLI prints
-it as text or JSON); they also serve the health audit.
+Functions here back ``jada-agent status|sessions`` and return plain data (the CLI prints it as
+text or JSON).
 """
 
 from __future__ import annotations
@@ -9,69 +9,19 @@ from __future__ import annotations
 import itertools
 import statistics
 from collections import Counter
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from agent.config import Settings
-from agent.daemon.budget import Budget, iso_short
-from agent.daemon.loop import LEASE
-from agent.daemon.wake import nudge, socket_path
-from agent.store import TASK_STATUSES, Store, Task, iso, utcnow
-
-
-def add_task(
-    store: Store,
-    settings: Settings,
-    title: str,
-    *,
-    body: str = "",
-    priority: int = 0,
-    depends_on: Sequence[int] = (),
-    workspace: str | None = None,
-    needs_you: bool = False,
-) -> tuple[Task, bool]:
-    """Add a task and nudge a local daemon; returns (task, whether a daemon was nudged).
-
-    A needs-you task whose title matches an open one is not added twice (a remediation that
-    runs again must not flood the person): the open task gets a note and is returned.
-    """
-    if needs_you:
-        for open_task in store.list_tasks(["needs_you"]):
-            if open_task.title == title:
-                note = "raised again" + (f": {body}" if body and body != open_task.body else "")
-                store.add_note(open_task.id, note)
-                return store.get_task(open_task.id), False  # type: ignore[return-value]  # listed just above
-    task = store.add_task(
-        title,
-        body=body,
-        priority=priority,
-        depends_on=depends_on,
-        workspace=workspace,
-        kind="needs_you" if needs_you else "task",
-        status="needs_you" if needs_you else "ready",
-    )
-    return task, nudge(socket_path(settings))
-
-
-def mark_done(store: Store, settings: Settings, task_id: int, note: str | None = None) -> Task:
-    """Close a task (or answer a needs-you question); tasks waiting for it may resume."""
-    task = store.set_task_status(task_id, "done", note=note or "marked done by hand")
-    nudge(socket_path(settings))
-    return task
-
-
-def reopen(store: Store, settings: Settings, task_id: int, note: str | None = None) -> Task:
-    """Put a failed (or done) task back in the queue."""
-    task = store.set_task_status(task_id, "ready", note=note or "reopened by hand")
-    nudge(socket_path(settings))
-    return task
+from agent.dashboard.budget import LEASE, Budget, iso_short
+from agent.store import OPEN_STATUSES, Store, iso, utcnow
 
 
 def status_report(store: Store, settings: Settings, now: datetime | None = None) -> dict[str, Any]:
+    """Today's budget, the open queue by status, the next task, needs-you, recent outcomes."""
     now = now or utcnow()
     budget = Budget(store, settings.daemon.sessions_per_day).state(now)
-    tasks = store.list_tasks(["ready", "running", "blocked", "needs_you"])
+    tasks = store.list_tasks(OPEN_STATUSES)
     counts = Counter(t.status for t in tasks)
     nxt = store.next_ready_task()
     recent = store.list_sessions(since=now - timedelta(days=7))[-5:]
@@ -84,7 +34,7 @@ def status_report(store: Store, settings: Settings, now: datetime | None = None)
         "next_rollover": iso_short(budget.rollover),
         "seconds_to_rollover": int((budget.rollover - now).total_seconds()),
         "queue_depth": counts["ready"],
-        "queue": {s: counts[s] for s in TASK_STATUSES if s not in ("done", "failed")},
+        "queue": {s: counts[s] for s in OPEN_STATUSES},
         "failed": len(store.list_tasks(["failed"])),
         "next_task": {"id": nxt.id, "title": nxt.title} if nxt else None,
         "needs_you": counts["needs_you"],
@@ -132,7 +82,8 @@ def sessions_report(
     for s, nxt in itertools.pairwise(ordered):
         if (
             s.outcome == "max_turns"
-            and nxt.task_id not in (s.task_id, None)
+            and nxt.task_id is not None
+            and nxt.task_id != s.task_id
             and nxt.task_id not in yielded_to[s.task_id]
         ):
             yielded_to[s.task_id].append(nxt.task_id)

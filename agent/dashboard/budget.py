@@ -15,6 +15,10 @@ from agent.store import Store, iso, utcnow
 
 Clock = Callable[[], datetime]
 
+# The store lease a daemon holds while it may start sessions: one daemon spends a host's budget
+# (the daemon takes it; ``jada-agent status`` shows who holds it).
+LEASE = "sessions"
+
 
 def day_start(at: datetime) -> datetime:
     at = at.astimezone(UTC)
@@ -61,4 +65,13 @@ class Budget:
         return BudgetState(used=used, per_day=self.per_day, rollover=start + timedelta(days=1))
 
 
-__all__ = ["Budget", "BudgetState", "Clock", "day_start", "iso", "iso_short", "next_rollover"]
+__all__ = [
+    "LEASE",
+    "Budget",
+    "BudgetState",
+    "Clock",
+    "day_start",
+    "iso",
+    "iso_short",
+    "next_rollover",
+]
