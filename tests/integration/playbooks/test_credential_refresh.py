@@ -200,8 +200,8 @@ def test_the_remediator_runs_it_through_ansible_runner_with_its_extravars(host, 
     live_token(h, fake)
     h.token_file.chmod(0o640)
     pdd = h.settings.remediator.private_data_dir
-    (h.tmp / "state" / "runner" / "project").mkdir(parents=True)
-    shutil.copy(ROOT / "playbooks" / PLAYBOOK, f"{pdd}/project/{PLAYBOOK}")
+    # The project as the remediator role installs it: the playbooks and the files they import.
+    shutil.copytree(ROOT / "playbooks", f"{pdd}/project")
     extra = h.extravars(unit="port-sheet-sync.service")
     # What the remediator does not pass: the settings file comes from its environment
     # (JADA_AGENT_CONFIG), become is off (it runs the playbook as itself).
