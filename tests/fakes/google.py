@@ -41,8 +41,9 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes.base import LoopbackFake, QuietHandler
 
 SHEETS_SCOPE = "https://www.googleapis.com/auth/spreadsheets"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -263,49 +264,16 @@ class Logged:
         return {"method": self.method, "path": self.path, "kind": self.kind, "status": self.status}
 
 
-class FakeGoogle:
+class FakeGoogle(LoopbackFake):
     """Google OAuth token + consent endpoints and Sheets v4 on one loopback HTTP server."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.reset()
 
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> FakeGoogle:
-        fake = self
-
-        class Handler(_Handler):
-            owner = fake
-
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-google", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeGoogle:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+    def handler_class(self) -> type[_Handler]:
+        return type("Handler", (_Handler,), {"owner": self})
 
     @property
     def token_uri(self) -> str:
@@ -924,25 +892,15 @@ class FakeGoogle:
         return {"spreadsheetId": ss.spreadsheet_id, "clearedRanges": cleared}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     owner: FakeGoogle
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args: Any) -> None:  # keep test output clean
-        pass
-
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         if isinstance(body, str):
-            data, ctype = body.encode(), "text/plain; charset=utf-8"
+            self.send_body(status, body.encode(), "text/plain; charset=utf-8", headers)
         else:
-            data, ctype = json.dumps(body).encode(), "application/json; charset=UTF-8"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+            self.send_json(status, body, "application/json; charset=UTF-8", headers)
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -1059,16 +1017,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--spreadsheet", default="", help="create this spreadsheet at start")
     args = p.parse_args(argv)
-    fake = FakeGoogle(args.host, args.port).start()
+    fake = FakeGoogle(args.host, args.port)
     if args.spreadsheet:
         fake.create_spreadsheet(args.spreadsheet)
-    print(fake.url, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        fake.stop()
-    return 0
+    return fake.run_in_foreground()
 
 
 if __name__ == "__main__":
