@@ -31,7 +31,6 @@ A reply is ``{"content": [{"type": "text", "text": ...} | {"type": "tool_use", "
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import threading
@@ -39,7 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from tests.fakes.base import LoopbackFake, QuietHandler
+from tests.fakes.base import LoopbackFake, QuietHandler, command_line
 
 Reply = dict[str, Any]
 Handler = Callable[[dict[str, Any]], Reply | None]
@@ -475,11 +474,9 @@ class _RequestHandler(QuietHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--key", action="append", help="an accepted API key (repeatable)")
-    args = parser.parse_args(argv)
+    ap = command_line(__doc__.splitlines()[0])
+    ap.add_argument("--key", action="append", help="an accepted API key (repeatable)")
+    args = ap.parse_args(argv)
     fake = FakeAnthropic(args.host, args.port, tuple(args.key or ["test-key"]))
     return fake.run_in_foreground("fake anthropic listening on {url}")
 

@@ -8,6 +8,7 @@ their own.
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import threading
@@ -72,6 +73,15 @@ class LoopbackFake:
         finally:
             self.stop()
         return 0
+
+
+def command_line(description: str) -> argparse.ArgumentParser:
+    """The command line of ``python -m tests.fakes.X``: ``--host`` and ``--port`` (0: any free one),
+    then the fake's own options."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    return ap
 
 
 class QuietHandler(BaseHTTPRequestHandler):

@@ -29,7 +29,6 @@ table on the next N token calls), ``delay_token``, ``fail_sheets``, ``delay_shee
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import hashlib
@@ -43,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.base import LoopbackFake, QuietHandler
+from tests.fakes.base import LoopbackFake, QuietHandler, command_line
 
 SHEETS_SCOPE = "https://www.googleapis.com/auth/spreadsheets"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -1012,9 +1011,7 @@ def control(url: str, name: str, **kwargs: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Fake Google OAuth + Sheets v4 server")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
+    p = command_line("Fake Google OAuth + Sheets v4 server")
     p.add_argument("--spreadsheet", default="", help="create this spreadsheet at start")
     args = p.parse_args(argv)
     fake = FakeGoogle(args.host, args.port)

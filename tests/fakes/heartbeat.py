@@ -12,7 +12,6 @@ Control: in Python and over HTTP (``GET /_control/pings``, ``GET /_control/statu
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import threading
 import time
@@ -20,7 +19,7 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.base import LoopbackFake, QuietHandler
+from tests.fakes.base import LoopbackFake, QuietHandler, command_line
 
 
 class HeartbeatReceiver(LoopbackFake):
@@ -117,9 +116,7 @@ class HeartbeatReceiver(LoopbackFake):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
+    ap = command_line(__doc__)
     ap.add_argument("--check", default="jada-demo")
     args = ap.parse_args()
     HeartbeatReceiver(args.host, args.port, args.check).run_in_foreground()

@@ -19,7 +19,6 @@ Run one with ``python -m tests.fakes.lightsail --host H --port P``.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -36,7 +35,7 @@ from typing import Any
 
 import botocore.session
 
-from tests.fakes.base import LoopbackFake, QuietHandler
+from tests.fakes.base import LoopbackFake, QuietHandler, command_line
 
 TARGET_PREFIX = "Lightsail_20161128."
 OPERATIONS = ("GetInstances", "GetInstance", "GetInstanceAccessDetails", "GetInstanceMetricData")
@@ -446,10 +445,8 @@ class _Handler(QuietHandler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    a = parser.parse_args()
+    ap = command_line(__doc__.splitlines()[0])
+    a = ap.parse_args()
     # Stopped on SIGTERM (make demo-down, a test's teardown) as on Ctrl-C: the temporary
     # directory holds the CA's private key and must not outlive the process.
     FakeLightsail(a.host, a.port).run_in_foreground("fake Lightsail at {url}")

@@ -16,13 +16,12 @@ proxy) and over HTTP (``GET /_control/received``, ``POST /_control/fail {"count"
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 import time
 from typing import Any
 
-from tests.fakes.base import LoopbackFake, QuietHandler
+from tests.fakes.base import LoopbackFake, QuietHandler, command_line
 
 
 class WebhookReceiver(LoopbackFake):
@@ -166,9 +165,7 @@ class WebhookReceiver(LoopbackFake):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
+    ap = command_line(__doc__)
     ap.add_argument("--path", default="/hooks/incident")
     args = ap.parse_args()
     WebhookReceiver(args.host, args.port, args.path).run_in_foreground()
