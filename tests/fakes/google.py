@@ -48,42 +48,30 @@ SHEETS_SCOPE = "https://www.googleapis.com/auth/spreadsheets"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 
+
 # The token endpoint's error answers, as Google sends them (status, body). A str body is
 # sent as text/plain, the way a 503 from Google's front end arrives.
+def _oauth_error(status: int, error: str, description: str, **more: str) -> tuple[int, Any]:
+    return status, {"error": error, "error_description": description, **more}
+
+
 TOKEN_ERRORS: dict[str, tuple[int, Any]] = {
-    "invalid_grant": (
+    "invalid_grant": _oauth_error(400, "invalid_grant", "Token has been expired or revoked."),
+    "invalid_scope": _oauth_error(400, "invalid_scope", "Some requested scopes were invalid."),
+    "invalid_client": _oauth_error(401, "invalid_client", "The OAuth client was not found."),
+    "wrong_secret": _oauth_error(401, "invalid_client", "Unauthorized"),
+    "deleted_client": _oauth_error(401, "deleted_client", "The OAuth client was deleted."),
+    "unauthorized_client": _oauth_error(400, "unauthorized_client", "Unauthorized"),
+    "invalid_rapt": _oauth_error(
         400,
-        {"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
-    ),
-    "invalid_scope": (
-        400,
-        {"error": "invalid_scope", "error_description": "Some requested scopes were invalid."},
-    ),
-    "invalid_client": (
-        401,
-        {"error": "invalid_client", "error_description": "The OAuth client was not found."},
-    ),
-    "wrong_secret": (401, {"error": "invalid_client", "error_description": "Unauthorized"}),
-    "deleted_client": (
-        401,
-        {"error": "deleted_client", "error_description": "The OAuth client was deleted."},
-    ),
-    "unauthorized_client": (
-        400,
-        {"error": "unauthorized_client", "error_description": "Unauthorized"},
-    ),
-    "invalid_rapt": (
-        400,
-        {
-            "error": "invalid_grant",
-            "error_description": "reauth related error (invalid_rapt)",
-            "error_uri": "https://support.google.com/a/answer/9368756",
-            "error_subtype": "invalid_rapt",
-        },
+        "invalid_grant",
+        "reauth related error (invalid_rapt)",
+        error_uri="https://support.google.com/a/answer/9368756",
+        error_subtype="invalid_rapt",
     ),
     "internal_failure": (500, {"error": "internal_failure"}),
     "unavailable": (503, "Service Unavailable"),
-    "rate_limited": (429, {"error": "rate_limit_exceeded", "error_description": "Slow down."}),
+    "rate_limited": _oauth_error(429, "rate_limit_exceeded", "Slow down."),
 }
 
 SHEETS_STATUS = {
