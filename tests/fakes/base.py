@@ -1,9 +1,9 @@
 """What every loopback fake shares: its server's life (start, stop, ``with``, its URL, running in
 the foreground until a signal) and a quiet request handler.
 
-A fake subclasses :class:`LoopbackFake` and says which handler serves it (:meth:`handler_class`); its
-handler subclasses :class:`QuietHandler`. The fakes' protocols, strictness and controls are
-their own.
+A fake subclasses :class:`LoopbackFake` and says which handler serves it
+(:meth:`handler_class`); its handler subclasses :class:`QuietHandler`. The fakes' protocols,
+strictness and controls are their own.
 """
 
 from __future__ import annotations
@@ -87,9 +87,9 @@ def command_line(description: str) -> argparse.ArgumentParser:
 class QuietHandler(BaseHTTPRequestHandler):
     """Logs nothing (the tests read what the fake recorded); answers with a body and its length."""
 
-    # Headers and body in one write (True) or two. One write spares a client that waits for the
-    # body the delayed ACK (40 ms) that the second small write meets; the fakes whose clients
-    # time their retries by the answers keep the two writes they were measured with.
+    # Headers and body in one write (True) or two. One write spares a client waiting for the
+    # body the delayed ACK (40 ms) that a second small write meets: the Anthropic fake, whose
+    # client makes many small turns, opts in; the others answer as they always have.
     one_write = False
 
     def log_message(self, format: str, *args: Any) -> None:
