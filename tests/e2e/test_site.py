@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -211,42 +212,29 @@ def test_verify_passes_on_the_converged_host(site: Site, role: str):
     assert run.rc == 0, run.tail()
 
 
+def _stopped(role: str, unit: str, id: str) -> Any:
+    """A break of ``role``'s host: ``unit`` stopped (repaired by starting it)."""
+    return pytest.param(
+        role, ["systemctl", "stop", unit], ["systemctl", "start", unit], unit, id=id
+    )
+
+
+def _world_readable(role: str, path: str, id: str) -> Any:
+    """A break of ``role``'s host: the secret ``path`` made 0644 (repaired by 0600)."""
+    name = path.rsplit("/", 1)[-1]
+    return pytest.param(role, ["chmod", "0644", path], ["chmod", "0600", path], name, id=id)
+
+
 BREAKS = [
-    pytest.param(
-        "jada_agent",
-        ["systemctl", "stop", "jada-agent.service"],
-        ["systemctl", "start", "jada-agent.service"],
-        "jada-agent.service",
-        id="daemon-stopped",
+    _stopped("jada_agent", "jada-agent.service", "daemon-stopped"),
+    _world_readable(
+        "jada_agent", "/var/lib/jada-agent/secrets/anthropic-api-key", "api-key-world-readable"
     ),
-    pytest.param(
-        "jada_agent",
-        ["chmod", "0644", "/var/lib/jada-agent/secrets/anthropic-api-key"],
-        ["chmod", "0600", "/var/lib/jada-agent/secrets/anthropic-api-key"],
-        "anthropic-api-key",
-        id="api-key-world-readable",
+    _world_readable(
+        "port_sheet_sync", "/var/lib/jada-agent/secrets/google-token.json", "token-world-readable"
     ),
-    pytest.param(
-        "port_sheet_sync",
-        ["chmod", "0644", "/var/lib/jada-agent/secrets/google-token.json"],
-        ["chmod", "0600", "/var/lib/jada-agent/secrets/google-token.json"],
-        "google-token.json",
-        id="token-world-readable",
-    ),
-    pytest.param(
-        "port_sheet_sync",
-        ["systemctl", "stop", "port-sheet-sync.timer"],
-        ["systemctl", "start", "port-sheet-sync.timer"],
-        "port-sheet-sync.timer",
-        id="timer-stopped",
-    ),
-    pytest.param(
-        "remediator",
-        ["systemctl", "stop", "jada-remediator.service"],
-        ["systemctl", "start", "jada-remediator.service"],
-        "jada-remediator.service",
-        id="remediator-stopped",
-    ),
+    _stopped("port_sheet_sync", "port-sheet-sync.timer", "timer-stopped"),
+    _stopped("remediator", "jada-remediator.service", "remediator-stopped"),
 ]
 
 

@@ -31,14 +31,14 @@ A reply is ``{"content": [{"type": "text", "text": ...} | {"type": "tool_use", "
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import threading
 from collections import deque
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes.base import LoopbackFake, QuietHandler, command_line
 
 Reply = dict[str, Any]
 Handler = Callable[[dict[str, Any]], Reply | None]
@@ -216,14 +216,13 @@ def _first_text(body: dict[str, Any]) -> str:
     return "\n".join(b.get("text", "") for b in content if b.get("type") == "text")
 
 
-class FakeAnthropic:
+class FakeAnthropic(LoopbackFake):
     """The fake server; ``with FakeAnthropic() as fake: fake.url``."""
 
     def __init__(
         self, host: str = "127.0.0.1", port: int = 0, keys: tuple[str, ...] = ("test-key",)
     ):
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.keys: set[str] = set(keys)
@@ -233,38 +232,9 @@ class FakeAnthropic:
         self.default_reply: Reply | None = None
         self.routes: list[tuple[str, deque[Reply], Reply | None]] = []
         self.requests: list[dict[str, Any]] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # ---- lifecycle
-    def start(self) -> FakeAnthropic:
-        fake = self
-
-        class _Handler(_RequestHandler):
-            owner = fake
-
-        self._server = ThreadingHTTPServer((self.host, self.port), _Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def __enter__(self) -> FakeAnthropic:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def handler_class(self) -> type[_RequestHandler]:
+        return type("Handler", (_RequestHandler,), {"owner": self})
 
     # ---- control
     def reset(self) -> None:
@@ -368,24 +338,14 @@ class FakeAnthropic:
         }
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
+class _RequestHandler(QuietHandler):
     owner: FakeAnthropic
     protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet: tests read the recorded requests instead
+    one_write = True  # the SDK's many small turns would each wait out a delayed ACK
 
     def _send(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
-        raw = json.dumps(data).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(raw)))
-        self.send_header("request-id", f"req_fake_{next(self.owner._ids):06d}")
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        # Headers and body in one write: two small writes meet the client's delayed ACK (40 ms).
-        self._headers_buffer.append(b"\r\n" + raw)
-        self.flush_headers()
+        request_id = {"request-id": f"req_fake_{next(self.owner._ids):06d}"}
+        self.send_json(status, data, headers={**request_id, **(headers or {})})
 
     def _error(self, status: int, message: str, retry_after_ms: int | None = None) -> None:
         headers = {}
@@ -514,21 +474,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--key", action="append", help="an accepted API key (repeatable)")
-    args = parser.parse_args(argv)
+    ap = command_line(__doc__.splitlines()[0])
+    ap.add_argument("--key", action="append", help="an accepted API key (repeatable)")
+    args = ap.parse_args(argv)
     fake = FakeAnthropic(args.host, args.port, tuple(args.key or ["test-key"]))
-    fake.start()
-    print(f"fake anthropic listening on {fake.url}", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake.stop()
-    return 0
+    return fake.run_in_foreground("fake anthropic listening on {url}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ table on the next N token calls), ``delay_token``, ``fail_sheets``, ``delay_shee
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import hashlib
@@ -41,49 +40,38 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes.base import LoopbackFake, QuietHandler, command_line
 
 SHEETS_SCOPE = "https://www.googleapis.com/auth/spreadsheets"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 
+
 # The token endpoint's error answers, as Google sends them (status, body). A str body is
 # sent as text/plain, the way a 503 from Google's front end arrives.
+def _oauth_error(status: int, error: str, description: str, **more: str) -> tuple[int, Any]:
+    return status, {"error": error, "error_description": description, **more}
+
+
 TOKEN_ERRORS: dict[str, tuple[int, Any]] = {
-    "invalid_grant": (
+    "invalid_grant": _oauth_error(400, "invalid_grant", "Token has been expired or revoked."),
+    "invalid_scope": _oauth_error(400, "invalid_scope", "Some requested scopes were invalid."),
+    "invalid_client": _oauth_error(401, "invalid_client", "The OAuth client was not found."),
+    "wrong_secret": _oauth_error(401, "invalid_client", "Unauthorized"),
+    "deleted_client": _oauth_error(401, "deleted_client", "The OAuth client was deleted."),
+    "unauthorized_client": _oauth_error(400, "unauthorized_client", "Unauthorized"),
+    "invalid_rapt": _oauth_error(
         400,
-        {"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
-    ),
-    "invalid_scope": (
-        400,
-        {"error": "invalid_scope", "error_description": "Some requested scopes were invalid."},
-    ),
-    "invalid_client": (
-        401,
-        {"error": "invalid_client", "error_description": "The OAuth client was not found."},
-    ),
-    "wrong_secret": (401, {"error": "invalid_client", "error_description": "Unauthorized"}),
-    "deleted_client": (
-        401,
-        {"error": "deleted_client", "error_description": "The OAuth client was deleted."},
-    ),
-    "unauthorized_client": (
-        400,
-        {"error": "unauthorized_client", "error_description": "Unauthorized"},
-    ),
-    "invalid_rapt": (
-        400,
-        {
-            "error": "invalid_grant",
-            "error_description": "reauth related error (invalid_rapt)",
-            "error_uri": "https://support.google.com/a/answer/9368756",
-            "error_subtype": "invalid_rapt",
-        },
+        "invalid_grant",
+        "reauth related error (invalid_rapt)",
+        error_uri="https://support.google.com/a/answer/9368756",
+        error_subtype="invalid_rapt",
     ),
     "internal_failure": (500, {"error": "internal_failure"}),
     "unavailable": (503, "Service Unavailable"),
-    "rate_limited": (429, {"error": "rate_limit_exceeded", "error_description": "Slow down."}),
+    "rate_limited": _oauth_error(429, "rate_limit_exceeded", "Slow down."),
 }
 
 SHEETS_STATUS = {
@@ -263,49 +251,16 @@ class Logged:
         return {"method": self.method, "path": self.path, "kind": self.kind, "status": self.status}
 
 
-class FakeGoogle:
+class FakeGoogle(LoopbackFake):
     """Google OAuth token + consent endpoints and Sheets v4 on one loopback HTTP server."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.reset()
 
-    # ------------------------------------------------------------------ lifecycle
-    def start(self) -> FakeGoogle:
-        fake = self
-
-        class Handler(_Handler):
-            owner = fake
-
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-google", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeGoogle:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+    def handler_class(self) -> type[_Handler]:
+        return type("Handler", (_Handler,), {"owner": self})
 
     @property
     def token_uri(self) -> str:
@@ -924,25 +879,15 @@ class FakeGoogle:
         return {"spreadsheetId": ss.spreadsheet_id, "clearedRanges": cleared}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     owner: FakeGoogle
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args: Any) -> None:  # keep test output clean
-        pass
-
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         if isinstance(body, str):
-            data, ctype = body.encode(), "text/plain; charset=utf-8"
+            self.send_body(status, body.encode(), "text/plain; charset=utf-8", headers)
         else:
-            data, ctype = json.dumps(body).encode(), "application/json; charset=UTF-8"
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
+            self.send_json(status, body, "application/json; charset=UTF-8", headers)
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -1054,21 +999,13 @@ def control(url: str, name: str, **kwargs: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Fake Google OAuth + Sheets v4 server")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0)
+    p = command_line("Fake Google OAuth + Sheets v4 server")
     p.add_argument("--spreadsheet", default="", help="create this spreadsheet at start")
     args = p.parse_args(argv)
-    fake = FakeGoogle(args.host, args.port).start()
+    fake = FakeGoogle(args.host, args.port)
     if args.spreadsheet:
         fake.create_spreadsheet(args.spreadsheet)
-    print(fake.url, flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        fake.stop()
-    return 0
+    return fake.run_in_foreground()
 
 
 if __name__ == "__main__":

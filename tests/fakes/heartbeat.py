@@ -12,32 +12,28 @@ Control: in Python and over HTTP (``GET /_control/pings``, ``GET /_control/statu
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fakes.base import LoopbackFake, QuietHandler, command_line
 
-class HeartbeatReceiver:
+
+class HeartbeatReceiver(LoopbackFake):
     def __init__(self, host: str = "127.0.0.1", port: int = 0, check: str | None = None):
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.check = check or str(uuid.uuid4())
         self.pings: list[dict[str, Any]] = []
         self.rejected: list[tuple[int, str]] = []
         self._lock = threading.Condition()
-        self.server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
-        assert self.server is not None, "start() first"
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/ping/{self.check}"
+        assert self._server is not None, "start() first"
+        return f"{self.base_url}/ping/{self.check}"
 
     def wait_for(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         with self._lock:
@@ -69,20 +65,12 @@ class HeartbeatReceiver:
             self.pings.clear()
             self.rejected.clear()
 
-    def start(self) -> HeartbeatReceiver:
+    def handler_class(self) -> type[QuietHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _reply(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(status, body)
 
             def _ping(self, body: bytes) -> None:
                 parts = urlsplit(self.path)
@@ -99,11 +87,7 @@ class HeartbeatReceiver:
                         {"t": time.time(), "kind": kind, "body": body.decode("utf-8", "replace")}
                     )
                     fake._lock.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"OK")
+                self.send_body(200, b"OK", "text/plain")
 
             def _control(self, parts: Any) -> None:
                 q = {k: v[0] for k, v in parse_qs(parts.query).items()}
@@ -128,36 +112,14 @@ class HeartbeatReceiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 self._ping(self.rfile.read(min(length, 100_000)))
 
-        self.server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def __enter__(self) -> HeartbeatReceiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return Handler
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
+    ap = command_line(__doc__)
     ap.add_argument("--check", default="jada-demo")
     args = ap.parse_args()
-    fake = HeartbeatReceiver(args.host, args.port, args.check).start()
-    print(fake.url, flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        fake.stop()
+    HeartbeatReceiver(args.host, args.port, args.check).run_in_foreground()
 
 
 if __name__ == "__main__":

@@ -19,24 +19,23 @@ Run one with ``python -m tests.fakes.lightsail --host H --port P``.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
 import math
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import botocore.session
+
+from tests.fakes.base import LoopbackFake, QuietHandler, command_line
 
 TARGET_PREFIX = "Lightsail_20161128."
 OPERATIONS = ("GetInstances", "GetInstance", "GetInstanceAccessDetails", "GetInstanceMetricData")
@@ -174,11 +173,12 @@ class _Error(Exception):
         self.type, self.message, self.status = type_, message, status
 
 
-class FakeLightsail:
+class FakeLightsail(LoopbackFake):
     """The fake server; see the module docstring."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, page_size: int = 2) -> None:
-        self.host, self.port, self.page_size = host, port, page_size
+        super().__init__(host, port)
+        self.page_size = page_size
         self.account = "123456789012"
         self.instances: dict[str, FakeInstance] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
@@ -204,35 +204,14 @@ class FakeLightsail:
             check=True,
         )
         self.ca_public_key = (self._tmp / "ca.pub").read_text().strip()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ---- lifecycle
-    def start(self) -> FakeLightsail:
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    def handler_class(self) -> type[_Handler]:
+        return type("Handler", (_Handler,), {"fake": self})
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        super().stop()
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> FakeLightsail:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ---- control
     def add_instance(self, name: str, **kwargs: Any) -> FakeInstance:
@@ -377,23 +356,14 @@ class FakeLightsail:
         return {"metricName": metric, "metricData": data}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     fake: FakeLightsail
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, fmt: str, *args: Any) -> None:  # quiet; tests read .requests
-        pass
-
     def _reply(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/x-amz-json-1.1")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header(
-            "x-amzn-RequestId", "fake-" + hashlib.md5(data, usedforsecurity=False).hexdigest()
-        )
-        self.end_headers()
-        self.wfile.write(data)
+        request_id = "fake-" + hashlib.md5(data, usedforsecurity=False).hexdigest()
+        self.send_body(status, data, "application/x-amz-json-1.1", {"x-amzn-RequestId": request_id})
 
     def _error(self, err: _Error) -> None:
         self._reply(err.status, {"__type": err.type, "message": err.message})
@@ -475,22 +445,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    a = parser.parse_args()
-    stop = threading.Event()
-    # SIGTERM (make demo-down, a test's teardown) as well as Ctrl-C: the temporary directory
-    # holds the CA's private key and must not outlive the process.
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda *_: stop.set())
-    fake = FakeLightsail(a.host, a.port)
-    try:
-        fake.start()
-        print(f"fake Lightsail at {fake.url}", flush=True)
-        stop.wait()
-    finally:
-        fake.stop()
+    ap = command_line(__doc__.splitlines()[0])
+    a = ap.parse_args()
+    # Stopped on SIGTERM (make demo-down, a test's teardown) as on Ctrl-C: the temporary
+    # directory holds the CA's private key and must not outlive the process.
+    FakeLightsail(a.host, a.port).run_in_foreground("fake Lightsail at {url}")
 
 
 if __name__ == "__main__":

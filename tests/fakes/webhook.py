@@ -16,14 +16,15 @@ proxy) and over HTTP (``GET /_control/received``, ``POST /_control/fail {"count"
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 from typing import Any
 
+from tests.fakes.base import LoopbackFake, QuietHandler, command_line
 
-class WebhookReceiver:
+
+class WebhookReceiver(LoopbackFake):
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -31,8 +32,7 @@ class WebhookReceiver:
         path: str = "/hooks/incident",
         accept: str = "slack",
     ):
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.path = path
         self.accept = accept
         self._trickle: list[float] = []
@@ -42,15 +42,12 @@ class WebhookReceiver:
         self._fail: list[int] = []
         self._lock = threading.Lock()
         self._got = threading.Condition(self._lock)
-        self.server: ThreadingHTTPServer | None = None
-        self.thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ control
     @property
     def url(self) -> str:
-        assert self.server is not None, "start() first"
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}{self.path}"
+        assert self._server is not None, "start() first"
+        return self.base_url + self.path
 
     def fail_next(self, count: int = 1, status: int = 500) -> None:
         with self._lock:
@@ -72,21 +69,13 @@ class WebhookReceiver:
             self._got.wait_for(lambda: len(self.received) >= n, timeout)
             return list(self.received)
 
-    # ------------------------------------------------------------ lifecycle
-    def start(self) -> WebhookReceiver:
+    # ------------------------------------------------------------ the server
+    def handler_class(self) -> type[QuietHandler]:
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # quiet
-                pass
-
+        class Handler(QuietHandler):
             def _reply(self, status: int, body: Any) -> None:
-                data = json.dumps(body).encode() if not isinstance(body, bytes) else body
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(status, body)
 
             def _reject(self, status: int, why: str) -> None:
                 with fake._lock:
@@ -140,16 +129,10 @@ class WebhookReceiver:
                 with fake._got:
                     fake.received.append(doc)
                     fake._got.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                self.send_body(200, b"ok", "text/plain")
 
             def _dribble(self, seconds: float) -> None:
                 # Headers at once, then one byte a second: every read succeeds, none ends.
-                import time
-
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(int(seconds) + 1))
@@ -178,37 +161,14 @@ class WebhookReceiver:
                     return self._reply(404, {"error": "unknown control"})
                 self._reply(200, {"ok": True})
 
-        self.server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return Handler
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
+    ap = command_line(__doc__)
     ap.add_argument("--path", default="/hooks/incident")
     args = ap.parse_args()
-    fake = WebhookReceiver(args.host, args.port, args.path).start()
-    print(fake.url, flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        fake.stop()
+    WebhookReceiver(args.host, args.port, args.path).run_in_foreground()
 
 
 if __name__ == "__main__":

@@ -342,22 +342,16 @@ def _slim_and_configure(root: Path) -> None:
     _write(root / "etc/jada-sandbox-release", f"recipe={RECIPE_VERSION} key={cache_key()}\n")
 
 
+# What the image's tarball keeps of each file: numeric owners, extended attributes, ACLs.
+_TAR_KEEP = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"]
+
+
 def _extract(tarball: Path, dest: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".extract-", dir=dest.parent))
     try:
         zstd = subprocess.Popen(["zstd", "-dc", "-T0", str(tarball)], stdout=subprocess.PIPE)
         tar = subprocess.run(
-            [
-                "tar",
-                "--numeric-owner",
-                "--xattrs",
-                "--xattrs-include=*",
-                "--acls",
-                "-C",
-                str(tmp),
-                "-xpf",
-                "-",
-            ],
+            ["tar", *_TAR_KEEP, "-C", str(tmp), "-xpf", "-"],
             stdin=zstd.stdout,
             capture_output=True,
             text=True,
@@ -378,18 +372,7 @@ def _archive(src: Path, tarball: Path) -> None:
     tmp = tarball.with_name(tarball.name + f".tmp{os.getpid()}")
     with open(tmp, "wb") as out:
         tar = subprocess.Popen(
-            [
-                "tar",
-                "--numeric-owner",
-                "--xattrs",
-                "--xattrs-include=*",
-                "--acls",
-                "-C",
-                str(src),
-                "-cf",
-                "-",
-                ".",
-            ],
+            ["tar", *_TAR_KEEP, "-C", str(src), "-cf", "-", "."],
             stdout=subprocess.PIPE,
         )
         zstd = subprocess.run(
