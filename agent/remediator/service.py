@@ -50,9 +50,12 @@ from agent.remediator.clock import ServiceClock
 from agent.remediator.engine import Decision, Engine
 from agent.remediator.faults import Faults
 from agent.remediator.lock import AlreadyRunning, InstanceLock, LockBusy, RemediationLock
+from agent.remediator.matcher import Matcher, Stats
 from agent.remediator.outbox import Outbox, Row, Senders
 from agent.remediator.rules import Rule, RuleSet, load_rules
-from agent.remediator.sources import FileTail, FileWatcher, JournalSource, Matcher, Stats
+from agent.remediator.sources.filetail import FileTail
+from agent.remediator.sources.journald import JournalSource
+from agent.remediator.sources.watcher import FileWatcher
 from agent.remediator.state import Firing, StateDB, StateWriteError, group_key
 from agent.store import Incident, Store, open_store
 

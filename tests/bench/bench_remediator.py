@@ -607,7 +607,7 @@ def bench_journal(tmp: Path, quick: bool) -> dict[str, Any]:
     JournalSource, from a journal file written on this machine (systemd-journal-remote)."""
     from agent import config
     from agent.remediator.service import Remediator
-    from agent.remediator.sources import _machine_id
+    from agent.remediator.sources.journald import _machine_id
 
     n = 100_000 if quick else 1_000_000
     machine = _machine_id() or "3d1219c7c4c5404aaa1f6d2a48adfda4"

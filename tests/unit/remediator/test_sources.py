@@ -6,7 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from agent.remediator.sources import MAX_LINE, FileTail, JournalSource, Matcher, Stats
+from agent.remediator.matcher import MAX_LINE, Matcher, Stats
+from agent.remediator.sources.filetail import FileTail
+from agent.remediator.sources.journald import JournalSource
 from agent.remediator.state import StateDB
 from tests.unit.remediator.helpers import rule
 
@@ -266,7 +268,7 @@ def test_journal_follows_every_boot_of_this_machine_only():
     # --follow alone means "this boot" as /proc says it, which a hardened unit in a container
     # sees wrongly (a fresh /proc: the host kernel's boot id) -- and a resume after a reboot
     # must not skip the previous boot's last entries. The machine id keeps other journals out.
-    from agent.remediator.sources import _machine_id
+    from agent.remediator.sources.journald import _machine_id
 
     src = JournalSource(["port-sheet-sync.service"], StateDB(), emit=print)
     cmd = src.command()
@@ -278,7 +280,7 @@ def test_journal_follows_every_boot_of_this_machine_only():
 
 
 def test_machine_id_is_read_only_when_well_formed(tmp_path: Path):
-    from agent.remediator.sources import _machine_id
+    from agent.remediator.sources.journald import _machine_id
 
     good = tmp_path / "good"
     good.write_text("0123456789abcdef0123456789abcdef\n")
