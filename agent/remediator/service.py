@@ -54,7 +54,7 @@ from agent.remediator.matcher import Matcher, Stats
 from agent.remediator.outbox import Outbox, Row, Senders
 from agent.remediator.rules import Rule, RuleSet, load_rules
 from agent.remediator.sources.filetail import FileTail
-from agent.remediator.sources.journald import JournalSource
+from agent.remediator.sources.journald import JournalSource, entries_to_look_at
 from agent.remediator.sources.watcher import FileWatcher
 from agent.remediator.state import Firing, StateDB, StateWriteError, group_key
 from agent.store import Incident, Store, open_store
@@ -325,7 +325,10 @@ class Remediator:
                 self.pending.discard(path)
             self.read_file(path)
         elif kind == "journal":
-            self.read_journal(event[1])
+            try:
+                self.read_journal(event[1])
+            finally:
+                event[1].done()  # the reader may hand over its next batch (it holds a few)
         elif kind == "hup":
             self.reload()
         elif kind == "term":
@@ -438,18 +441,18 @@ class Remediator:
         if not entries:
             return
         try:
-            with self.state.batch():
-                for e in entries:
+            with self.state.batch():  # the whole batch and its last cursor commit together
+                for e in entries_to_look_at(entries, self.journal_matchers):
                     # The entry's own age on the service clock: a catch-up after a restart
                     # keeps its spacing, a wall clock stepped back changes nothing.
                     t = self.clock.since_wall(e.t)
-                    matcher = self.journal_matchers.get(e.unit)
-                    for rule in matcher.rules_for(e.message) if matcher is not None else ():
+                    for rule in self.journal_matchers[e.unit].rules_for(e.message):
                         d = self.engine.observe(rule, e.message, t)
                         if d.outcome != "nomatch":
                             self.decide(rule, d, e.message, t)
-                    if e.cursor:
-                        self.state.save_cursor(journal.key, e.cursor)
+                cursor = next((e.cursor for e in reversed(entries) if e.cursor), "")
+                if cursor:
+                    self.state.save_cursor(journal.key, cursor)
         except Exception as exc:
             self.rewound.add("journal")
             journal.invalidate()  # entries already queued from this child are dropped

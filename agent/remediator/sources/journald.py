@@ -1,12 +1,16 @@
 """The systemd journal: one ``journalctl -f -o json`` child for all the rules' units.
 
 It resumes after the saved cursor (see :class:`JournalSource` for why a child and not
-python-systemd); each line is read by the shared :mod:`agent.journal` reader.
+python-systemd); each line is read by the shared :mod:`agent.journal` reader. Entries are handed
+to the service's core in batches, a bounded number at a time: a backlog of a million entries
+costs the core a transaction per batch, and its memory stays flat (journalctl waits on the
+pipe meanwhile; nothing is dropped).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -14,18 +18,23 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent import journal
-from agent.remediator.matcher import MAX_LINE, Stats
+from agent.remediator.matcher import MAX_LINE, Matcher, Stats
 from agent.remediator.sources import FaultHook
 from agent.remediator.state import StateDB
 
-__all__ = ["JournalEntry", "JournalSource"]
+__all__ = ["JournalBatch", "JournalEntry", "JournalSource", "entries_to_look_at"]
 
 log = logging.getLogger(__name__)
+
+READ_SIZE = 1024 * 1024  # one read of the pipe: a batch of up to ~1000 entries under a backlog
+PIPE_SIZE = 1024 * 1024  # asked of the kernel (fs.pipe-max-size is 1 MiB by default)
+MAX_BATCHES = 4  # batches handed over and not yet consumed before the reader waits
+MAX_ENTRY = 16 * 1024 * 1024  # an unterminated entry longer than this is skipped
 
 
 @dataclass
@@ -35,6 +44,40 @@ class JournalEntry:
     t: float  # __REALTIME_TIMESTAMP in seconds
     cursor: str
     gen: int = 0  # the JournalSource generation (child) that read it: stale ones are dropped
+
+
+class JournalBatch(list[JournalEntry]):
+    """The entries of one read of journalctl's output, handed to the core at once.
+
+    The consumer calls :meth:`done` when it has read them (whatever became of them): the reader
+    hands over a bounded number of batches at a time, so an unconsumed batch holds it back.
+    """
+
+    release: Callable[[], None] | None = None
+
+    def done(self) -> None:
+        release, self.release = self.release, None
+        if release is not None:
+            release()
+
+
+def entries_to_look_at(
+    entries: Sequence[JournalEntry], matchers: Mapping[str, Matcher]
+) -> list[JournalEntry]:
+    """The entries, in order, that hold a literal of one of their unit's rules.
+
+    One prefilter pass over each unit's messages of the batch (:meth:`Matcher.texts_to_look_at`);
+    the rest -- nearly all of a healthy journal -- are never looked at one by one.
+    """
+    by_unit: dict[str, list[int]] = {}
+    for i, e in enumerate(entries):
+        if e.unit in matchers:
+            by_unit.setdefault(e.unit, []).append(i)
+    look: list[int] = []
+    for unit, idx in by_unit.items():
+        found = matchers[unit].texts_to_look_at([entries[i].message for i in idx])
+        look.extend(idx[k] for k in found)
+    return [entries[i] for i in sorted(look)]
 
 
 def _machine_id(path: str = "/etc/machine-id") -> str | None:
@@ -59,14 +102,15 @@ class JournalSource:
     thread of its own (a child writing more than a pipe holds to an unread stderr would block,
     and detection would stop without a word) and its last lines are kept for the message. A
     line that is not a JSON object is skipped and counted. Entries go to ``emit`` from the
-    reader thread, tagged with the generation of the child that read them: ``restart()`` (after
-    a failed write, to read again from the saved cursor) makes what is still queued stale.
-    A dead child is a ``journal`` fault until entries flow again.
+    reader thread in batches (:class:`JournalBatch`, one per read of the pipe; at most
+    ``MAX_BATCHES`` not yet consumed), tagged with the generation of the child that read them:
+    ``restart()`` (after a failed write, to read again from the saved cursor) makes what is
+    still queued stale. A dead child is a ``journal`` fault until entries flow again.
     """
 
     units: list[str]
     state: StateDB
-    emit: Callable[[list[JournalEntry]], None]
+    emit: Callable[[JournalBatch], None]
     journalctl: str = "journalctl"
     key: str = "journal"
     proc: subprocess.Popen[bytes] | None = None
@@ -81,6 +125,8 @@ class JournalSource:
     stderr_tail: list[str] = field(default_factory=list)
     faulty: bool = False
     _quick: threading.Event = field(default_factory=threading.Event)
+    _room: threading.Condition = field(default_factory=threading.Condition)
+    _waiting: int = 0  # batches emitted and not yet consumed
     _bad_logged: float = 0.0
 
     def command(self) -> list[str]:
@@ -94,6 +140,7 @@ class JournalSource:
         # and the machine-id match keeps other machines' journals (journal-remote, linked
         # container journals) out.
         cmd = [exe, "--follow", "--merge", "--output=json", "--no-pager", "--quiet"]
+        cmd.append("--output-fields=" + ",".join(journal.FIELDS_READ))
         machine = _machine_id()
         if machine:
             cmd.append(f"_MACHINE_ID={machine}")
@@ -222,10 +269,47 @@ class JournalSource:
             backoff = min(backoff * 2, 60.0)
 
     def _read(self, proc: subprocess.Popen[bytes], gen: int = 0) -> None:
+        """Hand the child's entries over in batches: whatever one read of the pipe holds.
+
+        An idle unit's entry arrives alone and is handed over at once (detection latency); a
+        backlog comes as pipe-fulls of entries, one batch each, so the core commits one
+        transaction per batch instead of one per entry. At most ``MAX_BATCHES`` batches wait for
+        the core: beyond that this thread stops reading, the pipe fills and journalctl blocks
+        in its write -- backpressure down to the journal files, nothing dropped, memory bounded.
+        """
         assert proc.stdout is not None
-        # readline blocks on the pipe; a unit's journal is a few lines a minute, so each entry
-        # is handed over as it arrives (the detection latency matters, the batching would not).
-        for raw in proc.stdout:
+        fd = proc.stdout.fileno()
+        with contextlib.suppress(OSError, AttributeError):
+            # A bigger pipe means fewer, fuller batches under a backlog (best effort).
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
+        rest = b""
+        while True:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except InterruptedError:
+                continue
+            if not data:
+                break
+            if rest:
+                data = rest + data
+            last = data.rfind(b"\n") + 1
+            if last == 0:
+                # No newline yet: keep it, unless an entry grows without end (hostile input).
+                rest = data if len(data) <= MAX_ENTRY else b""
+                if not rest:
+                    self.stats.bad_entries += 1
+                    log.warning("journal: an entry over %d bytes skipped", MAX_ENTRY)
+                continue
+            rest = data[last:]
+            batch = self._batch(data, last, gen)
+            if batch and not self._hand_over(batch):
+                return
+
+    def _batch(self, data: bytes, end: int, gen: int) -> JournalBatch:
+        entries = JournalBatch()
+        for raw in data[:end].split(b"\n"):
+            if not raw:
+                continue
             try:
                 entry = self.parse(raw)
             except Exception as exc:  # one odd entry must never end the reader
@@ -233,10 +317,29 @@ class JournalSource:
                 log.warning("journal: entry skipped: %s: %s", type(exc).__name__, exc)
                 continue
             if entry is not None:
-                self.last_entry = time.time()
-                self._fault(None)
                 entry.gen = gen
-                self.emit([entry])
+                entries.append(entry)
+        if entries:
+            self.last_entry = time.time()
+            self._fault(None)
+        return entries
+
+    def _hand_over(self, batch: JournalBatch) -> bool:
+        """Emit ``batch`` once fewer than ``MAX_BATCHES`` wait; False when stopping instead."""
+        with self._room:
+            while self._waiting >= MAX_BATCHES and not self.stopping.is_set():
+                self._room.wait()
+            if self.stopping.is_set():
+                return False
+            self._waiting += 1
+        batch.release = self._consumed
+        self.emit(batch)
+        return True
+
+    def _consumed(self) -> None:
+        with self._room:
+            self._waiting = max(self._waiting - 1, 0)
+            self._room.notify_all()
 
     def parse(self, raw: bytes) -> JournalEntry | None:
         """One line of journalctl's output, read by the shared :mod:`agent.journal` reader."""
@@ -272,6 +375,8 @@ class JournalSource:
 
     def stop(self) -> None:
         self.stopping.set()
+        with self._room:
+            self._room.notify_all()  # a reader waiting for room ends
         p = self.proc
         if p is not None and p.poll() is None:
             with contextlib.suppress(ProcessLookupError):

@@ -440,3 +440,28 @@ def test_a_journal_message_reaches_only_the_rules_whose_literal_it_holds():
     # A "sync ok" line can only resolve: with nothing open it goes to no rule at all.
     assert len(m.rules_for("[port-sheet] sync ok rows=1")) == 4
     assert Matcher(rules, resolvable=set).rules_for("[port-sheet] sync ok") == []
+
+
+def test_a_batch_of_journal_messages_is_looked_at_exactly_where_one_by_one_would():
+    # The live journal path picks a batch's candidates in one pass over the joined messages:
+    # the same messages as a set match per message, multi-line and non-ASCII ones included.
+    from agent.remediator.rules import load_rules
+
+    rules = load_rules([Path(__file__).parents[3] / "files" / "rules.d"]).rules
+    m = Matcher(rules)
+    texts = [
+        "[port-sheet] collected tab=Ports rows=3",
+        "[port-sheet] token error: HTTP Error 400: x",
+        "Traceback (most recent call last):\n  google.auth.exceptions.RefreshError: invalid_grant",
+        "[port-sheet] sync ok rows=1",
+        "[port-sheet] collected tab=Sessions rows=3 élan ✓",
+        "[port-sheet] api error: HTTP 403 Forbidden ✗",
+        "",
+        "[port-sheet] wrote tab=Sessions rows=1\n[port-sheet] permission error: x",
+        "[port-sheet] deployed marker unchanged",
+    ] * 3
+    want = [i for i, t in enumerate(texts) if m.rules_for(t)]
+    assert want  # the mix holds candidates
+    assert m.texts_to_look_at(texts) == want
+    assert m.texts_to_look_at([]) == []
+    assert Matcher([]).texts_to_look_at(texts) == []
