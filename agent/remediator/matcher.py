@@ -23,6 +23,7 @@ from agent.remediator.fastpath import Prefilter
 from agent.remediator.rules import Rule
 
 MAX_LINE = 64 * 1024
+_BYTE_ARRAY = (b'"MESSAGE":[', b'"MESSAGE": [')  # a JSON MESSAGE that is not UTF-8
 
 
 @dataclass
@@ -97,10 +98,11 @@ class Matcher:
                     for form_lit in _json_forms(lit) if form == "json" else [lit]:
                         found.append((re.escape(form_lit), form_lit))
                 if form == "json":  # MESSAGE that is not UTF-8: an array of byte values
-                    found += [(re.escape(x), x) for x in (b'"MESSAGE":[', b'"MESSAGE": [')]
+                    found += [(re.escape(x), x) for x in _BYTE_ARRAY]
                 for alt, lit in found:
                     alternatives.setdefault(alt, set()).add(i)
-                    if part == 0 or form == "json":
+                    # A resolve literal alone never makes a match (a byte array may hide one).
+                    if part == 0 or lit in _BYTE_ARRAY:
                         may_match.setdefault(alt, set()).add(i)
                     if lit is not None:
                         literal_of[alt] = lit
