@@ -135,6 +135,9 @@ class Remediator:
         self.open_ids: dict[tuple[str, str], int] | None = None
         self.rewound: set[str] = set()  # sources to read again after a failed write
         self.pending_rules: set[str] = set()  # rules with a firing not yet in the store
+        # rule -> group of the resolve firing last added in this read's transaction (reset per
+        # read: a rolled-back transaction took its firings with it)
+        self._resolve_queued: dict[str, str] = {}
 
     # ------------------------------------------------------------------ rules and sources
     def load(self) -> RuleSet:
@@ -416,6 +419,7 @@ class Remediator:
         if f"file:{path}" in self.rewound:
             self.rewound.discard(f"file:{path}")
         now = self.clock.now()
+        self._resolve_queued = {}
 
         def sink(buf: bytes | bytearray, end: int) -> None:
             for rule, line in matcher.scan(buf, self.stats, end):
@@ -440,6 +444,7 @@ class Remediator:
         entries = [e for e in entries if getattr(e, "gen", 0) == journal.generation]
         if not entries:
             return
+        self._resolve_queued = {}
         try:
             with self.state.batch():  # the whole batch and its last cursor commit together
                 for e in entries_to_look_at(entries, self.journal_matchers):
@@ -504,8 +509,13 @@ class Remediator:
     def decide(self, rule: Rule, d: Decision, line: str, t: float) -> None:
         if d.outcome == "resolve":
             if rule.name in self.pending_rules:
-                # A fire of this rule is not in the store yet: resolve after it, in order.
-                self.state.add_firing(rule.name, group_key(d.group), t, "resolve", 0, line[:300])
+                # A fire of this rule is not in the store yet: resolve after it, in order --
+                # once: a second resolve with no fire between finds nothing more to close (a
+                # backlog's every "sync ok" would otherwise be a firing and a commit each).
+                key = group_key(d.group)
+                if self._resolve_queued.get(rule.name) != key:
+                    self.state.add_firing(rule.name, key, t, "resolve", 0, line[:300])
+                    self._resolve_queued[rule.name] = key
             elif self._may_be_unresolved(rule.name):  # a healthy log's "sync ok" costs no query
                 self.resolve(rule.name, d.group, line)
             return
@@ -515,6 +525,7 @@ class Remediator:
             kind = "fire" if d.fired else "breaker"
             self.state.add_firing(rule.name, group_key(d.group), t, kind, d.count, line[:300])
             self.pending_rules.add(rule.name)
+            self._resolve_queued.pop(rule.name, None)
 
     def resolve(self, rule_name: str, group: dict[str, str], line: str) -> None:
         for inc in self.store.list_incidents(UNRESOLVED):

@@ -281,7 +281,7 @@ class JournalSource:
         fd = proc.stdout.fileno()
         with contextlib.suppress(OSError, AttributeError):
             # A bigger pipe means fewer, fuller batches under a backlog (best effort).
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         rest = b""
         while True:
             try:
