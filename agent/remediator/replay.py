@@ -330,6 +330,17 @@ def replay(rules: list[Rule], logs: Iterable[Log]) -> Report:
     streams = [reader.events(log) for log in logs]
     events = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda e: e[0])
     engine = Engine(StateDB(":memory:"))
+    with engine.batch():  # one transaction: nobody else writes to this in-memory state
+        _decide(rules, report, engine, events)
+    return report
+
+
+def _decide(
+    rules: list[Rule],
+    report: Report,
+    engine: Engine,
+    events: Iterable[tuple[float, str, list[tuple[int, str]]]],
+) -> None:
     for t, text, pairs in events:
         for i, searched in pairs:
             rule, rep = rules[i], report.rules[i]
@@ -347,7 +358,6 @@ def replay(rules: list[Rule], logs: Iterable[Log]) -> Report:
                     rep.fired.append({"at": format_at(t), "group": d.group, "count": d.count})
                 elif d.breaker_opened:
                     rep.breaker_opened.append({"at": format_at(t), "group": d.group})
-    return report
 
 
 def render_text(report: Report, rules: list[Rule]) -> str:

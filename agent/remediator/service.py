@@ -426,7 +426,7 @@ class Remediator:
                 self.decide(rule, self.engine.observe(rule, line, now), line, now)
 
         try:
-            with self.state.batch():  # position, windows and firings commit together
+            with self.engine.batch():  # position, windows and firings commit together
                 tail.poll(sink)
         except Exception as exc:
             # Rolled back and memory rebuilt: read these lines again from the saved position.
@@ -446,7 +446,7 @@ class Remediator:
             return
         self._resolve_queued = {}
         try:
-            with self.state.batch():  # the whole batch and its last cursor commit together
+            with self.engine.batch():  # the whole batch and its last cursor commit together
                 for e in entries_to_look_at(entries, self.journal_matchers):
                     # The entry's own age on the service clock: a catch-up after a restart
                     # keeps its spacing, a wall clock stepped back changes nothing.
