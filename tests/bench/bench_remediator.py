@@ -1095,7 +1095,8 @@ def readme_rows(results: dict[str, Any]) -> list[str]:
     jr = results.get("journal")
     if jr and "skipped" not in jr:
         rows.append(
-            f"| remediator journal path, 1 M entries through `journalctl -o json` (a backlog)"
+            f"| remediator journal path, 1 M entries through `journalctl -o json` (a backlog;"
+            " journal files written here by systemd-journal-remote, not on a sandbox host)"
             f" | {jr['lines_per_s'] / 1e3:.0f} k entries/s; peak RSS {jr['remediator_peak_rss_mb']}"
             f" MB (the process; {jr.get('batches', '?'):,} batches, at most"
             f" {jr.get('most_events_waiting', '?')} waiting) + journalctl"
@@ -1141,7 +1142,14 @@ def update_readme(results: dict[str, Any]) -> None:
         "Remediator rows: `python -m tests.bench.bench_remediator --readme` on this machine"
         f" (2 cores, shared), {'; '.join(ran) or results.get('when', '?')}."
     )
-    kept = [line for line in kept if not line.startswith(("Remediator rows:", "Remediator ingest"))]
+    notes = ("Remediator rows:", "Remediator ingest")
+    # the note goes, and the blank line that set it off from the table
+    kept = [
+        line
+        for i, line in enumerate(kept)
+        if not line.startswith(notes)
+        and not (not line and i + 1 < len(kept) and kept[i + 1].startswith(notes))
+    ]
     end = next(i for i in range(at, len(kept)) if not kept[i].startswith("|"))
     kept[end:end] = ["", note]
     readme.write_text("\n".join(kept))
