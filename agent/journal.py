@@ -19,6 +19,11 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
+# The fields :func:`parse_json` reads besides the ones journalctl always writes (``__CURSOR``,
+# ``__REALTIME_TIMESTAMP``): a follower asks only for these (``--output-fields``), which makes
+# journalctl's output a quarter smaller and its formatting cheaper.
+FIELDS_READ = ("MESSAGE", "_SYSTEMD_UNIT", "UNIT", "USER_UNIT", "SYSLOG_IDENTIFIER", "PRIORITY")
+
 # Units whose lines are about another unit: PID 1 (init.scope), the root slice, a user manager.
 MANAGER_UNITS = frozenset({"", "init.scope", "-.slice"})
 

@@ -21,8 +21,11 @@ from agent.remediator.clock import ServiceClock
 from agent.remediator.engine import Engine
 from agent.remediator.faults import Faults
 from agent.remediator.incidents import Incidents
+from agent.remediator.matcher import Matcher, Stats
 from agent.remediator.rules import Rule, RuleSet
-from agent.remediator.sources import FileTail, FileWatcher, JournalSource, Matcher, Stats
+from agent.remediator.sources.filetail import FileTail
+from agent.remediator.sources.journald import JournalSource, entries_to_look_at
+from agent.remediator.sources.watcher import FileWatcher
 from agent.remediator.state import StateDB, StateWriteError
 
 log = logging.getLogger("jada-remediator")
@@ -193,13 +196,14 @@ class Detection:
         if f"file:{path}" in self.rewound:
             self.rewound.discard(f"file:{path}")
         now = self.clock.now()
+        self.incidents.begin_read()
 
         def sink(buf: bytes | bytearray, end: int) -> None:
             for rule, line in matcher.scan(buf, self.stats, end):
                 self.incidents.decide(rule, self.engine.observe(rule, line, now), line, now)
 
         try:
-            with self.state.batch():  # position, windows and firings commit together
+            with self.engine.batch():  # position, windows and firings commit together
                 tail.poll(sink)
         except Exception as exc:
             # Rolled back and memory rebuilt: read these lines again from the saved position.
@@ -217,19 +221,20 @@ class Detection:
         entries = [e for e in entries if getattr(e, "gen", 0) == journal.generation]
         if not entries:
             return
+        self.incidents.begin_read()
         try:
-            with self.state.batch():
-                for e in entries:
+            with self.engine.batch():  # the whole batch and its last cursor commit together
+                for e in entries_to_look_at(entries, self.journal_matchers):
                     # The entry's own age on the service clock: a catch-up after a restart
                     # keeps its spacing, a wall clock stepped back changes nothing.
                     t = self.clock.since_wall(e.t)
-                    matcher = self.journal_matchers.get(e.unit)
-                    for rule in matcher.rules_for(e.message) if matcher is not None else ():
+                    for rule in self.journal_matchers[e.unit].rules_for(e.message):
                         d = self.engine.observe(rule, e.message, t)
                         if d.outcome != "nomatch":
                             self.incidents.decide(rule, d, e.message, t)
-                    if e.cursor:
-                        self.state.save_cursor(journal.key, e.cursor)
+                cursor = next((e.cursor for e in reversed(entries) if e.cursor), "")
+                if cursor:
+                    self.state.save_cursor(journal.key, cursor)
         except Exception as exc:
             self.rewound.add("journal")
             journal.invalidate()  # entries already queued from this child are dropped

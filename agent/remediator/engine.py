@@ -17,12 +17,14 @@ semantics, exactly:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from agent.remediator.rules import Rule
+from agent.remediator.rules import Pattern, Rule, compile_regex
 from agent.remediator.state import StateDB, group_key
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,32 @@ class Engine:
 
     def __init__(self, state: StateDB):
         self.state = state
+        self._in_batch = False
+        # Per-match costs kept off the path a flood takes (10 % of a log matching, nearly all
+        # of it in cooldown): each rule's ignore patterns as one search, group keys by value.
+        self._ignore: dict[int, tuple[Rule, Pattern | None]] = {}
+        self._keys: dict[tuple[Any, ...], str] = {}
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """The state's transaction for one read. A person's reset recorded by another process
+        is taken once, at its start -- a transaction sees no later commit anyway -- instead of
+        a query per counted match."""
+        with self.state.batch():
+            if self._in_batch:
+                yield
+                return
+            self._take_resets()
+            self._in_batch = True
+            try:
+                yield
+            finally:
+                self._in_batch = False
+
+    def _take_resets(self) -> None:
+        # A `remediator reset` by a person, from another process, takes effect here.
+        for reset in self.state.take_resets():
+            log.info("rule %s reset: breaker closed, cooldown and windows cleared", reset)
 
     def observe(self, rule: Rule, line: str, t: float) -> Decision:
         """Apply one line at time ``t`` to ``rule``."""
@@ -61,19 +89,38 @@ class Engine:
                 if r is not None:
                     return Decision("resolve", group=_resolve_group(rule, r))
             return NOMATCH
-        group = rule.group_of(m)
-        for pattern in rule.ignore:
-            if pattern.search(line):
-                return Decision("ignored", group=group)
+        group = rule.group_of(m) if rule.group_by else {}
+        if rule.ignore and self._ignored(rule, line):
+            return Decision("ignored", group=group)
         return self.count(rule, group, t)
+
+    def _ignored(self, rule: Rule, line: str) -> bool:
+        cached = self._ignore.get(id(rule))
+        if cached is None or cached[0] is not rule:
+            any_of: Pattern | None = None
+            if len(rule.ignore) > 1:
+                with contextlib.suppress(ValueError):  # e.g. a group name in two of them
+                    any_of = compile_regex("|".join(f"(?:{p.pattern})" for p in rule.ignore))
+            cached = self._ignore[id(rule)] = (rule, any_of)
+        if cached[1] is not None:
+            return cached[1].search(line) is not None
+        return any(p.search(line) for p in rule.ignore)
+
+    def _key(self, group: dict[str, str]) -> str:
+        k = tuple(group.items())
+        g = self._keys.get(k)
+        if g is None:
+            if len(self._keys) >= 10_000:
+                self._keys.clear()
+            g = self._keys[k] = group_key(group)
+        return g
 
     def count(self, rule: Rule, group: dict[str, str], t: float) -> Decision:
         """Record a counted match of ``group`` at ``t`` and decide whether the rule fires."""
         state = self.state
-        # A `remediator reset` by a person, from another process, takes effect here.
-        for reset in state.take_resets():
-            log.info("rule %s reset: breaker closed, cooldown and windows cleared", reset)
-        g = group_key(group)
+        if not self._in_batch:
+            self._take_resets()
+        g = self._key(group)
         last_fire, breaker_open = state.group_state(rule.name, g)
         cooling = last_fire is not None and t < last_fire + rule.cooldown
         window = state.add_match(

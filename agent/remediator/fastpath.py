@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from functools import partial
 
 import re2
 
@@ -36,6 +37,7 @@ PLAN_SAMPLE = 256 * 1024  # a buffer at least this large is a sample worth plann
 DFA_BYTES_PER_S = 0.7e9  # measured: RE2's DFA over an alternation that cannot be accelerated
 MEMCHR_BYTES_PER_S = 8e9  # an RE2 pass with a literal first byte (memchr)
 HIT_COST_S = 25e-9  # each occurrence of that byte restarts RE2's DFA for a few bytes
+FRONT_HIT_COST_S = 10e-9  # each occurrence of a prefix's first byte restarts memchr
 MIN_ANCHOR = 4  # a re-anchored literal keeps at least this many bytes
 PREFIX_MIN = 8  # literals sharing this many leading bytes may share one prefix-accelerated pass
 
@@ -84,17 +86,50 @@ class Prefilter:
                 freq[s] = sample.count(s) / n
             return freq[s]
 
+        def rarity(lit: bytes, i: int) -> tuple[float, int]:
+            return (f(lit[i : i + 1]), i)  # the rarer the byte at i, the fewer hits
+
         def anchored(lits: list[bytes]) -> dict[bytes, list[bytes]]:
+            # Each literal at its rarest byte; then fewer passes where a literal also holds
+            # another group's byte: a group whose literals all fit elsewhere is dropped when
+            # the pass it saves costs more than the extra hits (greedy, rarest groups kept).
+            at = {lit: min(range(max(len(lit) - MIN_ANCHOR, 0) + 1), key=partial(rarity, lit))
+                  for lit in lits}  # fmt: skip
+            keys = {lit[p : p + 1] for lit, p in at.items()}
+            for k in sorted(keys, key=f, reverse=True):
+                moved = {}
+                for lit, p in at.items():
+                    if lit[p : p + 1] != k:
+                        continue
+                    others = [
+                        i
+                        for i in range(max(len(lit) - MIN_ANCHOR, 0) + 1)
+                        if lit[i : i + 1] in keys and lit[i : i + 1] != k
+                    ]
+                    if not others:
+                        break
+                    moved[lit] = min(others, key=partial(rarity, lit))
+                else:
+                    extra = sum(f(lit[i : i + 1]) - f(k) for lit, i in moved.items())
+                    if max(extra, 0.0) * HIT_COST_S < 1 / MEMCHR_BYTES_PER_S:
+                        at.update(moved)
+                        keys.discard(k)
             groups: dict[bytes, list[bytes]] = {}
-            for lit in lits:
-                last = max(len(lit) - MIN_ANCHOR, 0)
-                p = min(range(last + 1), key=lambda i: (f(lit[i : i + 1]), i))
+            for lit, p in at.items():
                 groups.setdefault(lit[p : p + 1], []).append(lit[p:])
             return groups
 
         def cost(groups: dict[bytes, list[bytes]]) -> float:
-            # per byte of log: a memchr-speed pass per group, a DFA restart per anchor hit
-            return sum(1 / MEMCHR_BYTES_PER_S + f(k) * HIT_COST_S for k in groups)
+            # Per byte of log: a memchr-speed pass per group, and per hit of its key a DFA
+            # restart. RE2 accelerates a longer shared prefix with memchr on its first byte
+            # (then a look at its last): every occurrence of that byte costs a memchr restart
+            # -- a prefix starting with '"' in JSON is one every ten bytes.
+            return sum(
+                1 / MEMCHR_BYTES_PER_S
+                + f(k) * HIT_COST_S
+                + (f(k[:1]) * FRONT_HIT_COST_S if len(k) > 1 else 0.0)
+                for k in groups
+            )
 
         rest = [a for a, lit in zip(self.alternatives, self.literals, strict=True) if lit is None]
         lits = sorted(

@@ -45,6 +45,8 @@ class Incidents:
         self.queue_job = queue_job
         self.open_ids: dict[tuple[str, str], int] | None = None
         self.pending_rules: set[str] = set()  # rules with a firing not yet in the store
+        # rule -> group of the resolve firing last added in this read's transaction
+        self._resolve_queued: dict[str, str] = {}
 
     def _unresolved(self, rule: str, group: dict[str, str]) -> Incident | None:
         # Only this thread opens incidents, so a map filled once at start and on every open
@@ -74,12 +76,22 @@ class Incidents:
             self.open_ids[(inc.rule, group_key(inc.group))] = inc.id
         return inc
 
+    def begin_read(self) -> None:
+        """A read's transaction begins: the resolve firings it adds are counted afresh (a
+        rolled-back transaction took the earlier ones with it)."""
+        self._resolve_queued = {}
+
     def decide(self, rule: Rule, d: Decision, line: str, t: float) -> None:
         """Act on the engine's decision, inside the batch's state transaction."""
         if d.outcome == "resolve":
             if rule.name in self.pending_rules:
-                # A fire of this rule is not in the store yet: resolve after it, in order.
-                self.state.add_firing(rule.name, group_key(d.group), t, "resolve", 0, line[:300])
+                # A fire of this rule is not in the store yet: resolve after it, in order --
+                # once: a second resolve with no fire between finds nothing more to close (a
+                # backlog's every "sync ok" would otherwise be a firing and a commit each).
+                key = group_key(d.group)
+                if self._resolve_queued.get(rule.name) != key:
+                    self.state.add_firing(rule.name, key, t, "resolve", 0, line[:300])
+                    self._resolve_queued[rule.name] = key
             elif self._may_be_unresolved(rule.name):  # a healthy log's "sync ok" costs no query
                 self.resolve(rule.name, d.group, line)
             return
@@ -89,6 +101,7 @@ class Incidents:
             kind = "fire" if d.fired else "breaker"
             self.state.add_firing(rule.name, group_key(d.group), t, kind, d.count, line[:300])
             self.pending_rules.add(rule.name)
+            self._resolve_queued.pop(rule.name, None)
 
     def resolve(self, rule_name: str, group: dict[str, str], line: str) -> None:
         for inc in self.store.list_incidents(UNRESOLVED):

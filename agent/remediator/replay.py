@@ -59,6 +59,9 @@ _UNDATED_FIRST = re2.compile(b"(?m)" + _NOT_TS)
 _UNDATED_NEXT = re2.compile(b"(?m)\n" + _NOT_TS)
 _TS_VALUE = re.compile(rb'"__REALTIME_TIMESTAMP"\s*:\s*"(\d+)"')
 
+# A buffer and the end of its complete lines.
+Chunk = tuple[bytes | bytearray, int]
+
 # A log to replay: a path, an open binary stream, or lines of text.
 Log = str | os.PathLike[str] | IO[bytes] | Iterable[str]
 
@@ -117,11 +120,13 @@ def _open(log: Log) -> tuple[IO[bytes] | None, Iterable[str] | None]:
     return None, log
 
 
-def _chunks(log: Log) -> Iterator[bytes | bytearray]:
-    """Buffers of complete lines (the last line completed with a newline), ~CHUNK bytes each.
+def _chunks(log: Log) -> Iterator[tuple[bytes | bytearray, int]]:
+    """``(buffer, end)``: ``buffer[:end]`` is complete lines (the last line completed with a
+    newline), ~CHUNK bytes each.
 
-    A file is read into one reused buffer (no fresh 4 MiB object per chunk); a buffer is valid
-    until the next one is asked for.
+    A file is read into one reused buffer, never copied out of it (no fresh 4 MiB object per
+    chunk: at a GB/s the copies cost as much as the search); a buffer is valid until the next
+    one is asked for.
     """
     fh, lines = _open(log)
     if lines is not None:
@@ -131,10 +136,12 @@ def _chunks(log: Log) -> Iterator[bytes | bytearray]:
             batch.append(line.rstrip("\r\n"))
             size += len(line) + 1
             if size >= CHUNK:
-                yield ("\n".join(batch) + "\n").encode("utf-8", "surrogatepass")
+                data = ("\n".join(batch) + "\n").encode("utf-8", "surrogatepass")
+                yield data, len(data)
                 batch, size = [], 0
         if batch:
-            yield ("\n".join(batch) + "\n").encode("utf-8", "surrogatepass")
+            data = ("\n".join(batch) + "\n").encode("utf-8", "surrogatepass")
+            yield data, len(data)
         return
     assert fh is not None
     buf = bytearray(CHUNK)
@@ -162,25 +169,27 @@ def _chunks(log: Log) -> Iterator[bytes | bytearray]:
             last = buf.rfind(b"\n", 0, size)
             if last < 0:
                 if size > MAX_LINE:  # one line longer than the cap: keep its head only
-                    yield bytes(buf[:MAX_LINE]) + b"\n"
+                    head = bytes(buf[:MAX_LINE]) + b"\n"
+                    yield head, len(head)
                     have, skipping = 0, True
                 else:
                     have = size
                 continue
-            yield buf if last + 1 == len(buf) else memoryview(buf)[: last + 1].tobytes()
+            yield buf, last + 1
             have = size - last - 1
             buf[:have] = buf[last + 1 : size]
         if have and not skipping:
-            yield bytes(buf[:have]) + b"\n"
+            tail = bytes(buf[:have]) + b"\n"
+            yield tail, len(tail)
     finally:
         view.release()
         fh.close()
 
 
-def _count_undated(buf: bytes | bytearray) -> int:
-    """Lines of ``buf`` (complete lines) that do not start with a timestamp."""
-    n = sum(1 for _ in _UNDATED_NEXT.finditer(buf, 0, len(buf) - 1))
-    return n + (_UNDATED_FIRST.match(buf) is not None)
+def _count_undated(buf: bytes | bytearray, end: int) -> int:
+    """Lines of ``buf[:end]`` (complete lines) that do not start with a timestamp."""
+    n = sum(1 for _ in _UNDATED_NEXT.finditer(buf, 0, end - 1))
+    return n + (_UNDATED_FIRST.match(buf, 0, end) is not None)
 
 
 class _Reader:
@@ -204,24 +213,21 @@ class _Reader:
 
     def events(self, log: Log) -> Iterator[tuple[float, str, list[tuple[int, str]]]]:
         chunks = _chunks(log)
-        first = next(chunks, b"")
-        if not first:
+        first = next(chunks, None)
+        if first is None:
             return
         rest = _prepend(first, chunks)
-        if first.lstrip()[:1] == b"{":
+        if bytes(first[0][: min(first[1], 4096)]).lstrip()[:1] == b"{":
             yield from self._json(rest)
         else:
             yield from self._text(rest)
 
-    def _text(
-        self, chunks: Iterable[bytes | bytearray]
-    ) -> Iterator[tuple[float, str, list[tuple[int, str]]]]:
+    def _text(self, chunks: Iterable[Chunk]) -> Iterator[tuple[float, str, list[tuple[int, str]]]]:
         report, rules, stats = self.report, self.rules, self.stats
         last = 0.0  # the time of the last dated line before ``done``
-        for buf in chunks:
-            end = len(buf)
-            report.lines += buf.count(b"\n")
-            report.undated += _count_undated(buf)
+        for buf, end in chunks:
+            report.lines += buf.count(b"\n", 0, end)
+            report.undated += _count_undated(buf, end)
             done = 0  # lines before this offset have given ``last`` what they could
             for s, raw, idxs in self.text_matcher.candidates(buf, end, stats):
                 if not idxs:
@@ -263,16 +269,13 @@ class _Reader:
             e = s - 1
         return last
 
-    def _json(
-        self, chunks: Iterable[bytes | bytearray]
-    ) -> Iterator[tuple[float, str, list[tuple[int, str]]]]:
+    def _json(self, chunks: Iterable[Chunk]) -> Iterator[tuple[float, str, list[tuple[int, str]]]]:
         report, stats = self.report, self.stats
         last = 0.0
-        for buf in chunks:
-            end = len(buf)
-            n = buf.count(b"\n")
+        for buf, end in chunks:
+            n = buf.count(b"\n", 0, end)
             report.lines += n
-            report.undated += n - buf.count(_TS_KEY)
+            report.undated += n - buf.count(_TS_KEY, 0, end)
             for s, raw, idxs in self.json_matcher.candidates(buf, end, stats):
                 if not idxs:
                     continue
@@ -291,7 +294,7 @@ class _Reader:
                 pairs = [(i, message) for i in self.by_unit.get(rec.unit, ()) if i in idxs]
                 if pairs:
                     yield t, message, pairs
-            k = buf.rfind(_TS_KEY)
+            k = buf.rfind(_TS_KEY, 0, end)
             if k >= 0:
                 last = _json_time(buf, k)
 
@@ -305,9 +308,7 @@ def _journal_rule(rule: Rule) -> bool:
     return rule.source.kind == "journal"
 
 
-def _prepend(
-    first: bytes | bytearray, rest: Iterator[bytes | bytearray]
-) -> Iterator[bytes | bytearray]:
+def _prepend(first: Chunk, rest: Iterator[Chunk]) -> Iterator[Chunk]:
     yield first
     yield from rest
 
@@ -329,6 +330,17 @@ def replay(rules: list[Rule], logs: Iterable[Log]) -> Report:
     streams = [reader.events(log) for log in logs]
     events = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda e: e[0])
     engine = Engine(StateDB(":memory:"))
+    with engine.batch():  # one transaction: nobody else writes to this in-memory state
+        _decide(rules, report, engine, events)
+    return report
+
+
+def _decide(
+    rules: list[Rule],
+    report: Report,
+    engine: Engine,
+    events: Iterable[tuple[float, str, list[tuple[int, str]]]],
+) -> None:
     for t, text, pairs in events:
         for i, searched in pairs:
             rule, rep = rules[i], report.rules[i]
@@ -346,7 +358,6 @@ def replay(rules: list[Rule], logs: Iterable[Log]) -> Report:
                     rep.fired.append({"at": format_at(t), "group": d.group, "count": d.count})
                 elif d.breaker_opened:
                     rep.breaker_opened.append({"at": format_at(t), "group": d.group})
-    return report
 
 
 def render_text(report: Report, rules: list[Rule]) -> str:

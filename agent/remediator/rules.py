@@ -160,7 +160,10 @@ class Rule:
     resolve_literals: tuple[bytes, ...] | None = None
 
     def group_of(self, m: Any) -> dict[str, str]:
-        return {k: (m.group(k) or "") for k in self.group_by}
+        # By index, from the Pattern's cached names: google-re2 rebuilds its name table on
+        # every lookup by name, the dearest step of a counted match.
+        index = self.match.groupindex
+        return {k: (m.group(index.get(k, k)) or "") for k in self.group_by}
 
 
 @dataclass

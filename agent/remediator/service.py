@@ -245,7 +245,10 @@ class Remediator:
         if kind == "file":
             self.detection.on_file(event[1])
         elif kind == "journal":
-            self.detection.read_journal(event[1])
+            try:
+                self.detection.read_journal(event[1])
+            finally:
+                event[1].done()  # the reader may hand over its next batch (it holds a few)
         elif kind == "hup":
             self.reload()
         elif kind == "term":

@@ -147,6 +147,23 @@ def _sandbox_hosts(count: int, ca: str | None):
     return machines
 
 
+def _hosts_cpu(machines: list | None) -> float | None:
+    """CPU seconds the sandbox hosts have used so far (their machine cgroups), or None."""
+    if not machines:
+        return None
+    from tests.sandbox import harness
+
+    total = 0.0
+    for m in machines:
+        for root in harness.CGROUP_ROOTS:
+            stat = root / f"machine-{m.name}" / "cpu.stat"
+            with contextlib.suppress(OSError, ValueError):
+                fields = dict(line.split() for line in stat.read_text().splitlines())
+                total += int(fields["usage_usec"]) / 1e6
+                break
+    return total
+
+
 def bench_playbook(workdir: Path, repeats: int, use_sandbox: bool) -> dict:
     from tests.fakes.lightsail import FakeLightsail
 
@@ -156,6 +173,7 @@ def bench_playbook(workdir: Path, repeats: int, use_sandbox: bool) -> dict:
                AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")  # fmt: skip
     timings: dict[int, list[float]] = {1: [], 4: []}
     cpu: dict[int, list[float]] = {1: [], 4: []}
+    host_cpu: dict[int, list[float]] = {1: [], 4: []}
     machines = None
     with FakeLightsail() as fake:
         env["AWS_ENDPOINT_URL_LIGHTSAIL"] = fake.url
@@ -203,11 +221,15 @@ def bench_playbook(workdir: Path, repeats: int, use_sandbox: bool) -> dict:
                 extra = extra_base | {"health_reports_dir": str(workdir / f"reports-{hosts}")}
                 argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inv_file),
                         "--forks", "4", "playbooks/health.yml", "-e", json.dumps(extra)]  # fmt: skip
+                before = _hosts_cpu(machines)
                 wall, _, rc, cpu_s = _run_measured(argv, env)
                 if rc != 0:
                     raise SystemExit(f"health.yml over {hosts} hosts exited {rc}")
                 timings[hosts].append(wall)
                 cpu[hosts].append(cpu_s)
+                after = _hosts_cpu(machines)
+                if before is not None and after is not None:
+                    host_cpu[hosts].append(after - before)
         finally:
             if machines:
                 from tests.sandbox import harness
@@ -215,15 +237,27 @@ def bench_playbook(workdir: Path, repeats: int, use_sandbox: bool) -> dict:
                 for m in machines:
                     harness.down(m.name)
     one, four = min(timings[1]), min(timings[4])
+    hosts_note = (
+        f"; the sandbox hosts' own CPU {min(host_cpu[1]):.1f} s vs {min(host_cpu[4]):.1f} s,"
+        f" on this machine's {os.cpu_count()} cores beside the controller's"
+        if host_cpu[1] and host_cpu[4]
+        else ""
+    )
     print(f"health.yml over {mode}: 1 host {one:.2f} s, 4 hosts {four:.2f} s, ratio "
           f"{four / one:.2f} (target <= 1.5); controller CPU {min(cpu[1]):.1f} s vs "
-          f"{min(cpu[4]):.1f} s; load {_load()}")  # fmt: skip
+          f"{min(cpu[4]):.1f} s{hosts_note}; load {_load()}")  # fmt: skip
     return {
         "mode": mode,
         "one_host_s": round(one, 2),
         "four_hosts_s": round(four, 2),
         "ratio": round(four / one, 2),
         "controller_cpu_s": {"1": round(min(cpu[1]), 2), "4": round(min(cpu[4]), 2)},
+        # CPU the sandbox hosts spent (their cgroups), on the same cores as the controller: on a
+        # real fleet each host has its own, so only the controller's share scales with hosts.
+        "hosts_cpu_s": {
+            k: round(min(v), 2) for k, v in (("1", host_cpu[1]), ("4", host_cpu[4])) if v
+        },
+        "cpus": os.cpu_count(),
         "runs": {str(k): [round(v, 2) for v in vs] for k, vs in timings.items()},
         "load_after": _load(),
         "target": "4 hosts <= 1.5 x 1 host (forks 4)",

@@ -16,8 +16,10 @@ Comparisons run in the same run on the same files: ``grep -c``, ``grep -F -f`` a
    ``journalctl -o json`` export of the same entries, and on a 10M-line log (constant memory).
    Targets ≥ 3 M lines/s, ≤ 64 MB at 10M lines, a 10M-entry export in ≤ 5 s.
 4. journal: 1M entries through the live JournalSource's real ``journalctl -o json`` child,
-   reading a journal file written on this machine by systemd-journal-remote; entries/s and the
-   peak RSS of this process and of journalctl.
+   reading a journal file written on this machine by systemd-journal-remote (not on a sandbox
+   host: the same JournalSource code path and journalctl binary, on a local journal directory);
+   entries/s, the batches and the most events waiting in the core's queue, and the peak RSS of
+   this process and of journalctl.
 5. detection: against a running ``jada-agent remediator run`` process, append the threshold-th
    matching line and time until the incident row is committed in the store (the bench polls the
    store every 0.2 ms). Target p50 ≤ 5 ms, p99 ≤ 30 ms over 200 trials.
@@ -406,6 +408,15 @@ def bench_ingest(tmp: Path, quick: bool) -> dict[str, Any]:
     res["ratio_10pct_vs_0.1pct"] = round(
         res["0.1%"]["pack"]["lines_per_s"] / res["10%"]["pack"]["lines_per_s"], 2
     )
+    # The same ratio on CPU time: on a shared machine the wall time also counts waiting.
+    res["ratio_10pct_vs_0.1pct_cpu"] = round(
+        res["0.1%"]["pack"]["cpu_lines_per_s"] / res["10%"]["pack"]["cpu_lines_per_s"], 2
+    )
+    print(
+        f"ingest 10 % vs 0.1 % matches (pack): {res['ratio_10pct_vs_0.1pct']}× wall,"
+        f" {res['ratio_10pct_vs_0.1pct_cpu']}× CPU  [target ≤ 2]",
+        flush=True,
+    )
     f2b = fail2ban_regex(tmp / "ingest-1000.log", tmp)
     if f2b is not None:
         f2b["lines_per_s"] = round(n / f2b["seconds"])
@@ -512,6 +523,8 @@ def bench_replay(tmp: Path, quick: bool) -> dict[str, Any]:
         r["source"] = {"journal": {"unit": "port-sheet-sync.service"}}
     write_rules(rules_dir, journal_pack)
     wall, _cpu, rss, rep = replay_cli(rules_dir, export)
+    journal_rules = load_rules([rules_dir]).rules
+    cpu_best = min(_cpu_timed(lambda: replay(journal_rules, [str(export)])) for _ in range(3))
     res["json_export"] = {
         "entries": n,
         "bytes": export.stat().st_size,
@@ -520,13 +533,17 @@ def bench_replay(tmp: Path, quick: bool) -> dict[str, Any]:
         "peak_rss_mb": round(rss, 1),
         "fired": sum(len(r["fired"]) for r in rep["rules"]),
         "projected_10m_seconds": round(wall * 10_000_000 / n, 1),
+        # best of three in process, CPU time: what the machine's other work does not inflate
+        "in_process_cpu_s": round(cpu_best, 2),
+        "projected_10m_cpu_seconds": round(cpu_best * 10_000_000 / n, 1),
     }
     export.unlink()
     print(
         f"replay json export, {n:,} entries ({res['json_export']['bytes'] / 1e6:.0f} MB):"
         f" {res['json_export']['whole_process_lines_per_s']:,} entries/s,"
         f" {res['json_export']['peak_rss_mb']} MB (10 M projected"
-        f" {res['json_export']['projected_10m_seconds']} s; target ≤ 5 s)",
+        f" {res['json_export']['projected_10m_seconds']} s; in process"
+        f" {res['json_export']['projected_10m_cpu_seconds']} s CPU; target ≤ 5 s)",
         flush=True,
     )
     # Constant memory: the same replay over a log ten times the size.
@@ -555,6 +572,12 @@ def bench_replay(tmp: Path, quick: bool) -> dict[str, Any]:
         res["pack"]["whole_process_lines_per_s"] >= 3_000_000 and res["large"]["peak_rss_mb"] <= 64
     )
     return res
+
+
+def _cpu_timed(fn: Any) -> float:
+    c0 = time.process_time()
+    fn()
+    return time.process_time() - c0
 
 
 def _timed(fn: Any) -> float:
@@ -610,7 +633,7 @@ def bench_journal(tmp: Path, quick: bool) -> dict[str, Any]:
     JournalSource, from a journal file written on this machine (systemd-journal-remote)."""
     from agent import config
     from agent.remediator.service import Remediator
-    from agent.remediator.sources import _machine_id
+    from agent.remediator.sources.journald import _machine_id
 
     n = 100_000 if quick else 1_000_000
     machine = _machine_id() or "3d1219c7c4c5404aaa1f6d2a48adfda4"
@@ -638,16 +661,18 @@ def bench_journal(tmp: Path, quick: bool) -> dict[str, Any]:
     assert r.detection.journal is not None
     seen = 0
     child_hwm = 0.0
+    most_waiting = 0  # events left in the core's queue: bounded by the reader's batches
     t0 = time.perf_counter()
     c0 = time.process_time()
     r.detection.journal.start()
+    batches = 0
     while seen < n:
         event = r.q.get(timeout=60)
-        r.dispatch(event)
         if event[0] == "journal":
             seen += len(event[1])
-        if seen % 50_000 == 0 and r.detection.journal.proc is not None:
-            child_hwm = max(child_hwm, proc_status_mb(r.detection.journal.proc.pid, "VmHWM"))
+            batches += 1
+            most_waiting = max(most_waiting, r.q.qsize())
+        r.dispatch(event)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - c0
     if r.detection.journal.proc is not None:
@@ -669,13 +694,18 @@ def bench_journal(tmp: Path, quick: bool) -> dict[str, Any]:
         "remediator_rss_mb_before": round(rss0, 1),
         "remediator_peak_rss_mb": round(hwm, 1),
         "journalctl_peak_rss_mb": round(child_hwm, 1),
+        "total_peak_rss_mb": round(hwm + child_hwm, 1),
+        "batches": batches,
+        "most_events_waiting": most_waiting,
         "incidents": fired,
+        "load_average": round(os.getloadavg()[0], 2),
     }
     print(
         f"journal: {n:,} entries through journalctl -o json: {res['lines_per_s']:,} entries/s"
         f" ({wall:.1f} s; CPU remediator {cpu:.1f} s + journalctl {child_cpu:.1f} s); peak RSS"
         f" bench process {res['remediator_peak_rss_mb']} MB + journalctl"
-        f" {res['journalctl_peak_rss_mb']} MB",
+        f" {res['journalctl_peak_rss_mb']} MB; {batches:,} batches, at most {most_waiting}"
+        " waiting",
         flush=True,
     )
     return res
@@ -1024,6 +1054,11 @@ def readme_rows(results: dict[str, Any]) -> list[str]:
             f" {w.get('peak_rss_mb', '?')} MB | `grep -c` {a['grep_c']['lines_per_s'] / 1e6:.1f} M"
             f" lines/s; fail2ban-regex {f2b.get('lines_per_s', 0) / 1e3:.0f} k lines/s |"
         )
+        if "ratio_10pct_vs_0.1pct_cpu" in i:
+            rows.append(
+                f"| remediator ingest, 10 % matches vs 0.1 % (time) | {i['ratio_10pct_vs_0.1pct']}×"
+                f" wall, {i['ratio_10pct_vs_0.1pct_cpu']}× CPU | — |"
+            )
         rows.append(
             f"| remediator ingest, one rule | {a['one']['lines_per_s'] / 1e6:.1f} M lines/s in"
             f" process; whole process {a['one'].get('whole_process', {}).get('lines_per_s', 0) / 1e6:.1f}"
@@ -1051,14 +1086,23 @@ def readme_rows(results: dict[str, Any]) -> list[str]:
         rows.append(
             f"| `remediator replay` of a `journalctl -o json` export, 1 M entries"
             f" ({j['bytes'] / 1e6:.0f} MB) | {j['whole_process_lines_per_s'] / 1e6:.1f} M entries/s,"
-            f" {j['peak_rss_mb']} MB (10 M: {j['projected_10m_seconds']} s projected) | — |"
+            f" {j['peak_rss_mb']} MB (10 M: {j['projected_10m_seconds']} s projected"
+            + (
+                f"; in process {j['in_process_cpu_s']} s CPU, 10 M"
+                f" {j['projected_10m_cpu_seconds']} s"
+                if "in_process_cpu_s" in j
+                else ""
+            )
+            + ") | — |"
         )
     jr = results.get("journal")
     if jr and "skipped" not in jr:
         rows.append(
-            f"| remediator journal path, 1 M entries through `journalctl -o json` (a backlog)"
+            f"| remediator journal path, 1 M entries through `journalctl -o json` (a backlog;"
+            " journal files written here by systemd-journal-remote, not on a sandbox host)"
             f" | {jr['lines_per_s'] / 1e3:.0f} k entries/s; peak RSS {jr['remediator_peak_rss_mb']}"
-            f" MB (the process, its queue holding the backlog) + journalctl"
+            f" MB (the process; {jr.get('batches', '?'):,} batches, at most"
+            f" {jr.get('most_events_waiting', '?')} waiting) + journalctl"
             f" {jr['journalctl_peak_rss_mb']} MB (mapped journal files) | — |"
         )
     d = results.get("detection")
@@ -1101,7 +1145,14 @@ def update_readme(results: dict[str, Any]) -> None:
         "Remediator rows: `python -m tests.bench.bench_remediator --readme` on this machine"
         f" (2 cores, shared), {'; '.join(ran) or results.get('when', '?')}."
     )
-    kept = [line for line in kept if not line.startswith(("Remediator rows:", "Remediator ingest"))]
+    notes = ("Remediator rows:", "Remediator ingest")
+    # the note goes, and the blank line that set it off from the table
+    kept = [
+        line
+        for i, line in enumerate(kept)
+        if not line.startswith(notes)
+        and not (not line and i + 1 < len(kept) and kept[i + 1].startswith(notes))
+    ]
     end = next(i for i in range(at, len(kept)) if not kept[i].startswith("|"))
     kept[end:end] = ["", note]
     readme.write_text("\n".join(kept))

@@ -9,6 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from agent.remediator.sources.journald import MAX_BATCHES, JournalSource
+from agent.remediator.state import StateDB
+
 FAKE = '''#!{python}
 """A fake journalctl: prints the JSON entries of the feed (after --after-cursor) and follows."""
 import json, os, sys, time
@@ -97,3 +100,59 @@ def test_journal_rule_fires_resumes_after_its_cursor_and_never_refires(
     assert "--lines=0" in calls[0]
     assert "--after-cursor=s=fake;i=4" in calls[1] and "--no-tail" in calls[1]
     assert len(svc.incidents()) == 1
+
+
+def _backlog_source(tmp_path: Path, n: int, emitted: list) -> JournalSource:
+    """A JournalSource whose journalctl prints a backlog of ``n`` entries, then stays."""
+    feed = tmp_path / "backlog.jsonl"
+    with open(feed, "w") as f:
+        for i in range(n):
+            f.write(entry(i, f"[port-sheet] collected tab=Sessions rows={i}"))
+    fake = tmp_path / "journalctl"
+    fake.write_text(f"#!/bin/sh\ncat {feed}\nexec sleep 60\n")
+    fake.chmod(0o755)
+    return JournalSource(["port-sheet-sync.service"], StateDB(), emitted.append, str(fake))
+
+
+def _wait(cond, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+def test_a_journal_backlog_is_handed_over_in_batches_and_at_most_a_few_wait(tmp_path: Path):
+    # A backlog must not become one queue event per entry nor pile up in memory: the reader
+    # holds back (journalctl blocks on the pipe) while MAX_BATCHES wait, and loses nothing.
+    n = 20_000
+    emitted: list = []
+    src = _backlog_source(tmp_path, n, emitted)
+    src.start()
+    try:
+        assert _wait(lambda: len(emitted) >= MAX_BATCHES)
+        time.sleep(0.5)
+        assert len(emitted) == MAX_BATCHES  # none consumed: the reader waits
+        assert src.proc is not None and src.proc.poll() is None
+        seen: list[str] = []
+        done = 0
+        while len(seen) < n:
+            assert _wait(lambda d=done: len(emitted) > d), f"stuck after {len(seen)} entries"
+            batch = emitted[done]
+            seen += [e.cursor for e in batch]
+            batch.done()
+            done += 1
+        assert seen == [f"s=fake;i={i}" for i in range(n)]  # all, once, in order
+        assert done <= n // 10  # batches, not entries
+    finally:
+        src.stop()
+
+
+def test_a_stopped_journal_reader_waiting_for_room_ends(tmp_path: Path):
+    emitted: list = []
+    src = _backlog_source(tmp_path, 20_000, emitted)
+    src.start()
+    assert _wait(lambda: len(emitted) >= MAX_BATCHES)
+    src.stop()
+    assert src.thread is not None and not src.thread.is_alive()

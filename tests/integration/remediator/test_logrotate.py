@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.remediator.sources import FileTail, FileWatcher
+from agent.remediator.sources.filetail import FileTail
+from agent.remediator.sources.watcher import FileWatcher
 from agent.remediator.state import StateDB
 
 LOGROTATE = shutil.which("logrotate") or "/usr/sbin/logrotate"

@@ -156,3 +156,30 @@ def test_a_reset_by_another_process_reaches_an_engine_at_its_next_match(tmp_path
     assert service.observe(r, "[port-sheet] token error: HTTP Error 400", 2).fired
     # Applied once: the cooldown that fire started holds again.
     assert service.observe(r, "[port-sheet] token error: HTTP Error 400", 3).cooling
+
+
+def test_any_ignore_pattern_vetoes_a_match_with_its_own_flags():
+    # The ignore patterns are searched as one alternation (each keeps its inline flags); two
+    # naming the same group cannot be joined and are searched one by one, with the same result.
+    base = "[port-sheet] token error: HTTP Error 400: x"
+    for ignore in (
+        [r"(?i)temporarily_unavailable", r"HTTP Error 5\d\d"],
+        [r"(?P<x>(?i)temporarily_unavailable)", r"(?P<x>HTTP Error 5\d\d)"],
+    ):
+        e = Engine(StateDB())
+        r = rule(ignore=ignore)
+        assert e.observe(r, base + " TEMPORARILY_unavailable", 0).outcome == "ignored"
+        assert e.observe(r, base.replace("400", "503"), 0).outcome == "ignored"
+        assert e.observe(r, base + " HTTP Error 5xx", 0).outcome == "counted"
+        assert e.observe(r, base, 0).outcome == "counted"
+
+
+def test_a_reset_recorded_by_another_process_is_taken_at_the_next_batch(tmp_path: Path):
+    db = str(tmp_path / "state.db")
+    e = Engine(StateDB(db))
+    r = rule(cooldown="6h")
+    with e.batch():
+        assert [d.fired for d in feed(e, r, [0, 1, 2])] == [False, False, True]
+    StateDB(db).reset(r.name)  # as `remediator reset` does, from its own connection
+    with e.batch():
+        assert [d.fired for d in feed(e, r, [3, 4, 5])] == [False, False, True]  # no cooldown

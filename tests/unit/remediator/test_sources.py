@@ -6,7 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from agent.remediator.sources import MAX_LINE, FileTail, JournalSource, Matcher, Stats
+from agent.remediator.matcher import MAX_LINE, Matcher, Stats
+from agent.remediator.sources.filetail import FileTail
+from agent.remediator.sources.journald import JournalSource
 from agent.remediator.state import StateDB
 from tests.unit.remediator.helpers import rule
 
@@ -266,7 +268,7 @@ def test_journal_follows_every_boot_of_this_machine_only():
     # --follow alone means "this boot" as /proc says it, which a hardened unit in a container
     # sees wrongly (a fresh /proc: the host kernel's boot id) -- and a resume after a reboot
     # must not skip the previous boot's last entries. The machine id keeps other journals out.
-    from agent.remediator.sources import _machine_id
+    from agent.remediator.sources.journald import _machine_id
 
     src = JournalSource(["port-sheet-sync.service"], StateDB(), emit=print)
     cmd = src.command()
@@ -278,7 +280,7 @@ def test_journal_follows_every_boot_of_this_machine_only():
 
 
 def test_machine_id_is_read_only_when_well_formed(tmp_path: Path):
-    from agent.remediator.sources import _machine_id
+    from agent.remediator.sources.journald import _machine_id
 
     good = tmp_path / "good"
     good.write_text("0123456789abcdef0123456789abcdef\n")
@@ -438,3 +440,28 @@ def test_a_journal_message_reaches_only_the_rules_whose_literal_it_holds():
     # A "sync ok" line can only resolve: with nothing open it goes to no rule at all.
     assert len(m.rules_for("[port-sheet] sync ok rows=1")) == 4
     assert Matcher(rules, resolvable=set).rules_for("[port-sheet] sync ok") == []
+
+
+def test_a_batch_of_journal_messages_is_looked_at_exactly_where_one_by_one_would():
+    # The live journal path picks a batch's candidates in one pass over the joined messages:
+    # the same messages as a set match per message, multi-line and non-ASCII ones included.
+    from agent.remediator.rules import load_rules
+
+    rules = load_rules([Path(__file__).parents[3] / "files" / "rules.d"]).rules
+    m = Matcher(rules)
+    texts = [
+        "[port-sheet] collected tab=Ports rows=3",
+        "[port-sheet] token error: HTTP Error 400: x",
+        "Traceback (most recent call last):\n  google.auth.exceptions.RefreshError: invalid_grant",
+        "[port-sheet] sync ok rows=1",
+        "[port-sheet] collected tab=Sessions rows=3 élan ✓",
+        "[port-sheet] api error: HTTP 403 Forbidden ✗",
+        "",
+        "[port-sheet] wrote tab=Sessions rows=1\n[port-sheet] permission error: x",
+        "[port-sheet] deployed marker unchanged",
+    ] * 3
+    want = [i for i, t in enumerate(texts) if m.rules_for(t)]
+    assert want  # the mix holds candidates
+    assert m.texts_to_look_at(texts) == want
+    assert m.texts_to_look_at([]) == []
+    assert Matcher([]).texts_to_look_at(texts) == []

@@ -1,18 +1,12 @@
-"""Line sources: files tailed through watchdog (inotify) and the systemd journal.
+"""One tailed log file, in the manner of fail2ban.
 
-Files, in the manner of fail2ban: the first start begins at the end; rotation by rename +
-create, by copytruncate and by delete + recreate is noticed from the inode, a size below the
-saved offset, or a changed first-line hash; the old file is drained to its end before the new
-one is read from its start; ``(path, inode, first-line hash, offset)`` is saved after every
-read, so a restart resumes exactly where it stopped. Only complete lines are consumed; an
-over-long line is cut at 64 KiB (the rest skipped to its newline) and counted; a line is decoded
-only when a rule must look at it, with replacement, and an invalid one is counted. A file that does not exist yet is read from its start
-when it appears. Nothing polls: watchdog's observer thread reports directory events, and the
-core reads the files those events name.
-
-The matcher that picks, in the buffers read here, the lines the rules must look at lives in
-:mod:`agent.remediator.matcher` (its byte prefilter in :mod:`agent.remediator.fastpath`); a
-journal entry is parsed by the shared reader :mod:`agent.journal`.
+The first start begins at the end; rotation by rename + create, by copytruncate and by delete +
+recreate is noticed from the inode, a size below the saved offset, or a changed first-line hash;
+the old file is drained to its end before the new one is read from its start;
+``(path, inode, first-line hash, offset)`` is saved after every read, so a restart resumes
+exactly where it stopped. Only complete lines are consumed; an over-long line is cut at 64 KiB
+(the rest skipped to its newline) and counted. A file that does not exist yet is read from its
+start when it appears. What to read is told by the watcher (:mod:`.watcher`); nothing polls.
 
 Only regular files are read, opened with ``O_NOFOLLOW``: a log path swapped for a symlink (to
 ``/etc/shadow``, say, by a less privileged user who can write the log's directory), a directory
@@ -22,44 +16,24 @@ at first sight is read, once it can be, from its size as of that first sight, no
 start. A restart checks the saved position against the file: same inode, first-line hash and
 the hash of the bytes just before the offset (a reused inode with the same first line is another
 file); a file truncated while we were stopped is looked for as its copytruncate copy first.
-
-The journal: one ``journalctl -f -o json`` child for all the rules' units, resuming after the
-saved cursor (see :class:`JournalSource` for why a child and not python-systemd).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import logging
 import os
-import shutil
-import signal
 import stat
-import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from agent import journal
-from agent.remediator.matcher import MAX_LINE, Matcher, Stats
+from agent.remediator.matcher import MAX_LINE, Stats
+from agent.remediator.sources import FaultHook
 from agent.remediator.state import Position, StateDB
 
-if TYPE_CHECKING:
-    from watchdog.events import FileSystemEventHandler
-
-__all__ = [
-    "MAX_LINE",
-    "FileTail",
-    "FileWatcher",
-    "JournalEntry",
-    "JournalSource",
-    "Matcher",
-    "Stats",
-]
+__all__ = ["FileTail", "Sink", "open_regular"]
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +43,6 @@ Sink = Callable[[bytes | bytearray, int], None]
 CHUNK = 4 * 1024 * 1024
 DRAIN_GRACE = 60.0  # seconds a rotated-away file is still drained (a writer may not have reopened)
 TAIL_HASH = 256  # bytes before the saved offset whose hash identifies the file at a restart
-
-# A source reports trouble with a message, and its end with None.
-FaultHook = Callable[[str, str | None], None]
 
 _RDONLY = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
 
@@ -109,9 +80,6 @@ def _tail_hash(fd: int, offset: int) -> str | None:
     if len(data) != n:
         return "short"
     return hashlib.sha1(data, usedforsecurity=False).hexdigest()
-
-
-# --------------------------------------------------------------------------- files
 
 
 def _first_line(fd: int, hint: int = 0) -> tuple[str | None, int]:
@@ -461,328 +429,3 @@ class FileTail:
         if self.cur is not None:
             self._drain(self.cur, sink)
             self._save()
-
-
-class FileWatcher:
-    """Watchdog (inotify) on the directories of the tailed files; events become ``notify(path)``."""
-
-    def __init__(self, notify: Callable[[str], None]):
-        from watchdog.observers import Observer
-
-        self.notify = notify
-        self.observer = Observer()
-        self.observer.daemon = True
-        self.by_dir: dict[str, set[str]] = {}
-        self.watches: dict[str, Any] = {}
-        self.missing: set[str] = set()
-
-    def set_paths(self, paths: Iterable[str]) -> None:
-        wanted: dict[str, set[str]] = {}
-        for p in paths:
-            wanted.setdefault(os.path.dirname(p), set()).add(p)
-        for d in list(self.watches):
-            if d not in wanted:
-                self.observer.unschedule(self.watches.pop(d))
-        self.by_dir = wanted
-        self.missing = set()
-        for d in wanted:
-            if d in self.watches:
-                continue
-            if not os.path.isdir(d):
-                self.missing.add(d)  # retried by rescan() on the service's housekeeping timer
-                continue
-            self.watches[d] = self.observer.schedule(_handler(self, d), d, recursive=False)
-
-    def rescan(self) -> list[str]:
-        """Start watching directories that have appeared since; return their files."""
-        found = [d for d in self.missing if os.path.isdir(d)]
-        for d in found:
-            self.missing.discard(d)
-            self.watches[d] = self.observer.schedule(_handler(self, d), d, recursive=False)
-        return [p for d in found for p in self.by_dir.get(d, ())]
-
-    def start(self) -> None:
-        self.observer.start()
-
-    def stop(self) -> None:
-        self.observer.stop()
-        self.observer.join(timeout=5)
-
-
-def _handler(watcher: FileWatcher, directory: str) -> FileSystemEventHandler:
-    # Duck-typed: the observer calls only dispatch(), and watchdog stays a lazy import.
-    return cast("FileSystemEventHandler", _Handler(watcher, directory))
-
-
-class _Handler:
-    """Any event in a watched directory may concern its tails (a rename names the new path
-    only as ``dest_path``; a rotated file is still drained), so all of them are notified."""
-
-    def __init__(self, watcher: FileWatcher, directory: str):
-        self.watcher = watcher
-        self.directory = directory
-
-    def dispatch(self, event: Any) -> None:
-        if event.is_directory and event.src_path == self.directory:
-            return
-        for p in self.watcher.by_dir.get(self.directory, ()):
-            self.watcher.notify(p)
-
-
-# --------------------------------------------------------------------------- journal
-
-
-@dataclass
-class JournalEntry:
-    unit: str
-    message: str
-    t: float  # __REALTIME_TIMESTAMP in seconds
-    cursor: str
-    gen: int = 0  # the JournalSource generation (child) that read it: stale ones are dropped
-
-
-def _machine_id(path: str = "/etc/machine-id") -> str | None:
-    """This machine's id (32 hex digits), or None where there is none."""
-    try:
-        with open(path, encoding="ascii") as fh:
-            value = fh.read().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return value if len(value) == 32 and all(c in "0123456789abcdef" for c in value) else None
-
-
-@dataclass
-class JournalSource:
-    """Follows ``journalctl -f -o json`` for the rules' units, resuming after the saved cursor.
-
-    Why a child and not ``systemd.journal``: python-systemd is a compiled extension that is not
-    on PyPI as a wheel, so it would not install from the wheelhouse into the venv; journalctl is
-    on every systemd host, speaks the same journal API, and a pipe read blocks (no spinning, no
-    ``journal.wait()`` loop to get right). The child runs in its own process group and is
-    restarted with a back-off (1 s doubling to 60 s) if it dies; its stderr is drained by a
-    thread of its own (a child writing more than a pipe holds to an unread stderr would block,
-    and detection would stop without a word) and its last lines are kept for the message. A
-    line that is not a JSON object is skipped and counted. Entries go to ``emit`` from the
-    reader thread, tagged with the generation of the child that read them: ``restart()`` (after
-    a failed write, to read again from the saved cursor) makes what is still queued stale.
-    A dead child is a ``journal`` fault until entries flow again.
-    """
-
-    units: list[str]
-    state: StateDB
-    emit: Callable[[list[JournalEntry]], None]
-    journalctl: str = "journalctl"
-    key: str = "journal"
-    proc: subprocess.Popen[bytes] | None = None
-    thread: threading.Thread | None = None
-    stopping: threading.Event = field(default_factory=threading.Event)
-    stats: Stats = field(default_factory=Stats)
-    on_fault: FaultHook | None = None
-    generation: int = 0
-    restarts: int = 0
-    last_entry: float | None = None  # wall time an entry last arrived
-    started_at: float | None = None
-    stderr_tail: list[str] = field(default_factory=list)
-    faulty: bool = False
-    _quick: threading.Event = field(default_factory=threading.Event)
-    _bad_logged: float = 0.0
-
-    def command(self) -> list[str]:
-        exe = shutil.which(self.journalctl) or self.journalctl
-        # --follow implies "this boot" unless --merge, and journalctl takes "this boot" from
-        # /proc/sys/kernel/random/boot_id: in a unit with ProtectKernelTunables= or
-        # ProtectControlGroups= systemd mounts a fresh /proc, which in a container (nspawn
-        # overmounts that file with the container's boot id) shows the host kernel's id, so no
-        # entry ever matched. --merge drops the boot filter -- also right after a reboot, when
-        # the saved cursor is in the previous boot and its last entries must not be skipped --
-        # and the machine-id match keeps other machines' journals (journal-remote, linked
-        # container journals) out.
-        cmd = [exe, "--follow", "--merge", "--output=json", "--no-pager", "--quiet"]
-        machine = _machine_id()
-        if machine:
-            cmd.append(f"_MACHINE_ID={machine}")
-        for u in self.units:
-            cmd.append(f"--unit={u}")
-        cursor = self.state.cursor(self.key)
-        if cursor:
-            cmd += [f"--after-cursor={cursor}", "--no-tail"]
-        else:
-            cmd.append("--lines=0")  # first start: from now on, like a file's end
-        return cmd
-
-    def start(self) -> None:
-        self.stopping.clear()
-        self.thread = threading.Thread(target=self._run, name="journal", daemon=True)
-        self.thread.start()
-
-    def _fault(self, message: str | None) -> None:
-        if message is None and not self.faulty:
-            return
-        self.faulty = message is not None
-        if self.on_fault is not None:
-            self.on_fault("journal", message)
-        elif message is not None:
-            log.error("journal: %s", message)
-
-    def status(self) -> dict[str, Any]:
-        p = self.proc
-        alive = p is not None and p.poll() is None
-        thread = self.thread is not None and self.thread.is_alive()
-        return {
-            "units": list(self.units),
-            "state": "running" if alive and thread else "stopped" if not thread else "restarting",
-            "pid": p.pid if alive and p is not None else None,
-            "restarts": self.restarts,
-            "started_at": self.started_at,
-            "last_entry": self.last_entry,
-            "bad_entries": self.stats.bad_entries,
-            "stderr": self.stderr_tail[-5:],
-        }
-
-    def alive(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
-
-    def invalidate(self) -> None:
-        """Entries read so far by this child are stale (they will be read again)."""
-        self.generation += 1
-
-    def restart(self) -> None:
-        """Read again from the saved cursor: a new child, at once."""
-        self.generation += 1
-        self._quick.set()
-        p = self.proc
-        if p is not None and p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        if not self.alive() and not self.stopping.is_set():
-            self.start()
-
-    def _drain_stderr(self, stream: Any) -> None:
-        logged = 0.0
-        for raw in stream:
-            line = raw.decode("utf-8", "replace").rstrip()[:500]
-            self.stderr_tail = [*self.stderr_tail[-19:], line]
-            now = time.monotonic()
-            if now - logged >= 60.0:
-                logged = now
-                log.warning("journal: journalctl says: %s", line)
-
-    def _run(self) -> None:
-        backoff = 1.0
-        while not self.stopping.is_set():
-            cmd = self.command()
-            gen = self.generation
-            self.stderr_tail = []
-            try:
-                self.proc = subprocess.Popen(
-                    cmd,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
-                )
-            except OSError as exc:
-                self._fault(f"cannot start {cmd[0]}: {exc}; retrying in {backoff:g}s")
-                self.proc = None
-            if self.proc is not None:
-                started = time.monotonic()
-                self.started_at = time.time()
-                drain = threading.Thread(
-                    target=self._drain_stderr,
-                    args=(self.proc.stderr,),
-                    name="journal-stderr",
-                    daemon=True,
-                )
-                drain.start()
-                self._read(self.proc, gen)
-                rc = self.proc.wait()
-                drain.join(timeout=5)
-                err = "\n".join(self.stderr_tail)
-                if self.stopping.is_set():
-                    return
-                self.restarts += 1
-                if self._quick.is_set():
-                    self._quick.clear()
-                    backoff = 0.1  # a restart on purpose: no fault, no waiting
-                    if self.stopping.wait(backoff):
-                        return
-                    continue
-                self._fault(
-                    f"journalctl exited ({rc}): {err.strip()[-300:] or 'no message'};"
-                    f" restarting in {backoff:g}s"
-                )
-                if "cursor" in err.lower() and self.state.cursor(self.key):
-                    # The saved cursor is gone (journal vacuumed, machine-id changed): a cursor
-                    # that cannot be found would fail forever, so start again from now.
-                    log.error("journal: the saved cursor is no longer valid; following from now")
-                    with contextlib.suppress(Exception):
-                        self.state.save_cursor(self.key, "")
-                    backoff = 0.1
-                if time.monotonic() - started > 60:
-                    backoff = 1.0
-            if self.stopping.wait(backoff):
-                return
-            backoff = min(backoff * 2, 60.0)
-
-    def _read(self, proc: subprocess.Popen[bytes], gen: int = 0) -> None:
-        assert proc.stdout is not None
-        # readline blocks on the pipe; a unit's journal is a few lines a minute, so each entry
-        # is handed over as it arrives (the detection latency matters, the batching would not).
-        for raw in proc.stdout:
-            try:
-                entry = self.parse(raw)
-            except Exception as exc:  # one odd entry must never end the reader
-                self.stats.bad_entries += 1
-                log.warning("journal: entry skipped: %s: %s", type(exc).__name__, exc)
-                continue
-            if entry is not None:
-                self.last_entry = time.time()
-                self._fault(None)
-                entry.gen = gen
-                self.emit([entry])
-
-    def parse(self, raw: bytes) -> JournalEntry | None:
-        """One line of journalctl's output, read by the shared :mod:`agent.journal` reader."""
-        self.stats.lines += 1
-        self.stats.bytes += len(raw)
-        try:
-            rec = journal.parse_json(raw)
-        except ValueError:
-            self.stats.bad_entries += 1
-            now = time.monotonic()
-            if now - self._bad_logged >= 60.0:
-                self._bad_logged = now
-                log.warning(
-                    "journal: entry skipped, not a JSON object (%d bytes; %d so far)",
-                    len(raw),
-                    self.stats.bad_entries,
-                )
-            return None
-        if rec is None:
-            return None
-        if not rec.valid_utf8:
-            self.stats.invalid_utf8 += 1
-        msg = rec.message
-        if len(msg) > MAX_LINE:
-            msg = msg[:MAX_LINE]
-            self.stats.cut += 1
-        return JournalEntry(
-            unit=rec.unit,
-            message=msg,
-            t=time.time() if rec.t is None else rec.t,
-            cursor=rec.cursor,
-        )
-
-    def stop(self) -> None:
-        self.stopping.set()
-        p = self.proc
-        if p is not None and p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-        if self.thread is not None:
-            self.thread.join(timeout=5)
