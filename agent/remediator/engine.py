@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.remediator.rules import Pattern, Rule, compile_regex
+from agent.remediator.regex import Pattern, compile_regex
+from agent.remediator.rules import Rule
 from agent.remediator.state import StateDB, group_key
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 The bulk of a log matches no rule, and splitting it into Python strings is what costs. So the
 buffer is searched as bytes with RE2, never line by line in Python. The alternatives the
-matcher hands in are the rules' required literals (``rules.required_literals``) and, for a rule
+matcher hands in are the rules' required literals (``regex.required_literals``) and, for a rule
 that has none (``(?i)...``), its whole pattern, line-anchored with ``(?m)``.
 
 How the buffer is searched is planned from the first large buffer (a sample of the log itself):

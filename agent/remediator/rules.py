@@ -1,4 +1,4 @@
-r"""Rule files: reading, validating and merging the YAML rule packs of ``rules.d`` directories.
+"""Rule files: reading, validating and merging the YAML rule packs of ``rules.d`` directories.
 
 A rule says which source to read (a file or a journal unit), which lines count (``match`` minus
 ``ignore``), how many inside which sliding window fire it (``threshold``/``within``, the window
@@ -7,72 +7,24 @@ keyed by ``group_by``), how long it then stays quiet (``cooldown``), which line 
 
 Directories are read in order, files in each directory by name; a later rule with the same
 ``name`` replaces an earlier one (packaged defaults first, local overrides after). Every error
-names the file, the rule and the key. This module also derives, for each regex, the literal
-strings one of which every match must contain: the matcher's prefilter (``fastpath``) finds
-those in whole buffers so that lines which cannot match are never split or decoded.
-
-Rule regexes are compiled with RE2 (``google-re2``): matching time is linear in the line, so no
-pattern and no line can stall the service (a backtracking ``re`` pattern such as ``(\w+\s?)+$``
-pins a CPU on a 48-byte line). The syntax RE2 lacks -- backreferences, lookaround, atomic groups,
-possessive quantifiers, conditionals -- is refused with a message naming the construct.
+names the file, the rule and the key. The regexes are compiled with RE2 by ``regex.py``, which
+also derives the literals the matcher's prefilter looks for.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import re._parser as sre_parse  # the stdlib's own regex parser; stable across 3.11+
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import re2
 import yaml
 
 from agent import yamlsafe
 from agent.config import ConfigError, parse_duration
-
-
-class Pattern:
-    """A rule's compiled regex: RE2's pattern, with a faster ``search`` of ASCII text.
-
-    google-re2 maps every str to UTF-8 and back to character offsets in Python; for ASCII text
-    (nearly every log line) the offsets are the same, so the search goes to RE2 directly and
-    builds google-re2's own match object (``group``, ``groupdict``, ``span``, ``re``).
-    """
-
-    __slots__ = ("_direct", "_rx", "groupindex", "groups", "pattern")
-
-    def __init__(self, rx: Any):
-        self._rx = rx
-        self.pattern: str = rx.pattern
-        self.groupindex: dict[str, int] = dict(rx.groupindex)
-        self.groups: int = rx.groups
-        raw = getattr(rx, "_regexp", None)
-        self._direct = raw.Match if raw is not None and _DIRECT else None
-
-    def search(self, text: str, pos: int | None = None, endpos: int | None = None) -> Any:
-        direct = self._direct
-        if direct is not None and pos is None and endpos is None and text.isascii():
-            spans = direct(_UNANCHORED, text.encode("ascii"), 0, len(text))
-            if spans[0] == _NULL_SPAN:
-                return None
-            return _Match(self._rx, text, 0, len(text), spans)
-        return self._rx.search(text, pos, endpos)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._rx, name)
-
-    def __repr__(self) -> str:
-        return f"Pattern({self.pattern!r})"
-
-
-# google-re2's internals used by Pattern.search; without them it takes the public path.
-_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
-_NULL_SPAN = getattr(re2, "_NULL_SPAN", (-1, -1))
-_Match: Any = getattr(re2, "_Match", None)
-_DIRECT = _UNANCHORED is not None and _Match is not None
+from agent.remediator.regex import Pattern, compile_regex, required_literals
 
 RULE_KEYS = {
     "name",
@@ -179,126 +131,6 @@ class RuleSet:
         for r in self.rules:
             out.setdefault(r.source.key, []).append(r)
         return out
-
-
-# --------------------------------------------------------------------------- literals
-
-
-def _seq_literals(items: Sequence[Any]) -> list[str] | None:
-    """The best required-literal alternatives of a parsed regex sequence, or None."""
-    best: list[str] | None = None
-
-    def better(cand: list[str] | None) -> None:
-        nonlocal best
-        if not cand or any(not c for c in cand):
-            return
-        score = (min(len(c) for c in cand), -len(cand))
-        if best is None or score > (min(len(c) for c in best), -len(best)):
-            best = cand
-
-    run: list[str] = []
-    for op, arg in items:
-        if op is sre_parse.LITERAL:
-            run.append(chr(arg))
-            continue
-        better(["".join(run)] if run else None)
-        run = []
-        if op is sre_parse.SUBPATTERN:
-            _group, add_flags, _del_flags, sub = arg
-            if add_flags & re.IGNORECASE:
-                continue
-            better(_seq_literals(sub))
-        elif op is sre_parse.BRANCH:
-            alts: list[str] = []
-            for branch in arg[1]:
-                lit = _seq_literals(branch)
-                if not lit:
-                    alts = []
-                    break
-                alts.extend(lit)
-            better(alts or None)
-        elif op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT) and arg[0] >= 1:
-            better(_seq_literals(arg[2]))
-    better(["".join(run)] if run else None)
-    return best
-
-
-def required_literals(pattern: Any) -> tuple[bytes, ...] | None:
-    """Byte strings one of which occurs in every line that ``pattern`` matches; None if unknown.
-
-    ``pattern`` is a regex string or a compiled pattern (``re`` or RE2). Only derived when it is
-    certainly right: not for case-insensitive patterns, and never with a newline inside (a
-    prefilter hit is widened to its line).
-    """
-    text = pattern if isinstance(pattern, str) else pattern.pattern
-    flags = pattern.flags if isinstance(pattern, re.Pattern) else 0
-    if flags & re.IGNORECASE:
-        return None
-    try:
-        parsed = sre_parse.parse(text, flags)
-    except Exception:  # a private parser: if it ever disagrees, just do without the prefilter
-        return None
-    if parsed.state.flags & re.IGNORECASE:  # an inline (?i) for the whole pattern
-        return None
-    lits = _seq_literals(list(parsed))
-    if not lits or any("\n" in x or len(x) < 2 for x in lits):
-        return None
-    return tuple(dict.fromkeys(x.encode("utf-8") for x in lits))
-
-
-# --------------------------------------------------------------------------- reading
-
-
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False  # the error is raised to us; RE2 must not print it to stderr
-
-# Constructs of Python's ``re`` that RE2 does not have, as the stdlib parser names them.
-_UNSUPPORTED = {
-    "GROUPREF": "a backreference (\\1, (?P=name))",
-    "GROUPREF_EXISTS": "a conditional group ((?(1)...|...))",
-    "ASSERT": "a lookahead or lookbehind ((?=...), (?<=...))",
-    "ASSERT_NOT": "a negative lookahead or lookbehind ((?!...), (?<!...))",
-    "ATOMIC_GROUP": "an atomic group ((?>...))",
-    "POSSESSIVE_REPEAT": "a possessive quantifier (*+, ++, ?+)",
-}
-
-
-def _unsupported(pattern: str) -> str | None:
-    """The first construct of ``pattern`` that RE2 lacks, in words; None if there is none."""
-    try:
-        parsed = sre_parse.parse(pattern)
-    except Exception:
-        return None
-    stack: list[Any] = [parsed]
-    while stack:
-        items = stack.pop()
-        for op, arg in items:
-            name = str(op)
-            if name in _UNSUPPORTED:
-                return _UNSUPPORTED[name]
-            for a in arg if isinstance(arg, tuple | list) else (arg,):
-                if isinstance(a, sre_parse.SubPattern):
-                    stack.append(a)
-                elif isinstance(a, list):
-                    stack.extend(x for x in a if isinstance(x, sre_parse.SubPattern))
-    if "\\Z" in pattern.replace("\\\\", ""):
-        return "\\Z (write \\z: the end of the line)"
-    return None
-
-
-def compile_regex(value: str) -> Pattern:
-    """``value`` compiled with RE2 (linear-time); ``ValueError`` names what RE2 refuses."""
-    try:
-        return Pattern(re2.compile(value, _RE2_OPTIONS))
-    except re2.error as exc:
-        what = _unsupported(value)
-        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        if what is not None:
-            raise ValueError(
-                f"RE2 syntax: {what} is not supported (rules are matched in linear time, so"
-                f" patterns that need backtracking are refused; rewrite it without) [{detail}]"
-            ) from None
-        raise ValueError(detail) from None
 
 
 def _regex(file: str, rule: str, key: str, value: Any) -> Pattern:

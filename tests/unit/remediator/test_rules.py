@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.remediator.rules import RuleError, load_rules, required_literals
+from agent.remediator.regex import required_literals
+from agent.remediator.rules import RuleError, load_rules
 from tests.unit.remediator.helpers import write_rules
 
 BASE = {
