@@ -3,6 +3,7 @@
 # for the probe rule's incident, updated at or after T0. Up to 3 runs of the sync, 30 s each:
 # a miss prints what the remediator, the journal and the sync say (stderr) before the next run,
 # so a line lost once is seen in the output, and a journal source that never delivers fails.
+# The result is the last line of stdout (Ansible's SSH TTY may join stderr to stdout).
 # Usage: probe.sh JADA RULE T0
 set -u
 jada=$1 rule=$2 t0=$3
@@ -25,7 +26,9 @@ why() {
   echo "== incidents"; "$jada" remediator incidents --json
 }
 for run in 1 2 3; do
-  systemctl start port-sheet-sync.service
+  # A failed oneshot makes systemctl say so on stderr; over Ansible's SSH TTY stderr joins
+  # stdout, whose last line must stay the result.
+  systemctl start port-sheet-sync.service >/dev/null 2>&1
   for _ in $(seq 30); do
     if hit=$(found); then
       echo "{\"runs\": $run, \"incident\": $hit}"
