@@ -4,8 +4,9 @@ resolved it and how long that took. Shared by the health report, the fleet repor
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
+
+from agent.journal import epoch_of
 
 RESOLVED_BY_LINE = "resolved by: "
 
@@ -14,12 +15,6 @@ def _printable(text: str) -> str:
     # Causes, actions and resolving lines come from logs and playbooks: a terminal control
     # sequence in them is shown, never sent to the person's terminal.
     return "".join(c if c.isprintable() else repr(c)[1:-1] if c != "\n" else "\\n" for c in text)
-
-
-def _ts(text: str | None) -> float | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _duration(seconds: float) -> str:
@@ -55,7 +50,7 @@ def story(inc: dict[str, Any]) -> dict[str, Any]:
     actions: list[str] = []
     for run in runs:
         actions += [a for a in run.get("actions") or [] if a not in actions]
-    opened, resolved = _ts(inc.get("opened")), _ts(inc.get("resolved"))
+    opened, resolved = epoch_of(inc.get("opened")), epoch_of(inc.get("resolved"))
     ttr = resolved - opened if opened is not None and resolved is not None else None
     last = runs[-1] if runs else {}
     return {
