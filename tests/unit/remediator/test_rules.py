@@ -109,49 +109,29 @@ def test_literal_prefilter_never_rejects_a_line_the_regex_matches():
                 assert any(lit in line.encode() for lit in lits), (p, line)
 
 
-def test_check_command_accepts_the_packaged_pack_and_rejects_a_bad_file(tmp_path: Path):
-    ok = subprocess.run(
-        [sys.executable, "-m", "agent", "remediator", "check", "--rules-dir", "files/rules.d"],
+def _check(*rules_dirs: str | Path) -> subprocess.CompletedProcess[str]:
+    """``jada-agent remediator check`` on these rule directories, in order."""
+    args = [a for d in rules_dirs for a in ("--rules-dir", str(d))]
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "remediator", "check", *args],
         capture_output=True,
         text=True,
     )
+
+
+def test_check_command_accepts_the_packaged_pack_and_rejects_a_bad_file(tmp_path: Path):
+    ok = _check("files/rules.d")
     assert ok.returncode == 0, ok.stderr
     assert "sheet-sync-token" in ok.stdout
     write_rules(tmp_path / "bad" / "x.yml", {**BASE, "threshold": "three"})
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agent",
-            "remediator",
-            "check",
-            "--rules-dir",
-            "files/rules.d",
-            "--rules-dir",
-            str(tmp_path / "bad"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    bad = _check("files/rules.d", tmp_path / "bad")
     assert bad.returncode == 64
     assert "x.yml: rule 'r1': threshold: expected an integer of at least 1" in bad.stderr
 
 
 def test_check_refuses_backtracking_syntax_with_a_message_naming_it(tmp_path: Path):
     write_rules(tmp_path / "bad" / "x.yml", {**BASE, "match": r"(?P<code>\w+) again \1"})
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agent",
-            "remediator",
-            "check",
-            "--rules-dir",
-            str(tmp_path / "bad"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    bad = _check(tmp_path / "bad")
     assert bad.returncode == 64
     assert "x.yml: rule 'r1': match: expected a valid RE2 regular expression" in bad.stderr
     assert "a backreference" in bad.stderr and "not supported" in bad.stderr

@@ -35,19 +35,19 @@ def test_only_runnable_tasks_are_in_the_pick_index(dyn) -> None:
     a = dyn.add_task("a")
     b = dyn.add_task("b", depends_on=[a.id])
     dyn.add_task("q", kind="needs_you", status="needs_you")
-    items = dyn.table.query(
-        IndexName="pick",
-        KeyConditionExpression="pick_pk = :p",
-        ExpressionAttributeValues={":p": "runnable"},
-    )["Items"]
-    assert [int(i["id"]) for i in items] == [a.id]
+    assert _pick_index(dyn) == [a.id]
     dyn.set_task_status(a.id, "done")
+    assert _pick_index(dyn) == [b.id]
+
+
+def _pick_index(dyn) -> list[int]:
+    """The task ids the sparse ``pick`` index holds."""
     items = dyn.table.query(
         IndexName="pick",
         KeyConditionExpression="pick_pk = :p",
         ExpressionAttributeValues={":p": "runnable"},
     )["Items"]
-    assert [int(i["id"]) for i in items] == [b.id]
+    return [int(i["id"]) for i in items]
 
 
 def test_a_table_from_a_newer_schema_is_refused(dyn) -> None:

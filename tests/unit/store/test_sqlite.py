@@ -21,6 +21,26 @@ def store(tmp_path):
     s.close()
 
 
+NOBODY = 65534
+
+
+@pytest.fixture
+def service_state():
+    """A state directory owned by the service user (nobody) in a root-owned 0755 parent.
+
+    Under /tmp rather than tmp_path: the service user must be able to reach it.
+    """
+    top = Path(tempfile.mkdtemp(prefix="jada-own-"))
+    try:
+        top.chmod(0o755)
+        state = top / "state"
+        state.mkdir()
+        os.chown(state, NOBODY, NOBODY)
+        yield state
+    finally:
+        shutil.rmtree(top)
+
+
 def test_next_task_is_highest_priority_then_oldest_with_dependencies_done(store) -> None:
     t0 = datetime(2026, 5, 13, tzinfo=UTC)
     a = store.add_task("a", priority=1, now=t0)
@@ -86,34 +106,27 @@ def _as_user(uid: int, fn) -> int:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as root and as the service user")
-def test_root_adding_a_task_leaves_the_store_writable_for_the_service_user() -> None:
-    nobody = 65534
-    top = Path(tempfile.mkdtemp(prefix="jada-own-"))
-    try:
-        top.chmod(0o755)
-        state = top / "state"
-        state.mkdir()
-        os.chown(state, nobody, nobody)
-        db = state / "store.db"
+def test_root_adding_a_task_leaves_the_store_writable_for_the_service_user(
+    service_state: Path,
+) -> None:
+    db = service_state / "store.db"
 
-        def daemon_writes() -> int:
-            s = SQLiteStore(db)
-            s.add_task("by the service user")
-            n = len(s.list_tasks())
-            s.close()
-            return n
+    def daemon_writes() -> int:
+        s = SQLiteStore(db)
+        s.add_task("by the service user")
+        n = len(s.list_tasks())
+        s.close()
+        return n
 
-        # Root adds the first task before the daemon ever ran (sudo jada-agent tasks add).
-        with SQLiteStore(db) as store:
-            store.add_task("added by root")
-            owners = {p.name: p.stat().st_uid for p in state.iterdir()}
-        assert set(owners.values()) == {nobody}, owners
-        assert _as_user(nobody, daemon_writes) == 2
-        with SQLiteStore(db) as store:
-            store.add_task("root again, while the files exist")
-        assert _as_user(nobody, daemon_writes) == 4
-    finally:
-        shutil.rmtree(top)
+    # Root adds the first task before the daemon ever ran (sudo jada-agent tasks add).
+    with SQLiteStore(db) as store:
+        store.add_task("added by root")
+        owners = {p.name: p.stat().st_uid for p in service_state.iterdir()}
+    assert set(owners.values()) == {NOBODY}, owners
+    assert _as_user(NOBODY, daemon_writes) == 2
+    with SQLiteStore(db) as store:
+        store.add_task("root again, while the files exist")
+    assert _as_user(NOBODY, daemon_writes) == 4
 
 
 def test_migrating_a_version_1_store_counts_unfinished_dependencies(tmp_path) -> None:
@@ -162,22 +175,15 @@ def test_a_store_newer_than_the_code_is_refused(tmp_path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as root and as the service user")
-def test_root_never_hands_a_file_behind_a_planted_symlink_to_the_service_user() -> None:
+def test_root_never_hands_a_file_behind_a_planted_symlink_to_the_service_user(
+    service_state: Path,
+) -> None:
     # The state directory is the service user's: it can plant store.db -> a root-owned file,
     # which SQLite opens as a new database; root must not then give that file away.
-    nobody = 65534
-    top = Path(tempfile.mkdtemp(prefix="jada-own-"))
-    try:
-        top.chmod(0o755)
-        state = top / "state"
-        state.mkdir()
-        os.chown(state, nobody, nobody)
-        victim = top / "victim"
-        victim.write_bytes(b"")
-        db = state / "store.db"
-        db.symlink_to(victim)
-        with SQLiteStore(db) as store:
-            store.add_task("added by root")
-        assert victim.stat().st_uid == 0
-    finally:
-        shutil.rmtree(top)
+    victim = service_state.parent / "victim"
+    victim.write_bytes(b"")
+    db = service_state / "store.db"
+    db.symlink_to(victim)
+    with SQLiteStore(db) as store:
+        store.add_task("added by root")
+    assert victim.stat().st_uid == 0
