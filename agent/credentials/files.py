@@ -16,7 +16,7 @@ import os
 import pwd
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -170,13 +170,8 @@ class InstallResult:
     stale_temp_removed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "changed": self.changed,
-            "backup": self.backup,
-            "kept_aside": self.kept_aside,
-            "stale_temp_removed": self.stale_temp_removed,
-        }
+        # Every field, by name: install.py rebuilds the result from it (InstallResult(**json)).
+        return asdict(self)
 
 
 def backup_path(target: Path) -> Path:

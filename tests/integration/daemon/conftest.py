@@ -172,17 +172,6 @@ def cli(config: Path, *argv: str) -> str:
     return out.stdout
 
 
-@pytest.fixture(scope="session")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def aws_env(monkeypatch):
     """Fake credentials for moto, for this process and the daemons it starts."""

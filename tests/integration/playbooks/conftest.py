@@ -29,7 +29,6 @@ from tests.integration.google.conftest import (  # noqa: F401 - fixtures shared 
     fake,
     google_server,
     gsettings,
-    moto_url,
     sa_key,
     service_account,
     write_secret_file,
