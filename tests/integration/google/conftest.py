@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from agent import config
 from tests.fakes.google import FakeGoogle
@@ -128,6 +131,22 @@ def aws(moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     return moto_url
+
+
+def write_config(s: config.Settings, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config.to_dict(s)))
+    return path
+
+
+def run_agent(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m agent -c CFG ARGS`` in its own process: output captured, a minute at most."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "-c", str(cfg), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def closed_port() -> int:

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
 import pytest
-import yaml
 
-from agent import config
 from agent.credentials import diagnose
 from agent.credentials.history import History, fingerprint
 from tests.fakes.google import FakeGoogle
-from tests.integration.google.conftest import assert_no_secret, closed_port, write_secret_file
-
-
-def write_config(s: config.Settings, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(config.to_dict(s)))
-    return path
+from tests.integration.google.conftest import (
+    assert_no_secret,
+    closed_port,
+    run_agent,
+    write_config,
+    write_secret_file,
+)
 
 
 def test_a_live_token_is_ok_with_every_check_passing(installed):
@@ -295,20 +292,10 @@ def test_tokens_dying_seven_days_after_issue_point_at_testing_publishing_status(
 # ------------------------------------------------------------------ the command
 
 
-def _cli(cfg: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "-c", str(cfg), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_diagnose_json_prints_the_contract_and_exits_0_only_when_ok(installed, fake, tmp_path):
     s, token = installed()
     cfg = write_config(s, tmp_path / "agent.yml")
-    ok = _cli(cfg, "credentials", "diagnose", "--json")
+    ok = run_agent(cfg, "credentials", "diagnose", "--json")
     assert ok.returncode == 0, ok.stderr
     assert set(json.loads(ok.stdout)) == {
         "cause",
@@ -318,7 +305,7 @@ def test_diagnose_json_prints_the_contract_and_exits_0_only_when_ok(installed, f
         "findings",
     }
     fake.revoke_all()
-    bad = _cli(cfg, "credentials", "diagnose", "--json")
+    bad = run_agent(cfg, "credentials", "diagnose", "--json")
     assert bad.returncode == 1
     data = json.loads(bad.stdout)
     assert data["cause"] == "revoked_or_expired"
@@ -331,11 +318,11 @@ def test_the_fix_permissions_command_repairs_what_diagnose_found(installed, tmp_
     os.chmod(s.google.token_file, 0o644)
     os.chmod(Path(s.google.token_file).parent, 0o750)  # noqa: S103 - the fault under test
     cfg = write_config(s, tmp_path / "agent.yml")
-    fixed = _cli(cfg, "credentials", "fix-permissions", "--json")
+    fixed = run_agent(cfg, "credentials", "fix-permissions", "--json")
     assert fixed.returncode == 0, fixed.stderr
     assert json.loads(fixed.stdout)["changed"] is True
     assert diagnose(s).cause == "ok"
-    again = _cli(cfg, "credentials", "fix-permissions", "--json")
+    again = run_agent(cfg, "credentials", "fix-permissions", "--json")
     assert json.loads(again.stdout) == {
         "changed": False,
         "actions": [],

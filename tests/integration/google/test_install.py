@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import boto3
-import yaml
 
 from agent import config
 from agent.credentials import diagnose, install
@@ -21,7 +20,12 @@ from agent.credentials.history import History, fingerprint
 from agent.credentials.install import SyncCheck
 from agent.sheets import run_sync
 from tests.fakes.google import FakeGoogle
-from tests.integration.google.conftest import assert_no_secret, write_secret_file
+from tests.integration.google.conftest import (
+    assert_no_secret,
+    run_agent,
+    write_config,
+    write_secret_file,
+)
 
 
 def mode(path: str | Path) -> int:
@@ -108,8 +112,7 @@ def test_a_corrupt_existing_file_is_kept_aside_not_lost(gsettings, fake, tmp_pat
 def test_a_crash_between_write_and_rename_leaves_the_old_token_intact(installed, fake, tmp_path):
     s, old = installed()
     _, src = new_token_file(fake, tmp_path, old["client_id"])
-    cfg = tmp_path / "agent.yml"
-    cfg.write_text(yaml.safe_dump(config.to_dict(s)))
+    cfg = write_config(s, tmp_path / "agent.yml")
     # A real process dies (os._exit: no cleanup, no finally) right before the rename.
     script = textwrap.dedent(
         f"""
@@ -205,27 +208,8 @@ def test_a_service_account_key_installs_to_its_own_file(gsettings, service_accou
 def test_the_install_command_prints_json_and_no_secret(installed, fake, tmp_path):
     s, old = installed()
     new, src = new_token_file(fake, tmp_path, old["client_id"])
-    cfg = tmp_path / "agent.yml"
-    cfg.write_text(yaml.safe_dump(config.to_dict(s)))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agent",
-            "-c",
-            str(cfg),
-            "credentials",
-            "install",
-            "--from",
-            str(src),
-            "--verify-sync",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    cfg = write_config(s, tmp_path / "agent.yml")
+    proc = run_agent(cfg, "credentials", "install", "--from", str(src), "--verify-sync", "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["ok"] and data["verified"] and data["sync"]["outcome"] == "ok"

@@ -13,13 +13,14 @@ import pwd
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.integration.google.conftest import run_agent
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (creates a user)")
 
@@ -68,23 +69,7 @@ def hostile():
 
 
 def _install(cfg: Path, source: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agent",
-            "-c",
-            str(cfg),
-            "credentials",
-            "install",
-            "--from",
-            str(source),
-            "--no-verify",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_agent(cfg, "credentials", "install", "--from", str(source), "--no-verify")
 
 
 def _as_user(pw, fn) -> None:
