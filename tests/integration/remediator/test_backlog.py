@@ -10,6 +10,7 @@ import yaml
 
 from agent import config
 from agent.remediator.service import Remediator
+from tests.integration.remediator.helpers import SYNC_OK_WORD, TOKEN_3DIGIT, token_rule
 
 TOKEN = "[port-sheet] token error: HTTP Error 400: invalid_grant"
 OK = "[port-sheet] sync ok rows=3 requests=1 in 0.42s"
@@ -19,15 +20,7 @@ def test_a_backlog_opens_and_resolves_in_order_with_one_resolve_firing_per_fire(
     log = tmp_path / "sync.log"
     rules_dir = tmp_path / "rules.d"
     rules_dir.mkdir()
-    rule = {
-        "name": "sheet-sync-token",
-        "source": {"file": str(log)},
-        "match": r"\[port-sheet\] token error: HTTP Error (?P<status>\d{3})",
-        "threshold": 3,
-        "within": "90m",
-        "cooldown": "0s",
-        "resolve": r"\[port-sheet\] sync ok\b",
-    }
+    rule = token_rule({"file": str(log)}, match=TOKEN_3DIGIT, cooldown="0s", resolve=SYNC_OK_WORD)
     (rules_dir / "50-test.yml").write_text(yaml.safe_dump({"rules": [rule]}))
     state_db = tmp_path / "state" / "remediator.db"
     s = config.from_dict(

@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from agent import config
+from tests.integration.remediator.helpers import SYNC_JOURNAL, SYNC_OK, TOKEN_4XX, token_rule
 
 pytestmark = pytest.mark.slow
 
@@ -44,18 +45,9 @@ ACTION = {"playbook": "recovered.yml", "extravars": {"unit": "x.service"}, "time
 
 
 def rule(log: Path, **kw) -> dict:
-    r = {
-        "name": "sheet-sync-token",
-        "source": {"file": str(log)},
-        "match": r"\[port-sheet\] token error: HTTP Error (?P<status>\d+)",
-        "threshold": 3,
-        "within": "90m",
-        "group_by": ["status"],
-        "cooldown": 0,
-        "resolve": r"\[port-sheet\] sync ok",
-    }
-    r.update(kw)
-    return r
+    return token_rule(
+        {"file": str(log)}, **{"group_by": ["status"], "cooldown": 0, "resolve": SYNC_OK, **kw}
+    )
 
 
 def append(path: Path, text: str) -> None:
@@ -536,14 +528,7 @@ def _journal_service(tmp_path, service_factory, plan: list[dict]):
     fake = bindir / "journalctl"
     fake.write_text(FAKE_JOURNALCTL.format(python=sys.executable, script=str(script)))
     fake.chmod(0o755)
-    r = {
-        "name": "sheet-sync-token",
-        "source": {"journal": {"unit": "port-sheet-sync.service"}},
-        "match": r"\[port-sheet\] token error: HTTP Error (?P<status>4\d\d)",
-        "threshold": 3,
-        "within": "90m",
-        "cooldown": "6h",
-    }
+    r = token_rule(SYNC_JOURNAL, match=TOKEN_4XX, cooldown="6h")
     env = {"PATH": f"{bindir}:{os.environ['PATH']}"}
     return service_factory([r], env=env)
 
@@ -687,15 +672,7 @@ def test_a_read_only_state_while_reading_the_journal_loses_and_repeats_no_entry(
     fake = bindir / "journalctl"
     fake.write_text(FAKE.format(python=sys.executable, feed=str(feed)))
     fake.chmod(0o755)
-    r = {
-        "name": "sheet-sync-token",
-        "source": {"journal": {"unit": "port-sheet-sync.service"}},
-        "match": r"\[port-sheet\] token error: HTTP Error (?P<status>4\d\d)",
-        "threshold": 3,
-        "within": "90m",
-        "cooldown": 0,
-        "resolve": r"\[port-sheet\] sync ok",
-    }
+    r = token_rule(SYNC_JOURNAL, match=TOKEN_4XX, cooldown=0, resolve=SYNC_OK)
     svc = service_factory([r], env={"PATH": f"{bindir}:{os.environ['PATH']}"})
     state = Path(svc.settings.remediator.state_db)
     svc.start()

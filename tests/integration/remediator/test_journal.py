@@ -11,6 +11,7 @@ from pathlib import Path
 
 from agent.remediator.sources.journald import MAX_BATCHES, JournalSource
 from agent.remediator.state import StateDB
+from tests.integration.remediator.helpers import SYNC_JOURNAL, TOKEN_4XX, token_rule
 
 FAKE = '''#!{python}
 """A fake journalctl: prints the JSON entries of the feed (after --after-cursor) and follows."""
@@ -70,14 +71,7 @@ def test_journal_rule_fires_resumes_after_its_cursor_and_never_refires(
     fake.chmod(0o755)
     feed.write_text(entry(0, "[port-sheet] token error: HTTP Error 400: Bad Request"))
     env = {"PATH": f"{bindir}:{os.environ['PATH']}"}
-    rule = {
-        "name": "sheet-sync-token",
-        "source": {"journal": {"unit": "port-sheet-sync.service"}},
-        "match": r"\[port-sheet\] token error: HTTP Error (?P<status>4\d\d)",
-        "threshold": 3,
-        "within": "90m",
-        "cooldown": "6h",
-    }
+    rule = token_rule(SYNC_JOURNAL, match=TOKEN_4XX, cooldown="6h")
     svc = service_factory([rule], env=env).start()
     time.sleep(0.5)
     msg = "[port-sheet] token error: HTTP Error 400: invalid_grant: Token has been expired or revoked."

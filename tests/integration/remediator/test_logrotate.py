@@ -132,15 +132,24 @@ def numbers(lines: list[bytes]) -> list[int]:
     return [int(x.rsplit(b" ", 1)[1]) for x in lines]
 
 
-def test_logrotate_create_loses_and_duplicates_nothing(tmp_path: Path):
-    d, log, conf = setup(tmp_path, "create 0640")
+def rotated_while_read(tmp_path: Path, mode: str, reopen: bool) -> tuple[Path, Reader, int, int]:
+    """Logrotate ``mode`` rotating a FileHandler's log under a Reader; the reader is stopped.
+
+    Returns the log directory, the reader, the lines written and the rotations made.
+    """
+    d, log, conf = setup(tmp_path, mode)
     reader = Reader(log, StateDB()).start()
     time.sleep(0.2)
-    # Lines written between the rename and the writer's reopen land in the rotated file.
     n, rotations = run_scenario(
-        log, conf, tmp_path / "state", lambda: logging.FileHandler(log), reopen=True
+        log, conf, tmp_path / "state", lambda: logging.FileHandler(log), reopen=reopen
     )
     reader.stop()
+    return d, reader, n, rotations
+
+
+def test_logrotate_create_loses_and_duplicates_nothing(tmp_path: Path):
+    # Lines written between the rename and the writer's reopen land in the rotated file.
+    d, reader, n, rotations = rotated_while_read(tmp_path, "create 0640", reopen=True)
     assert rotations >= 4 and len(list(d.iterdir())) >= 4
     got = numbers(reader.lines)
     assert len(got) == len(set(got)), "a line was read twice"
@@ -151,14 +160,8 @@ def test_logrotate_create_loses_and_duplicates_nothing(tmp_path: Path):
 
 
 def test_logrotate_copytruncate_reads_every_line_on_disk_once_in_order(tmp_path: Path):
-    d, log, conf = setup(tmp_path, "copytruncate")
-    reader = Reader(log, StateDB()).start()
-    time.sleep(0.2)
     # FileHandler opens with O_APPEND: after a truncate it writes at the new end.
-    n, rotations = run_scenario(
-        log, conf, tmp_path / "state", lambda: logging.FileHandler(log), reopen=False
-    )
-    reader.stop()
+    d, reader, n, rotations = rotated_while_read(tmp_path, "copytruncate", reopen=False)
     assert rotations >= 4 and reader.tail.stats.truncations >= 1
     got = numbers(reader.lines)
     assert len(got) == len(set(got)), "a line was read twice"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.integration.remediator.helpers import SYNC_OK_WORD, TOKEN_3DIGIT, token_rule
+
 MAX_LINE = 64 * 1024  # the cut applied before matching (agent.remediator.matcher.MAX_LINE)
 
 FAKE = """#!{python}
@@ -158,14 +160,7 @@ def test_a_resolve_line_read_with_the_failures_resolves_their_incident(
     # Nothing is open when the read starts; the third failure opens an incident, and the
     # "sync ok" line of the same read must still reach the rule and close it.
     log = tmp_path / "sync.log"
-    rule = {
-        "name": "sheet-sync-token",
-        "source": {"file": str(log)},
-        "match": r"\[port-sheet\] token error: HTTP Error (?P<status>\d{3})",
-        "threshold": 3,
-        "within": "90m",
-        "resolve": r"\[port-sheet\] sync ok\b",
-    }
+    rule = token_rule({"file": str(log)}, match=TOKEN_3DIGIT, resolve=SYNC_OK_WORD)
     svc = service_factory([rule]).start()
     tmp = tmp_path / "sync.log.new"
     tmp.write_text(

@@ -15,6 +15,7 @@ from moto.server import ThreadedMotoServer
 
 from agent.remediator.actions import marked_processes
 from tests.fakes.webhook import WebhookReceiver
+from tests.integration.remediator.helpers import SYNC_OK, token_rule
 
 # Real ansible-playbook runs and service processes: seconds each.
 pytestmark = pytest.mark.slow
@@ -25,23 +26,15 @@ LINE = (
 
 
 def rule(log: Path, playbook: str = "recovered.yml", **kw) -> dict:
-    r = {
-        "name": "sheet-sync-token",
-        "source": {"file": str(log)},
-        "match": r"\[port-sheet\] token error: HTTP Error (?P<status>\d+)",
-        "threshold": 3,
-        "within": "90m",
-        "group_by": ["status"],
-        "cooldown": "6h",
-        "resolve": r"\[port-sheet\] sync ok",
-        "action": {
-            "playbook": playbook,
-            "extravars": {"unit": "port-sheet-sync.service"},
-            "timeout": "60s",
-        },
+    action = {
+        "playbook": playbook,
+        "extravars": {"unit": "port-sheet-sync.service"},
+        "timeout": "60s",
     }
-    r.update(kw)
-    return r
+    return token_rule(
+        {"file": str(log)},
+        **{"group_by": ["status"], "cooldown": "6h", "resolve": SYNC_OK, "action": action, **kw},
+    )
 
 
 def append(path: Path, text: str) -> None:
@@ -219,24 +212,35 @@ def test_breaker_opens_escalates_and_reset_closes_it(tmp_path, service_factory):
         assert len(items[0].remediations) == 2
 
 
-def test_sigterm_during_a_playbook_records_it_and_leaves_no_process(tmp_path, service_factory):
+def _running_hang(tmp_path, service_factory, sleep_for: str):
+    """A started service whose remediation (hang.yml, sleeping ``sleep_for`` s) is running."""
     log = tmp_path / "sync.log"
     log.write_text("")
     r = rule(log, "hang.yml")
-    r["action"]["extravars"] = {"sleep_for": "777.25"}
+    r["action"]["extravars"] = {"sleep_for": sleep_for}
     svc = service_factory([r]).start()
     append(log, LINE * 3)
     svc.wait_log("running hang.yml")
+    return svc
+
+
+def _assert_no_process_left(run: dict, sleep_for: str) -> None:
+    """Nothing of the run is alive: no marked process, no sleep with its argument."""
+    assert marked_processes(run["ident"]) == []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            assert sleep_for.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def test_sigterm_during_a_playbook_records_it_and_leaves_no_process(tmp_path, service_factory):
+    svc = _running_hang(tmp_path, service_factory, "777.25")
     time.sleep(2.5)  # ansible-playbook, its worker and the sleeps are up
     assert svc.stop() == 0
     (inc,) = svc.incidents()
     (run,) = inc.remediations
     assert run["status"] == "canceled" and "interrupted" in run["error"]
     assert inc.status == "open"
-    assert marked_processes(run["ident"]) == []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):
-            assert b"777.25" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    _assert_no_process_left(run, "777.25")
 
 
 def test_a_log_that_appears_after_the_start_is_read_from_its_first_line(tmp_path, service_factory):
@@ -273,13 +277,7 @@ def test_template_syntax_in_a_log_line_is_never_evaluated_end_to_end(tmp_path, s
 def test_a_remediation_cut_short_by_sigkill_is_recorded_at_the_next_start(
     tmp_path, service_factory
 ):
-    log = tmp_path / "sync.log"
-    log.write_text("")
-    r = rule(log, "hang.yml")
-    r["action"]["extravars"] = {"sleep_for": "778.5"}
-    svc = service_factory([r]).start()
-    append(log, LINE * 3)
-    svc.wait_log("running hang.yml")
+    svc = _running_hang(tmp_path, service_factory, "778.5")
     time.sleep(2.0)
     svc.signal(signal.SIGKILL)
     svc.proc.wait(10)
@@ -288,10 +286,7 @@ def test_a_remediation_cut_short_by_sigkill_is_recorded_at_the_next_start(
     (inc,) = svc.incidents()
     (run,) = inc.remediations
     assert run["status"] == "interrupted" and inc.status == "open"
-    assert marked_processes(run["ident"]) == []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        with contextlib.suppress(OSError):
-            assert b"778.5" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    _assert_no_process_left(run, "778.5")
 
 
 def test_a_person_holding_the_lock_makes_the_remediation_wait(tmp_path, service_factory):
