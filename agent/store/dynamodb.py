@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,15 +36,16 @@ from agent.store.model import (
     INCIDENT_STATUSES,
     PRIORITY_LIMIT,
     SESSION_OUTCOMES,
-    TASK_STATUSES,
     Incident,
     Lease,
+    NewTask,
     Session,
     Store,
     StoreError,
     SyncRun,
     Task,
-    check_task_fields,
+    check_choice,
+    check_task_status,
     found,
     iso,
     parse_iso,
@@ -193,20 +194,8 @@ class DynamoStore(Store):
             notes=[{"at": n["at"], "text": n["text"]} for n in item.get("notes", [])],
         )
 
-    def add_task(
-        self,
-        title: str,
-        body: str = "",
-        priority: int = 0,
-        depends_on: Sequence[int] = (),
-        workspace: str | None = None,
-        status: str = "ready",
-        kind: str = "task",
-        now: datetime | None = None,
-    ) -> Task:
-        check_task_fields(title, priority, status, kind)
-        stamp = iso(now or utcnow())
-        deps = sorted(set(depends_on))
+    def _insert_task(self, new: NewTask) -> Task:
+        deps, stamp = new.deps, new.stamp
         found = self._batch_get(f"task#{d}" for d in deps)
         for dep in deps:
             if f"task#{dep}" not in found:
@@ -218,11 +207,11 @@ class DynamoStore(Store):
             "rtype": "task",
             "rsort": f"{task_id:012d}",
             "id": task_id,
-            "title": title,
-            "body": body,
-            "priority": priority,
-            "status": status,
-            "kind": kind,
+            "title": new.title,
+            "body": new.body,
+            "priority": new.priority,
+            "status": new.status,
+            "kind": new.kind,
             "deps": deps,
             "dependents": [],
             "pending": pending,
@@ -230,11 +219,11 @@ class DynamoStore(Store):
             "updated": stamp,
             "notes": [],
         }
-        if workspace is not None:
-            item["workspace"] = workspace
-        if status == "ready" and kind == "task" and pending == 0:
+        if new.workspace is not None:
+            item["workspace"] = new.workspace
+        if new.status == "ready" and new.kind == "task" and pending == 0:
             item["pick_pk"] = "runnable"
-            item["pick_sk"] = self._pick_sk(priority, stamp, task_id)
+            item["pick_sk"] = self._pick_sk(new.priority, stamp, task_id)
         self.table.put_item(Item=item)
         for dep in deps:
             self.table.update_item(
@@ -330,8 +319,7 @@ class DynamoStore(Store):
     def set_task_status(
         self, task_id: int, status: str, note: str | None = None, now: datetime | None = None
     ) -> Task:
-        if status not in TASK_STATUSES:
-            raise StoreError(f"task status must be one of {', '.join(TASK_STATUSES)}: {status!r}")
+        check_task_status(status)
         stamp = iso(now or utcnow())
         for _attempt in range(20):
             item = self._get(f"task#{task_id}")
@@ -482,8 +470,7 @@ class DynamoStore(Store):
         exit_code: int | None = None,
         now: datetime | None = None,
     ) -> Session:
-        if outcome not in SESSION_OUTCOMES:
-            raise StoreError(f"session outcome must be one of {', '.join(SESSION_OUTCOMES)}")
+        check_choice(outcome, SESSION_OUTCOMES, "session outcome")
         try:
             out = self.table.update_item(
                 Key={"pk": f"session#{session_id}"},
@@ -694,8 +681,8 @@ class DynamoStore(Store):
         notified: datetime | None = None,
         now: datetime | None = None,
     ) -> Incident:
-        if status is not None and status not in INCIDENT_STATUSES:
-            raise StoreError(f"incident status must be one of {', '.join(INCIDENT_STATUSES)}")
+        if status is not None:
+            check_choice(status, INCIDENT_STATUSES, "incident status")
         stamp = iso(now or utcnow())
         for _attempt in range(10):
             item = self._get(f"incident#{incident_id}")

@@ -202,10 +202,14 @@ def found(obj: _T | None, what: str) -> _T:
     return obj
 
 
-def check_task_fields(title: str, priority: int, status: str, kind: str) -> None:
-    """The validation every backend applies to a new task (same messages everywhere)."""
+def check_task_status(status: str) -> None:
     if status not in TASK_STATUSES:
         raise StoreError(f"task status must be one of {', '.join(TASK_STATUSES)}: {status!r}")
+
+
+def check_task_fields(title: str, priority: int, status: str, kind: str) -> None:
+    """The validation every backend applies to a new task (same messages everywhere)."""
+    check_task_status(status)
     if not title.strip():
         raise StoreError("a task needs a non-empty title")
     if kind not in ("task", "needs_you"):
@@ -220,11 +224,34 @@ def check_task_fields(title: str, priority: int, status: str, kind: str) -> None
         )
 
 
+def check_choice(value: str, allowed: Sequence[str], what: str) -> None:
+    """Refuse a status or outcome that is not one of ``allowed`` (same message everywhere)."""
+    if value not in allowed:
+        raise StoreError(f"{what} must be one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to add, validated and normalised by :meth:`Store.add_task` for the backends."""
+
+    title: str
+    body: str
+    priority: int
+    deps: list[int]  # sorted, without repeats; each must be a known task
+    workspace: str | None
+    status: str
+    kind: str
+    stamp: str  # created and updated (ISO-8601)
+
+
 class Store(abc.ABC):
-    """The progress dashboard. Both backends pass the same contract tests."""
+    """The progress dashboard. Both backends pass the same contract tests.
+
+    The public methods that validate their arguments do it here, once; a backend implements
+    the storage step (``_insert_task``).
+    """
 
     # ---- tasks
-    @abc.abstractmethod
     def add_task(
         self,
         title: str,
@@ -235,7 +262,17 @@ class Store(abc.ABC):
         status: str = "ready",
         kind: str = "task",
         now: datetime | None = None,
-    ) -> Task: ...
+    ) -> Task:
+        check_task_fields(title, priority, status, kind)
+        deps = sorted(set(depends_on))
+        stamp = iso(now or utcnow())
+        return self._insert_task(
+            NewTask(title, body, priority, deps, workspace, status, kind, stamp)
+        )
+
+    @abc.abstractmethod
+    def _insert_task(self, new: NewTask) -> Task:
+        """Store ``new`` with the next task id (a dependency that is not a task is refused)."""
 
     @abc.abstractmethod
     def get_task(self, task_id: int) -> Task | None: ...

@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,15 +19,16 @@ from typing import Any
 from agent.store.model import (
     INCIDENT_STATUSES,
     SESSION_OUTCOMES,
-    TASK_STATUSES,
     Incident,
     Lease,
+    NewTask,
     Session,
     Store,
     StoreError,
     SyncRun,
     Task,
-    check_task_fields,
+    check_choice,
+    check_task_status,
     found,
     iso,
     parse_iso,
@@ -235,23 +236,10 @@ class SQLiteStore(Store):
             notes=notes,
         )
 
-    def add_task(
-        self,
-        title: str,
-        body: str = "",
-        priority: int = 0,
-        depends_on: Sequence[int] = (),
-        workspace: str | None = None,
-        status: str = "ready",
-        kind: str = "task",
-        now: datetime | None = None,
-    ) -> Task:
-        check_task_fields(title, priority, status, kind)
-        stamp = iso(now or utcnow())
-        deps = sorted(set(depends_on))
+    def _insert_task(self, new: NewTask) -> Task:
         with self._tx():
             pending = 0
-            for dep in deps:
+            for dep in new.deps:
                 row = self.db.execute("SELECT status FROM tasks WHERE id = ?", (dep,)).fetchone()
                 if not row:
                     raise StoreError(f"dependency {dep} is not a known task")
@@ -259,12 +247,22 @@ class SQLiteStore(Store):
             cur = self.db.execute(
                 "INSERT INTO tasks (title, body, priority, status, kind, workspace, created,"
                 " updated, pending_deps) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (title, body, priority, status, kind, workspace, stamp, stamp, pending),
+                (
+                    new.title,
+                    new.body,
+                    new.priority,
+                    new.status,
+                    new.kind,
+                    new.workspace,
+                    new.stamp,
+                    new.stamp,
+                    pending,
+                ),
             )
             task_id = _rowid(cur)
             self.db.executemany(
                 "INSERT OR IGNORE INTO task_deps (task_id, depends_on) VALUES (?, ?)",
-                [(task_id, d) for d in deps],
+                [(task_id, d) for d in new.deps],
             )
         return found(self.get_task(task_id), f"task {task_id}")
 
@@ -287,8 +285,7 @@ class SQLiteStore(Store):
     def set_task_status(
         self, task_id: int, status: str, note: str | None = None, now: datetime | None = None
     ) -> Task:
-        if status not in TASK_STATUSES:
-            raise StoreError(f"task status must be one of {', '.join(TASK_STATUSES)}: {status!r}")
+        check_task_status(status)
         stamp = iso(now or utcnow())
         with self._tx():
             row = self.db.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -429,8 +426,7 @@ class SQLiteStore(Store):
         exit_code: int | None = None,
         now: datetime | None = None,
     ) -> Session:
-        if outcome not in SESSION_OUTCOMES:
-            raise StoreError(f"session outcome must be one of {', '.join(SESSION_OUTCOMES)}")
+        check_choice(outcome, SESSION_OUTCOMES, "session outcome")
         with self._tx():
             cur = self.db.execute(
                 "UPDATE sessions SET ended = ?, outcome = ?, turns = ?, input_tokens = ?,"
@@ -598,8 +594,8 @@ class SQLiteStore(Store):
         notified: datetime | None = None,
         now: datetime | None = None,
     ) -> Incident:
-        if status is not None and status not in INCIDENT_STATUSES:
-            raise StoreError(f"incident status must be one of {', '.join(INCIDENT_STATUSES)}")
+        if status is not None:
+            check_choice(status, INCIDENT_STATUSES, "incident status")
         stamp = iso(now or utcnow())
         with self._tx():
             row = self.db.execute("SELECT * FROM incidents WHERE id = ?", (incident_id,)).fetchone()
