@@ -1,11 +1,12 @@
-"""The SQLite dashboard: picking order, dependencies, incidents, migrations, purge."""
+"""The SQLite backend's own behaviour: migrations, purge, file ownership (the behaviour both
+backends share is in test_contract.py, which runs on SQLite too)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -39,37 +40,6 @@ def service_state():
         yield state
     finally:
         shutil.rmtree(top)
-
-
-def test_next_task_is_highest_priority_then_oldest_with_dependencies_done(store) -> None:
-    t0 = datetime(2026, 5, 13, tzinfo=UTC)
-    a = store.add_task("a", priority=1, now=t0)
-    b = store.add_task("b", priority=5, depends_on=[a.id], now=t0 + timedelta(seconds=1))
-    c = store.add_task("c", priority=1, now=t0 + timedelta(seconds=2))
-    assert store.next_ready_task().id == a.id  # b waits for a; a is older than c
-    store.set_task_status(a.id, "done")
-    assert store.next_ready_task().id == b.id
-    store.set_task_status(b.id, "done")
-    assert store.next_ready_task().id == c.id
-
-
-def test_needs_you_tasks_are_never_picked(store) -> None:
-    store.add_task("answer me", kind="needs_you", status="needs_you")
-    assert store.next_ready_task() is None
-
-
-def test_unknown_dependency_is_refused(store) -> None:
-    with pytest.raises(StoreError, match="dependency 99"):
-        store.add_task("x", depends_on=[99])
-
-
-def test_incident_lifecycle(store) -> None:
-    inc = store.open_incident("sheet-sync-token", {"status": "400"}, "3 failures in 90m")
-    inc = store.update_incident(inc.id, status="remediating", remediation={"status": "successful"})
-    inc = store.update_incident(inc.id, status="resolved", cause="revoked_or_expired")
-    assert inc.status == "resolved" and inc.resolved is not None
-    assert inc.remediations == [{"status": "successful"}]
-    assert store.list_incidents(["open"]) == []
 
 
 def test_reopening_runs_no_migration_twice(tmp_path) -> None:
