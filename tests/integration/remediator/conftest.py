@@ -20,6 +20,14 @@ PLAYBOOKS = Path(__file__).parent / "playbooks"
 
 
 @pytest.fixture
+def log(tmp_path: Path) -> Path:
+    """The log the tests' rules watch: ``sync.log`` in ``tmp_path``, created empty."""
+    path = tmp_path / "sync.log"
+    path.write_text("")
+    return path
+
+
+@pytest.fixture
 def private_data_dir(tmp_path: Path) -> Path:
     pdd = tmp_path / "runner"
     shutil.copytree(PLAYBOOKS, pdd / "project")

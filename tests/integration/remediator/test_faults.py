@@ -116,9 +116,7 @@ def nothing_remediating(svc) -> None:
 
 
 @needs_root
-def test_a_read_only_store_when_the_rule_fires_loses_no_incident(tmp_path, service_factory):
-    log = tmp_path / "sync.log"
-    log.write_text("")
+def test_a_read_only_store_when_the_rule_fires_loses_no_incident(tmp_path, log, service_factory):
     svc = service_factory([rule(log, action=ACTION)])
     store = Path(svc.settings.store.path)
     svc.start()
@@ -147,9 +145,7 @@ def test_a_read_only_store_when_the_rule_fires_loses_no_incident(tmp_path, servi
 
 
 @needs_root
-def test_a_read_only_state_database_loses_and_double_counts_no_line(tmp_path, service_factory):
-    log = tmp_path / "sync.log"
-    log.write_text("")
+def test_a_read_only_state_database_loses_and_double_counts_no_line(tmp_path, log, service_factory):
     svc = service_factory([rule(log)])
     state = Path(svc.settings.remediator.state_db)
     svc.start()
@@ -233,10 +229,8 @@ def test_sigterm_with_a_remediation_queued_resumes_it_after_the_restart(tmp_path
 
 
 def test_kill_9_right_after_remediating_leaves_nothing_stuck_and_runs_once(
-    tmp_path, service_factory
+    tmp_path, log, service_factory
 ):
-    log = tmp_path / "sync.log"
-    log.write_text("")
     svc = service_factory([rule(log, resolve=None, action=ACTION)]).start()
     append(log, FAIL * 3)
     svc.wait_incident(lambda xs: xs and xs[0].status == "remediating", timeout=30)
@@ -259,9 +253,9 @@ def test_kill_9_right_after_remediating_leaves_nothing_stuck_and_runs_once(
 # --------------------------------------------------------------------------- single instance
 
 
-def test_a_second_remediator_on_the_same_state_database_refuses_to_start(tmp_path, service_factory):
-    log = tmp_path / "sync.log"
-    log.write_text("")
+def test_a_second_remediator_on_the_same_state_database_refuses_to_start(
+    tmp_path, log, service_factory
+):
     svc = service_factory([rule(log)]).start()
     second = subprocess.run(
         [sys.executable, "-m", "agent", "-c", str(svc.cfg), "remediator", "run"],
@@ -292,9 +286,7 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_a_million_matches_in_cooldown_cost_no_rows_and_no_memory(tmp_path, service_factory):
-    log = tmp_path / "sync.log"
-    log.write_text("")
+def test_a_million_matches_in_cooldown_cost_no_rows_and_no_memory(tmp_path, log, service_factory):
     svc = service_factory([rule(log, resolve=None, cooldown="6h")]).start()
     append(log, FAIL * 3)
     svc.wait_incident(lambda xs: len(xs) == 1)
@@ -362,9 +354,9 @@ def test_a_wall_clock_stepped_back_22h_does_not_silence_a_rule(tmp_path, service
 # --------------------------------------------------------------------------- corrupt files
 
 
-def test_a_corrupt_state_database_is_moved_aside_and_the_service_starts(tmp_path, service_factory):
-    log = tmp_path / "sync.log"
-    log.write_text("")
+def test_a_corrupt_state_database_is_moved_aside_and_the_service_starts(
+    tmp_path, log, service_factory
+):
     svc = service_factory([rule(log)])
     state = Path(svc.settings.remediator.state_db)
     state.parent.mkdir(parents=True, exist_ok=True)
@@ -380,9 +372,9 @@ def test_a_corrupt_state_database_is_moved_aside_and_the_service_starts(tmp_path
     assert stop_within(svc) == 0
 
 
-def test_a_corrupt_store_is_refused_with_the_command_that_repairs_it(tmp_path, service_factory):
-    log = tmp_path / "sync.log"
-    log.write_text("")
+def test_a_corrupt_store_is_refused_with_the_command_that_repairs_it(
+    tmp_path, log, service_factory
+):
     svc = service_factory([rule(log)])
     store = Path(svc.settings.store.path)
     store.parent.mkdir(parents=True, exist_ok=True)

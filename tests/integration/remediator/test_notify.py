@@ -80,10 +80,8 @@ def test_a_channel_down_for_a_while_then_back_gets_the_message_exactly_once(
 
 
 def test_a_trickling_endpoint_is_cut_off_and_other_channels_are_not_delayed(
-    tmp_path, service_factory
+    tmp_path, log, service_factory
 ):
-    log = tmp_path / "sync.log"
-    log.write_text("")
     with (
         WebhookReceiver() as slow,
         WebhookReceiver(path="/apprise", accept="apprise") as other,
@@ -157,9 +155,9 @@ def test_an_escalation_recorded_but_never_queued_is_sent_at_the_next_start(
         assert len(hook.received) == 1
 
 
-def test_a_failed_remediation_is_announced_at_once_with_the_failing_task(tmp_path, service_factory):
-    log = tmp_path / "sync.log"
-    log.write_text("")
+def test_a_failed_remediation_is_announced_at_once_with_the_failing_task(
+    tmp_path, log, service_factory
+):
     with WebhookReceiver() as hook:
         svc = service_factory(
             [rule(log, "fails.yml")], remediator={"notify": {"webhook_url": hook.url, **FAST}}
@@ -173,9 +171,7 @@ def test_a_failed_remediation_is_announced_at_once_with_the_failing_task(tmp_pat
         assert svc.incidents()[0].status == "open"
 
 
-def test_resolution_is_announced_with_how_and_how_long(tmp_path, service_factory):
-    log = tmp_path / "sync.log"
-    log.write_text("")
+def test_resolution_is_announced_with_how_and_how_long(tmp_path, log, service_factory):
     with WebhookReceiver() as hook:
         service_factory(
             [
@@ -405,12 +401,10 @@ def test_heartbeat_stops_and_the_endpoint_sees_the_gap(tmp_path, settings_factor
 
 
 def test_a_fault_of_the_remediator_itself_reaches_a_person_and_so_does_its_end(
-    tmp_path, service_factory
+    tmp_path, log, service_factory
 ):
     # The log path swapped for a symlink (by a user who can write its directory): the remediator
     # never reads through it, and says so to a person, not only in its own log.
-    log = tmp_path / "sync.log"
-    log.write_text("")
     with WebhookReceiver() as hook:
         svc = service_factory(
             [alert_rule(log)], remediator={"notify": {"webhook_url": hook.url, **FAST}}

@@ -61,9 +61,9 @@ def test_third_failure_opens_an_incident_that_the_playbook_resolves(tmp_path, se
     assert len(svc.incidents()) == 1
 
 
-def test_restart_between_the_second_and_third_failure_still_fires_once(tmp_path, service_factory):
-    log = tmp_path / "sync.log"
-    log.write_text("")
+def test_restart_between_the_second_and_third_failure_still_fires_once(
+    tmp_path, log, service_factory
+):
     svc = service_factory([rule(log, "needs_human.yml")]).start()
     append(log, LINE * 2)
     time.sleep(0.5)
@@ -78,9 +78,7 @@ def test_restart_between_the_second_and_third_failure_still_fires_once(tmp_path,
     assert len(svc.incidents()) == 1 and len(svc.incidents()[0].remediations) == 1
 
 
-def test_sighup_reloads_rules_and_keeps_the_window(tmp_path, service_factory):
-    log = tmp_path / "sync.log"
-    log.write_text("")
+def test_sighup_reloads_rules_and_keeps_the_window(tmp_path, log, service_factory):
     svc = service_factory([rule(log, action=None)]).start()
     append(log, LINE * 2)
     time.sleep(0.4)
@@ -100,9 +98,7 @@ def test_sighup_reloads_rules_and_keeps_the_window(tmp_path, service_factory):
     assert svc.proc.poll() is None
 
 
-def test_resolve_line_closes_the_open_incident(tmp_path, service_factory):
-    log = tmp_path / "sync.log"
-    log.write_text("")
+def test_resolve_line_closes_the_open_incident(tmp_path, log, service_factory):
     svc = service_factory([rule(log, action=None)]).start()
     append(log, LINE * 3)
     svc.wait_incident(lambda xs: xs and xs[0].status == "escalated")
@@ -141,10 +137,8 @@ def moto_sns():
 
 
 def test_needs_human_escalates_and_notifies_once_by_webhook_and_sns(
-    tmp_path, service_factory, moto_sns
+    tmp_path, log, service_factory, moto_sns
 ):
-    log = tmp_path / "sync.log"
-    log.write_text("")
     with WebhookReceiver() as hook:
         svc = service_factory(
             [rule(log, "needs_human.yml", cooldown="1s")],
@@ -176,9 +170,7 @@ def test_needs_human_escalates_and_notifies_once_by_webhook_and_sns(
     assert "Do this: ansible-playbook playbooks/reauth.yml" in bodies[0]["Message"]
 
 
-def test_breaker_opens_escalates_and_reset_closes_it(tmp_path, service_factory):
-    log = tmp_path / "sync.log"
-    log.write_text("")
+def test_breaker_opens_escalates_and_reset_closes_it(tmp_path, log, service_factory):
     with WebhookReceiver() as hook:
         svc = service_factory(
             [
