@@ -41,10 +41,11 @@ def settings(args: argparse.Namespace) -> config.Settings:
 
 
 def open_store_read_only(s: config.Settings) -> Any:
-    """The store for a command that only reads it. A SQLite store that does not exist yet is not
-    created (a look must not change the host, nor leave a root-owned file for the daemon): the
-    command reads an empty in-memory store instead and says so on stderr."""
-    from agent.store import StoreError, open_store
+    """The store for a command that only reads it. A store that does not exist yet (a SQLite
+    file, a DynamoDB table) is not created (a look must not change the host or the account, nor
+    leave a root-owned file for the daemon): the command reads an empty in-memory store instead
+    and says so on stderr."""
+    from agent.store import StoreError, StoreMissing, open_store
     from agent.store.sqlite import SQLiteStore
 
     if s.store.backend == "sqlite" and not os.path.exists(s.store.path):
@@ -54,7 +55,10 @@ def open_store_read_only(s: config.Settings) -> Any:
         )
         return SQLiteStore(":memory:")
     try:
-        return open_store(s)
+        return open_store(s, create=False)
+    except StoreMissing as exc:  # DynamoDB: a look needs no CreateTable and creates nothing
+        print(f"jada-agent: no store yet: {exc} (no task added, no daemon run)", file=sys.stderr)
+        return SQLiteStore(":memory:")
     except StoreError as exc:
         raise CliError(f"store: {exc}") from None
 

@@ -17,6 +17,7 @@ from agent.store.model import (
     Session,
     Store,
     StoreError,
+    StoreMissing,
     SyncRun,
     Task,
     iso,
@@ -34,6 +35,7 @@ __all__ = [
     "Session",
     "Store",
     "StoreError",
+    "StoreMissing",
     "SyncRun",
     "Task",
     "iso",
@@ -43,12 +45,16 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings) -> Store:
-    """Open the store named by ``settings.store`` (creating and migrating it if needed)."""
+def open_store(settings: Settings, *, create: bool = True) -> Store:
+    """Open the store named by ``settings.store`` (creating and migrating it if needed).
+
+    ``create=False`` (a DynamoDB store): a missing table raises :class:`StoreMissing` instead of
+    being created -- a read-only command must not change the account (nor need CreateTable).
+    """
     if settings.store.backend == "dynamodb":
         from agent.store.dynamodb import DynamoStore
 
-        return DynamoStore(settings.store.dynamodb)
+        return DynamoStore(settings.store.dynamodb, create=create)
     from agent.store.sqlite import SQLiteStore
 
     return SQLiteStore(settings.store.path)

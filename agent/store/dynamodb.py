@@ -42,6 +42,7 @@ from agent.store.model import (
     Session,
     Store,
     StoreError,
+    StoreMissing,
     SyncRun,
     Task,
     check_choice,
@@ -63,7 +64,13 @@ def _int(value: Any) -> int:
 class DynamoStore(Store):
     """The dashboard in one DynamoDB table (created on first use, pay per request)."""
 
-    def __init__(self, settings: DynamoSettings, *, client_config: Config | None = None):
+    def __init__(
+        self,
+        settings: DynamoSettings,
+        *,
+        client_config: Config | None = None,
+        create: bool = True,
+    ):
         self.settings = settings
         self.table_name = f"{settings.table_prefix}-store"
         try:
@@ -74,18 +81,20 @@ class DynamoStore(Store):
                 config=client_config or Config(retries={"max_attempts": 4, "mode": "standard"}),
             )
             self.table = self.resource.Table(self.table_name)
-            self._ensure_table()
+            self._ensure_table(create)
         except (BotoCoreError, ClientError) as exc:
             raise StoreError(f"dynamodb table {self.table_name}: {exc}") from None
 
     # ------------------------------------------------------------------ plumbing
-    def _ensure_table(self) -> None:
+    def _ensure_table(self, create: bool = True) -> None:
         client = self.resource.meta.client
         try:
             client.describe_table(TableName=self.table_name)
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
+            if not create:
+                raise StoreMissing(f"dynamodb table {self.table_name} does not exist yet") from None
             index = [
                 ("by_type", "rtype", "rsort"),
                 ("pick", "pick_pk", "pick_sk"),

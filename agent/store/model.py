@@ -195,6 +195,10 @@ class StoreError(RuntimeError):
     pass
 
 
+class StoreMissing(StoreError):
+    """The store does not exist yet and the caller asked not to create it (a read-only look)."""
+
+
 def found(obj: _T | None, what: str) -> _T:
     """What a backend reads back right after writing it: present, or the store is broken."""
     if obj is None:

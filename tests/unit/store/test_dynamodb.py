@@ -62,3 +62,58 @@ def test_an_unreachable_endpoint_is_a_store_error_naming_the_table(tmp_path) -> 
     settings = DynamoSettings(table_prefix="nowhere", endpoint_url="http://127.0.0.1:9")
     with pytest.raises(StoreError, match="dynamodb table nowhere-store"):
         DynamoStore(settings, client_config=Config(retries={"max_attempts": 1}, connect_timeout=1))
+
+
+def test_a_look_creates_no_table_the_library_and_the_commands(moto_endpoint, tmp_path) -> None:
+    """A read-only command on a DynamoDB store that does not exist yet changes nothing in the
+    account (and so needs no CreateTable): an empty answer and a note on stderr."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import boto3
+    import yaml
+
+    from agent.store import StoreMissing
+
+    ds = dynamo_settings(moto_endpoint)
+    table = f"{ds.table_prefix}-store"
+    client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=moto_endpoint)
+
+    def tables() -> list[str]:
+        return client.list_tables()["TableNames"]
+
+    with pytest.raises(StoreMissing, match=table):
+        DynamoStore(ds, client_config=FAST, create=False)
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "store": {
+                    "backend": "dynamodb",
+                    "dynamodb": {
+                        "table_prefix": ds.table_prefix,
+                        "region": "us-east-1",
+                        "endpoint_url": moto_endpoint,
+                    },
+                },
+            }
+        )
+    )
+    root = Path(__file__).resolve().parents[3]
+    for argv in (["tasks", "list"], ["sessions"], ["tasks", "list", "--json"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "agent", "-c", str(cfg), *argv],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            timeout=60,
+            check=False,
+        )
+        assert r.returncode == 0, (argv, r.stderr)
+        assert "no store yet" in r.stderr and table in r.stderr
+    assert table not in tables()
+    written = DynamoStore(ds, client_config=FAST)  # a command that writes still creates it
+    assert table in tables()
+    written.drop()
