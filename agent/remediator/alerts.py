@@ -56,6 +56,18 @@ def set_notice(state: StateDB, key: str, t: float) -> None:
         )
 
 
+def forget_notices(state: StateDB, prefix: str, keep: set[str]) -> None:
+    """Drop the ``prefix*`` notice rows of what is no longer open (a closed incident or task is
+    never recalled again): the table holds what is open, not every incident ever."""
+    with state.lock:
+        rows = state.db.execute(
+            "SELECT key FROM notice WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        ).fetchall()
+        gone = [(k,) for (k,) in rows if k not in keep]
+        if gone:
+            state.db.executemany("DELETE FROM notice WHERE key = ?", gone)
+
+
 def run_forecast(settings: Settings) -> dict[str, Any]:
     """``jada-agent credentials forecast --json`` in a child (the Google libraries stay out of
     the service's memory)."""
@@ -106,7 +118,11 @@ class Alerts:
 
     # ------------------------------------------------------------------ reminders
     def incident_reminders(self, store: Store, now: float) -> None:
-        for inc in store.list_incidents(["escalated"]):
+        escalated = store.list_incidents(["escalated"])
+        forget_notices(
+            self.state, "remind:incident:", {f"remind:incident:{i.id}" for i in escalated}
+        )
+        for inc in escalated:
             key = f"remind:incident:{inc.id}"
             last = get_notice(self.state, key)
             if last is None:
@@ -135,6 +151,7 @@ class Alerts:
     # ------------------------------------------------------------------ needs-you tasks
     def tasks(self, store: Store, now: float) -> None:
         open_tasks = store.list_tasks(["needs_you"])
+        forget_notices(self.state, "task:", {f"task:{t.id}" for t in open_tasks})
         fresh = [t for t in open_tasks if get_notice(self.state, f"task:{t.id}") is None]
         if fresh:
             if self.state.list_running():

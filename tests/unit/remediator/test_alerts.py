@@ -48,6 +48,10 @@ def events(state: StateDB) -> list[tuple[str, str]]:
     return [(e, th) for e, th in state.db.execute("SELECT event, thread FROM outbox ORDER BY id")]
 
 
+def notices(state: StateDB) -> list[str]:
+    return [k for (k,) in state.db.execute("SELECT key FROM notice ORDER BY key")]
+
+
 def test_an_escalated_incident_is_recalled_every_twelve_hours_until_resolved(world):
     _s, state, clock, _outbox, alerts, store, _ = world
     inc = store.open_incident(
@@ -65,10 +69,12 @@ def test_an_escalated_incident_is_recalled_every_twelve_hours_until_resolved(wor
     assert events(state) == [("reminder", f"incident-{inc.id}@test-host")] * 2
     body = json.loads(state.db.execute("SELECT body FROM outbox ORDER BY id DESC").fetchone()[0])
     assert "open for 24h06m" in body["text"]
+    assert notices(state) == [f"remind:incident:{inc.id}"]
     store.update_incident(inc.id, status="resolved")
     clock.t += 48 * H
     alerts.incident_reminders(store, clock.t)
     assert len(events(state)) == 2
+    assert notices(state) == []  # a closed incident's row is gone: the table holds what is open
 
 
 def test_a_daemon_needs_you_task_is_announced_once_and_recalled(world):
@@ -79,9 +85,11 @@ def test_a_daemon_needs_you_task_is_announced_once_and_recalled(world):
     assert events(state) == [("needs_you_task", f"task-{t.id}@test-host")]
     alerts.tasks(store, clock.t + 12 * H)
     assert events(state)[-1] == ("reminder", f"task-{t.id}@test-host")
+    assert notices(state) == [f"task:{t.id}"]
     store.set_task_status(t.id, "done")
     alerts.tasks(store, clock.t + 48 * H)
     assert len(events(state)) == 2
+    assert notices(state) == []
 
 
 def test_a_task_made_by_a_remediation_is_left_to_its_incident_message(world):
