@@ -26,6 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     hb.add_argument(
         "--state", choices=("ok", "degraded"), help="send this instead of the health verdict"
     )
+    hb.add_argument(
+        "--settle",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a remediator that is not running is given to come back (a restart)"
+        " before the fail signal is sent (default: %(default)s)",
+    )
     add_json_flag(hb)
     hb.set_defaults(func=cmd_heartbeat)
 
@@ -71,7 +79,7 @@ def cmd_heartbeat(args: argparse.Namespace) -> int:
             EXIT_USAGE,
         )
     try:
-        out = beat(s, state=args.state)
+        out = beat(s, state=args.state, settle=args.settle)
     except RuntimeError as exc:
         raise CliError(f"heartbeat not sent: {exc}", EXIT_FAILURE) from None
     if args.json:

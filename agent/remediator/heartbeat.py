@@ -5,13 +5,16 @@ service alerts when the pings stop coming, so a dead VM or a stopped timer is no
 outside). The body's first line is ``ok`` or ``degraded`` from this host's health verdict (one
 day of journal, no credential probes), then the verdict's reasons. When the remediator itself is
 not running the ping goes to ``<url>/fail`` (healthchecks' failure signal): nobody would hear of
-anything else that breaks.
+anything else that breaks. A remediator caught mid-restart (a deploy's handler, an operator's
+``systemctl restart``) is given a settle window to come back before that signal is sent: a
+restart is not an outage, and a false page teaches people to ignore the real one.
 """
 
 from __future__ import annotations
 
 import logging
 import subprocess
+import time
 from typing import Any
 
 from agent.config import Settings
@@ -21,8 +24,11 @@ log = logging.getLogger(__name__)
 REMEDIATOR_UNIT = "jada-remediator.service"
 
 
-def remediator_active(systemctl: str = "systemctl") -> bool | None:
-    """True/False from systemd; None when there is no such unit here (or no systemd)."""
+SETTLE_SECONDS = 30.0
+
+
+def _remediator_state(systemctl: str) -> str | None:
+    """systemd's ActiveState of the remediator; None when there is no such unit (or no systemd)."""
     try:
         proc = subprocess.run(
             [systemctl, "show", REMEDIATOR_UNIT, "-p", "LoadState", "-p", "ActiveState"],
@@ -36,7 +42,28 @@ def remediator_active(systemctl: str = "systemctl") -> bool | None:
     props = dict(line.partition("=")[::2] for line in proc.stdout.splitlines())
     if proc.returncode != 0 or props.get("LoadState") != "loaded":
         return None
-    return props.get("ActiveState") in ("active", "reloading")
+    return props.get("ActiveState", "")
+
+
+def remediator_active(
+    systemctl: str = "systemctl", *, settle: float = SETTLE_SECONDS, poll: float = 1.0
+) -> bool | None:
+    """True/False from systemd; None when there is no such unit here (or no systemd).
+
+    Not running is only believed after ``settle`` seconds of asking again: a restart passes
+    through deactivating, inactive and activating in a few seconds.
+    """
+    deadline = time.monotonic() + max(0.0, settle)
+    while True:
+        state = _remediator_state(systemctl)
+        if state is None:
+            return None
+        if state in ("active", "reloading"):
+            return True
+        if time.monotonic() >= deadline:
+            log.warning("%s is %s after a %.0f s settle window", REMEDIATOR_UNIT, state, settle)
+            return False
+        time.sleep(poll)
 
 
 def verdict(settings: Settings) -> tuple[str, list[str]]:
@@ -77,7 +104,11 @@ def ping(url: str, body: str, timeout: float) -> int:
 
 
 def beat(
-    settings: Settings, *, state: str | None = None, systemctl: str = "systemctl"
+    settings: Settings,
+    *,
+    state: str | None = None,
+    systemctl: str = "systemctl",
+    settle: float = SETTLE_SECONDS,
 ) -> dict[str, Any]:
     """One heartbeat: ``{"sent": "ok"|"degraded", "fail": bool, "reasons": [...]}``."""
     url = settings.remediator.notify.heartbeat_url
@@ -87,7 +118,7 @@ def beat(
         state, reasons = verdict(settings)
     else:
         reasons = ["given on the command line"]
-    active = remediator_active(systemctl)
+    active = remediator_active(systemctl, settle=settle)
     fail = active is False
     if fail:
         state = "degraded"

@@ -400,6 +400,70 @@ def test_heartbeat_stops_and_the_endpoint_sees_the_gap(tmp_path, settings_factor
         assert hb.gaps(period, now=later) == [(hb.pings[-1]["t"], later)]
 
 
+def _systemctl_answering(tmp_path: Path, states: list[str]) -> Path:
+    """A directory holding a stand-in ``systemctl`` (this machine has no systemd as PID 1) that
+    answers ``show jada-remediator.service`` with the next of ``states``, the last one for good."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "states").write_text("\n".join(states) + "\n")
+    script = bindir / "systemctl"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"d={bindir}\n"
+        'n=$(cat "$d/asked" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$d/asked"\n'
+        'state=$(sed -n "${n}p" "$d/states"); [ -n "$state" ] || state=$(tail -n1 "$d/states")\n'
+        'printf "LoadState=loaded\\nActiveState=%s\\n" "$state"\n'
+    )
+    script.chmod(0o755)
+    return bindir
+
+
+def _heartbeat(cfg: Path, bindir: Path, *args: str) -> dict:
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "-c", str(cfg), "notify", "heartbeat", "--json", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize(
+    ("states", "kind"),
+    [
+        # a deploy's handler or an operator restarting the remediator: not an outage
+        (["deactivating", "inactive", "activating", "activating", "active"], "ok"),
+        # stopped for good (or crash-looping without ever coming up): the fail signal
+        (["inactive"], "fail"),
+        (["activating"], "fail"),
+    ],
+    ids=["restarting", "stopped", "never-up"],
+)
+def test_heartbeat_sends_fail_only_when_the_remediator_stays_down(
+    tmp_path, settings_factory, states, kind
+):
+    from agent import config
+
+    with HeartbeatReceiver() as hb:
+        s = settings_factory(remediator={"notify": {"heartbeat_url": hb.url}})
+        cfg = tmp_path / "agent.yml"
+        cfg.write_text(yaml.safe_dump(config.to_dict(s)))
+        bindir = _systemctl_answering(tmp_path, states)
+        out = _heartbeat(cfg, bindir, "--state", "ok", "--settle", "6")
+        assert out["fail"] is (kind == "fail")
+        (ping,) = hb.pings
+        assert ping["kind"] == kind
+        first = ping["body"].splitlines()[0]
+        assert first == ("degraded" if kind == "fail" else "ok")
+        if kind == "fail":
+            assert "jada-remediator.service is not running" in ping["body"]
+        asked = int((bindir / "asked").read_text())
+        assert asked >= (5 if kind == "ok" else 2)
+
+
 def test_a_fault_of_the_remediator_itself_reaches_a_person_and_so_does_its_end(
     tmp_path, log, service_factory
 ):
