@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 from agent.remediator.clock import ServiceClock
-from agent.remediator.engine import Engine
+from agent.remediator.engine import Decision, Engine
 from agent.remediator.faults import Faults
 from agent.remediator.incidents import Incidents
 from agent.remediator.matcher import Matcher, Stats
@@ -198,9 +198,25 @@ class Detection:
         now = self.clock.now()
         self.incidents.begin_read()
 
+        engine, decide = self.engine, self.incidents.decide
+        rules, count, saturated = matcher.rules, engine.count, engine.saturated
+
         def sink(buf: bytes | bytearray, end: int) -> None:
-            for rule, line in matcher.scan(buf, self.stats, end):
-                self.incidents.decide(rule, self.engine.observe(rule, line, now), line, now)
+            # What each line is to the rules comes from the matcher (remembered for lines
+            # alike); only counted matches reach the engine -- not those of a group it says
+            # is saturated now (a flood in cooldown) -- and only fires and resolve lines the
+            # incidents.
+            for line, found in matcher.classified(buf, end, self.stats, engine.classify_keyed):
+                for i, outcome, group, key in found:
+                    if outcome == "counted":
+                        sat = saturated.get(key)
+                        if sat is not None and sat[0] == now:
+                            continue
+                        d = count(rules[i], group, now, key)
+                        if d.fired or d.breaker_opened:
+                            decide(rules[i], d, line, now)
+                    elif outcome == "resolve":
+                        decide(rules[i], Decision("resolve", group=group), line, now)
 
         try:
             with self.engine.batch():  # position, windows and firings commit together

@@ -48,6 +48,8 @@ class Decision:
 
 NOMATCH = Decision("nomatch")
 
+GroupKey = tuple[str, str]  # (rule name, group key)
+
 
 class Engine:
     """Feeds lines to rules; all state lives in a :class:`StateDB`."""
@@ -59,6 +61,10 @@ class Engine:
         # of it in cooldown): each rule's ignore patterns as one search, group keys by value.
         self._ignore: dict[int, tuple[Rule, Pattern | None]] = {}
         self._keys: dict[tuple[Any, ...], str] = {}
+        # (rule, group) -> the decision of a counted match at the time of this batch, for a
+        # group that cannot fire now and whose window is full of matches at that time: another
+        # match then changes nothing (a flood during a cooldown costs a lookup a line).
+        self.saturated: dict[GroupKey, tuple[float, Decision]] = {}
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -71,10 +77,12 @@ class Engine:
                 return
             self._take_resets()
             self._in_batch = True
+            self.saturated.clear()
             try:
                 yield
             finally:
                 self._in_batch = False
+                self.saturated.clear()
 
     def _take_resets(self) -> None:
         # A `remediator reset` by a person, from another process, takes effect here.
@@ -83,17 +91,33 @@ class Engine:
 
     def observe(self, rule: Rule, line: str, t: float) -> Decision:
         """Apply one line at time ``t`` to ``rule``."""
+        outcome, group = self.classify(rule, line)
+        if outcome == "counted":
+            return self.count(rule, group, t)
+        if outcome == "nomatch":
+            return NOMATCH
+        return Decision(outcome, group=group)
+
+    def classify_keyed(self, rule: Rule, line: str) -> tuple[Outcome, dict[str, str], GroupKey]:
+        """:meth:`classify`, and the key of the group in :attr:`saturated` and :meth:`count`."""
+        outcome, group = self.classify(rule, line)
+        return outcome, group, (rule.name, self._key(group))
+
+    def classify(self, rule: Rule, line: str) -> tuple[Outcome, dict[str, str]]:
+        """What ``line`` is to ``rule``, whatever the time: ``counted`` (a match no ``ignore``
+        vetoes), ``ignored``, ``resolve`` or ``nomatch``; with the group the line names. A
+        function of the line alone, so the matcher may remember it for lines alike."""
         m = rule.match.search(line)
         if m is None:
             if rule.resolve is not None:
                 r = rule.resolve.search(line)
                 if r is not None:
-                    return Decision("resolve", group=_resolve_group(rule, r))
-            return NOMATCH
+                    return "resolve", _resolve_group(rule, r)
+            return "nomatch", {}
         group = rule.group_of(m) if rule.group_by else {}
         if rule.ignore and self._ignored(rule, line):
-            return Decision("ignored", group=group)
-        return self.count(rule, group, t)
+            return "ignored", group
+        return "counted", group
 
     def _ignored(self, rule: Rule, line: str) -> bool:
         cached = self._ignore.get(id(rule))
@@ -116,12 +140,22 @@ class Engine:
             g = self._keys[k] = group_key(group)
         return g
 
-    def count(self, rule: Rule, group: dict[str, str], t: float) -> Decision:
-        """Record a counted match of ``group`` at ``t`` and decide whether the rule fires."""
+    def count(
+        self, rule: Rule, group: dict[str, str], t: float, key: GroupKey | None = None
+    ) -> Decision:
+        """Record a counted match of ``group`` at ``t`` and decide whether the rule fires.
+
+        In a batch, a group that cannot fire and whose window is full at ``t`` is left in
+        :attr:`saturated` (key -> (t, decision)): another match at ``t`` would change nothing,
+        and the caller may skip it (or this returns that decision again, unchanged).
+        """
         state = self.state
         if not self._in_batch:
             self._take_resets()
-        g = self._key(group)
+        g = key[1] if key is not None else self._key(group)
+        sat = self.saturated.get((rule.name, g)) if self._in_batch else None
+        if sat is not None and sat[0] == t:
+            return sat[1]  # the same decision again (not to be changed by the caller)
         last_fire, breaker_open = state.group_state(rule.name, g)
         cooling = last_fire is not None and t < last_fire + rule.cooldown
         window = state.add_match(
@@ -138,11 +172,10 @@ class Engine:
         d = Decision("counted", group=group, count=n)
         if n < rule.threshold:
             return d
-        if breaker_open is not None:
-            d.silenced = True
-            return d
-        if cooling:
-            d.cooling = True
+        if breaker_open is not None or cooling:
+            d.silenced, d.cooling = breaker_open is not None, breaker_open is None
+            if self._in_batch and n == len(window) and window[0] == t:
+                self.saturated[(rule.name, g)] = (t, d)
             return d
         if rule.breaker is not None:
             since = t - rule.breaker.within

@@ -159,28 +159,38 @@ class Prefilter:
         keys = ", ".join(repr(k.decode("utf-8", "replace")) for k in groups)
         return f"{len(self.passes)} passes, {name} ({keys}{' + DFA' if rest else ''})"
 
-    def lines(self, buf: bytes | bytearray, end: int) -> Iterator[tuple[int, bytes, list[int]]]:
-        """``(start, line, alternatives)`` of each line in ``buf[:end]`` that holds one."""
+    def starts(self, buf: bytes | bytearray, end: int) -> list[int]:
+        """The start of each line in ``buf[:end]`` where a pass hits, in order (a hit of a
+        re-anchored literal is not yet a line holding an alternative: the ``Set`` says)."""
         if not self.passes:
-            return
+            return []
         if not self.planned and end >= PLAN_SAMPLE:
             self.plan(buf[:PLAN_SAMPLE])
         if len(self.passes) == 1:
-            starts: Iterator[int] = self._starts(self.passes[0], buf, end)
-        else:
-            found: set[int] = set()
-            for rx in self.passes:
-                found.update(self._starts(rx, buf, end))
-            starts = iter(sorted(found))
+            return self._starts(self.passes[0], buf, end)
+        found: set[int] = set()
+        for rx in self.passes:
+            found.update(self._starts(rx, buf, end))
+        return sorted(found)
+
+    def beyond_cut(self, line: bytes, length: int) -> bool:
+        """A line cut from ``length`` bytes whose only hit lay beyond the cut (one pass, no
+        ``Set`` to ask)."""
+        return (
+            bool(self.max_line) and length > self.max_line and self.passes[0].search(line) is None
+        )
+
+    def lines(self, buf: bytes | bytearray, end: int) -> Iterator[tuple[int, bytes, list[int]]]:
+        """``(start, line, alternatives)`` of each line in ``buf[:end]`` that holds one."""
         find = buf.find
         cap = self.max_line
-        for s in starts:
+        for s in self.starts(buf, end):
             e = find(b"\n", s, end)
             if e < 0:
                 e = end
             line = bytes(buf[s : min(e, s + cap)] if cap else buf[s:e])
             if self.set is None:
-                if cap and e - s > cap and self.passes[0].search(line) is None:
+                if self.beyond_cut(line, e - s):
                     continue  # the hit lay beyond the cut
                 yield s, line, [0]
                 continue
@@ -189,25 +199,28 @@ class Prefilter:
                 yield s, line, ids
 
     @staticmethod
-    def _starts(rx: re2._Regexp, buf: bytes | bytearray, end: int) -> Iterator[int]:
+    def _starts(rx: re2._Regexp, buf: bytes | bytearray, end: int) -> list[int]:
         find, rfind = buf.find, buf.rfind
+        out: list[int] = []
+        add = out.append
         raw = getattr(rx, "_regexp", None)
+        pos = 0
         if raw is not None and _UNANCHORED is not None:
             match = raw.Match  # RE2 itself: only the span is needed, not a match object
-
-            def start(pos: int) -> int:
-                return match(_UNANCHORED, buf, pos, end)[0][0]
-        else:
-
-            def start(pos: int) -> int:
-                m = rx.search(buf, pos, end)
-                return -1 if m is None else m.start()
-
-        pos = 0
+            while pos < end:
+                i = match(_UNANCHORED, buf, pos, end)[0][0]
+                if i < 0:
+                    break
+                add(rfind(b"\n", 0, i) + 1)
+                e = find(b"\n", i, end)
+                pos = end if e < 0 else e + 1
+            return out
         while pos < end:
-            i = start(pos)
-            if i < 0:
-                return
-            yield rfind(b"\n", 0, i) + 1
+            m = rx.search(buf, pos, end)
+            if m is None:
+                break
+            i = m.start()
+            add(rfind(b"\n", 0, i) + 1)
             e = find(b"\n", i, end)
             pos = end if e < 0 else e + 1
+        return out

@@ -18,11 +18,20 @@ from bisect import bisect_right
 from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import Any
 
 from agent.remediator.fastpath import Prefilter
+from agent.remediator.regex import first_chars
 from agent.remediator.rules import Rule
 
 MAX_LINE = 64 * 1024
+MEMO_ENTRIES = 2048  # lines remembered per matcher (emptied when full)
+MEMO_KEY_MAX = 512  # characters of a line's tail worth remembering
+
+# What a line is to each rule it concerns: (rule index, outcome, group, the engine's key of
+# the group), nomatch left out.
+Classified = tuple[tuple[int, str, dict[str, str], Any], ...]
+Classify = Callable[[Rule, str], tuple[str, dict[str, str], Any]]
 _BYTE_ARRAY = (b'"MESSAGE":[', b'"MESSAGE": [')  # a JSON MESSAGE that is not UTF-8
 
 
@@ -111,6 +120,36 @@ class Matcher:
         self.prefilter = Prefilter(
             list(alternatives), [literal_of.get(a) for a in alternatives], max_line
         )
+        self._memo: dict[str, Classified] = {}
+        self._key_at = self._memo_key(form, only)
+
+    def _memo_key(self, form: str, only: Callable[[Rule], bool] | None) -> re.Pattern[str] | None:
+        """The search for where a line's tail that decides everything begins, or None.
+
+        Every pattern of these rules (match, ignore, resolve) and every literal the prefilter
+        looks for begins with one of a known set of characters: no match and no literal can
+        start before the first of them in a line, so the line from there on decides which rules
+        it concerns and what it is to each (:meth:`classified`). A flood logs one message with
+        a new timestamp each time: all its lines share that tail.
+        """
+        if form != "text" or self.every_line:
+            return None
+        chars: set[str] = set()
+        for r in self.rules:
+            if only is not None and not only(r):
+                continue
+            for p in (r.match, r.resolve, *r.ignore):
+                if p is None:
+                    continue
+                got = first_chars(p.pattern)
+                if got is None:
+                    return None
+                chars |= got
+            for lit in (*(r.match_literals or ()), *(r.resolve_literals or ())):
+                chars.add(lit.decode("utf-8", "replace")[:1])
+        if not chars or "\ufffd" in chars or "" in chars:
+            return None
+        return re.compile("[" + "".join(re.escape(c) for c in sorted(chars)) + "]")
 
     def candidates(
         self, buf: bytes | bytearray, end: int, stats: Stats
@@ -119,26 +158,8 @@ class Matcher:
 
         Counts the bytes, the cut lines and the candidates into ``stats``.
         """
-        stats.bytes += end
+        self._measure(buf, end, stats)
         cap = self.max_line
-        # A line longer than the cap contains a whole aligned half-size block with no newline:
-        # one memchr per half block finds the candidates, only those are measured exactly.
-        if end > cap:
-            half = cap // 2
-            last_s = -1
-            i = 0
-            while i < end:
-                if buf.find(b"\n", i, min(i + half, end)) < 0:
-                    s = buf.rfind(b"\n", 0, i) + 1
-                    e = buf.find(b"\n", i, end)
-                    if e < 0:
-                        e = end
-                    if e - s > cap and s != last_s:
-                        stats.cut += 1
-                        last_s = s
-                    i = max(e + 1, i + half)
-                else:
-                    i += half
         if not self.rules:
             return
         targets, match_targets = self.targets, self.match_targets
@@ -169,6 +190,98 @@ class Matcher:
             if self.every_line:
                 idxs.update(self.every_line)
             yield s, line, idxs
+
+    def _measure(self, buf: bytes | bytearray, end: int, stats: Stats) -> None:
+        """Count the bytes and the lines longer than the cap into ``stats``."""
+        stats.bytes += end
+        cap = self.max_line
+        # A line longer than the cap contains a whole aligned half-size block with no newline:
+        # one memchr per half block finds the candidates, only those are measured exactly.
+        if end > cap:
+            half = cap // 2
+            last_s = -1
+            i = 0
+            while i < end:
+                if buf.find(b"\n", i, min(i + half, end)) < 0:
+                    s = buf.rfind(b"\n", 0, i) + 1
+                    e = buf.find(b"\n", i, end)
+                    if e < 0:
+                        e = end
+                    if e - s > cap and s != last_s:
+                        stats.cut += 1
+                        last_s = s
+                    i = max(e + 1, i + half)
+                else:
+                    i += half
+
+    def classified(
+        self, buf: bytes | bytearray, end: int, stats: Stats, classify: Classify
+    ) -> Iterator[tuple[str, Classified]]:
+        """``(line, ((rule index, outcome, group, key), ...))`` of each line that concerns a
+        rule, in line order and rule order; ``classify(rule, line)`` is the engine's
+        (``classify_keyed``).
+
+        What a line is to the rules depends on the line alone, so it is remembered by the
+        line's tail (see :meth:`_memo_key`): the lines of a flood cost a lookup each, not a
+        set match and a search per rule. The dynamic part (is there anything to resolve) is
+        left to the caller. Counts into ``stats`` as :meth:`candidates` does.
+        """
+        if self._key_at is None:
+            for _s, raw, idxs in self.candidates(buf, end, stats):
+                if idxs:
+                    line = decode(raw, stats)
+                    got = self._classify(line, sorted(idxs), classify)
+                    if got:
+                        yield line, got
+            return
+        self._measure(buf, end, stats)
+        key_at, memo = self._key_at.search, self._memo
+        targets, match_targets, resolvable = self.targets, self.match_targets, self.resolvable
+        pf = self.prefilter
+        pf_set, cap, find = pf.set, self.max_line, buf.find
+        for s in pf.starts(buf, end):
+            e = find(b"\n", s, end)
+            if e < 0:
+                e = end
+            raw = bytes(buf[s : min(e, s + cap)])
+            if pf_set is None and pf.beyond_cut(raw, e - s):
+                continue
+            stats.candidates += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                stats.invalid_utf8 += 1
+                line = raw.decode("utf-8", "replace")
+            m = key_at(line)
+            key = line[m.start() :] if m is not None else ""
+            known = memo.get(key)
+            if known is not None:
+                got = known
+            else:
+                alts = pf_set.Match(raw) if pf_set is not None else [0]
+                if not alts:
+                    continue
+                if (
+                    resolvable is not None
+                    and not any(match_targets[a] for a in alts)
+                    and not resolvable()
+                ):
+                    continue  # only resolve literals, and nothing to resolve: not kept
+                got = self._classify(line, sorted({x for a in alts for x in targets[a]}), classify)
+                if len(key) <= MEMO_KEY_MAX:
+                    if len(memo) >= MEMO_ENTRIES:
+                        memo.clear()
+                    memo[key] = got
+            if got:
+                yield line, got
+
+    def _classify(self, line: str, idxs: Iterable[int], classify: Classify) -> Classified:
+        out = []
+        for i in idxs:
+            outcome, group, key = classify(self.rules[i], line)
+            if outcome != "nomatch":
+                out.append((i, outcome, group, key))
+        return tuple(out)
 
     def texts_to_look_at(self, texts: Sequence[str]) -> list[int]:
         """Indexes of the ``texts`` (journal messages, in order) that may concern a rule.

@@ -123,6 +123,84 @@ def required_literals(pattern: Any) -> tuple[bytes, ...] | None:
     return tuple(dict.fromkeys(x.encode("utf-8") for x in lits))
 
 
+# --------------------------------------------------------------------------- first characters
+
+_FIRST_MAX = 512  # a class wider than this is "any character": no key can be cut before it
+
+
+def _first_of_items(items: Sequence[Any]) -> tuple[set[str] | None, bool]:
+    """(characters a match of this sequence can begin with, whether it can match empty)."""
+    out: set[str] = set()
+    for op, arg in items:
+        got, nullable = _first_of_item(op, arg)
+        if got is None:
+            return None, False
+        out |= got
+        if not nullable:
+            return out, False
+    return out, True
+
+
+def _first_of_item(op: Any, arg: Any) -> tuple[set[str] | None, bool]:
+    if op is sre_parse.LITERAL:
+        return {chr(arg)}, False
+    if op is sre_parse.IN:
+        chars: set[str] = set()
+        for kind, val in arg:
+            if kind is sre_parse.LITERAL:
+                chars.add(chr(val))
+            elif kind is sre_parse.RANGE and val[1] - val[0] < _FIRST_MAX:
+                chars.update(map(chr, range(val[0], val[1] + 1)))
+            elif kind is sre_parse.CATEGORY and val is sre_parse.CATEGORY_DIGIT:
+                chars.update("0123456789")  # RE2's \d is ASCII
+            else:  # a negated class, \w, \s, a wide range: nearly anything
+                return None, False
+        return chars, False
+    if op is sre_parse.SUBPATTERN:
+        _group, add_flags, _del_flags, sub = arg
+        if add_flags & re.IGNORECASE:
+            return None, False
+        return _first_of_items(sub)
+    if op is sre_parse.BRANCH:
+        chars, nullable = set(), False
+        for branch in arg[1]:
+            got, n = _first_of_items(branch)
+            if got is None:
+                return None, False
+            chars |= got
+            nullable = nullable or n
+        return chars, nullable
+    if op in (sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT):
+        got, n = _first_of_items(arg[2])
+        return got, (arg[0] == 0 or n)
+    return None, False  # ^, \b, ., a negated literal, anything else: where it starts is open
+
+
+def first_chars(pattern: str) -> frozenset[str] | None:
+    r"""The characters every match of ``pattern`` begins with; None when that is not known.
+
+    A search of a line then finds the same match in the line cut just before the first of
+    these characters (nothing can start before it): the matcher keys what it learnt of a line
+    by that tail, so a flood of one message costs one search however often it is logged.
+    None for a pattern that can match the empty string, begins with an assertion (``^``,
+    ``\b``) or ``.``, or ignores case. The stdlib's parser reads RE2 syntax only where the two
+    agree: what it refuses (``\pL``, ``\z``) gives None, and so does ``[:`` (RE2's POSIX
+    classes, which it would read as a set of characters).
+    """
+    if "[:" in pattern:
+        return None
+    try:
+        parsed = sre_parse.parse(pattern)
+    except Exception:
+        return None
+    if parsed.state.flags & re.IGNORECASE:
+        return None
+    got, nullable = _first_of_items(list(parsed))
+    if got is None or nullable or not got:
+        return None
+    return frozenset(got)
+
+
 # --------------------------------------------------------------------------- reading
 
 
