@@ -200,6 +200,7 @@ class Detection:
 
         engine, decide = self.engine, self.incidents.decide
         rules, count, saturated = matcher.rules, engine.count, engine.saturated
+        resolvable = self.incidents.resolvable
 
         def sink(buf: bytes | bytearray, end: int) -> None:
             # What each line is to the rules comes from the matcher (remembered for lines
@@ -207,6 +208,7 @@ class Detection:
             # is saturated now (a flood in cooldown) -- and only fires and resolve lines the
             # incidents.
             for line, found in matcher.classified(buf, end, self.stats, engine.classify_keyed):
+                names = None
                 for i, outcome, group, key in found:
                     if outcome == "counted":
                         sat = saturated.get(key)
@@ -216,7 +218,10 @@ class Detection:
                         if d.fired or d.breaker_opened:
                             decide(rules[i], d, line, now)
                     elif outcome == "resolve":
-                        decide(rules[i], Decision("resolve", group=group), line, now)
+                        if names is None:  # asked once a line, after this line's fires
+                            names = resolvable()
+                        if rules[i].name in names:
+                            decide(rules[i], Decision("resolve", group=group), line, now, key[1])
 
         try:
             with self.engine.batch():  # position, windows and firings commit together

@@ -98,21 +98,29 @@ class Engine:
             return NOMATCH
         return Decision(outcome, group=group)
 
-    def classify_keyed(self, rule: Rule, line: str) -> tuple[Outcome, dict[str, str], GroupKey]:
+    def classify_keyed(
+        self, rule: Rule, line: str, may_match: bool = True
+    ) -> tuple[Outcome, dict[str, str], GroupKey]:
         """:meth:`classify`, and the key of the group in :attr:`saturated` and :meth:`count`."""
-        outcome, group = self.classify(rule, line)
+        outcome, group = self.classify(rule, line, may_match)
         return outcome, group, (rule.name, self._key(group))
 
-    def classify(self, rule: Rule, line: str) -> tuple[Outcome, dict[str, str]]:
+    def classify(
+        self, rule: Rule, line: str, may_match: bool = True
+    ) -> tuple[Outcome, dict[str, str]]:
         """What ``line`` is to ``rule``, whatever the time: ``counted`` (a match no ``ignore``
         vetoes), ``ignored``, ``resolve`` or ``nomatch``; with the group the line names. A
-        function of the line alone, so the matcher may remember it for lines alike."""
-        m = rule.match.search(line)
+        function of the line alone, so the matcher may remember it for lines alike.
+
+        ``may_match=False``: the matcher knows the line holds none of the literals a match
+        needs, so only ``resolve`` is searched (a healthy log's "sync ok" lines, one per rule
+        sharing that pattern)."""
+        m = rule.match.search(line) if may_match else None
         if m is None:
             if rule.resolve is not None:
                 r = rule.resolve.search(line)
                 if r is not None:
-                    return "resolve", _resolve_group(rule, r)
+                    return "resolve", _resolve_group(rule, r) if rule.group_by else {}
             return "nomatch", {}
         group = rule.group_of(m) if rule.group_by else {}
         if rule.ignore and self._ignored(rule, line):
@@ -196,4 +204,8 @@ class Engine:
 
 def _resolve_group(rule: Rule, m: re.Match[str]) -> dict[str, str]:
     # A resolve pattern that names the group_by fields closes only that group's incident.
-    return {k: (m.group(k) or "") for k in rule.group_by if k in m.re.groupindex}
+    # The names from the rule's Pattern: google-re2 rebuilds its table on every lookup.
+    names = rule.resolve.groupindex if rule.resolve is not None else m.re.groupindex
+    if not names:
+        return {}
+    return {k: (m.group(names[k]) or "") for k in rule.group_by if k in names}

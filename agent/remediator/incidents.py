@@ -81,14 +81,15 @@ class Incidents:
         rolled-back transaction took the earlier ones with it)."""
         self._resolve_queued = {}
 
-    def decide(self, rule: Rule, d: Decision, line: str, t: float) -> None:
-        """Act on the engine's decision, inside the batch's state transaction."""
+    def decide(self, rule: Rule, d: Decision, line: str, t: float, key: str | None = None) -> None:
+        """Act on the engine's decision, inside the batch's state transaction (``key``: the
+        group's key when the caller has it)."""
         if d.outcome == "resolve":
             if rule.name in self.pending_rules:
                 # A fire of this rule is not in the store yet: resolve after it, in order --
                 # once: a second resolve with no fire between finds nothing more to close (a
                 # backlog's every "sync ok" would otherwise be a firing and a commit each).
-                key = group_key(d.group)
+                key = group_key(d.group) if key is None else key
                 if self._resolve_queued.get(rule.name) != key:
                     self.state.add_firing(rule.name, key, t, "resolve", 0, line[:300])
                     self._resolve_queued[rule.name] = key

@@ -31,7 +31,7 @@ MEMO_KEY_MAX = 512  # characters of a line's tail worth remembering
 # What a line is to each rule it concerns: (rule index, outcome, group, the engine's key of
 # the group), nomatch left out.
 Classified = tuple[tuple[int, str, dict[str, str], Any], ...]
-Classify = Callable[[Rule, str], tuple[str, dict[str, str], Any]]
+Classify = Callable[[Rule, str, bool], tuple[str, dict[str, str], Any]]
 _BYTE_ARRAY = (b'"MESSAGE":[', b'"MESSAGE": [')  # a JSON MESSAGE that is not UTF-8
 
 
@@ -267,7 +267,12 @@ class Matcher:
                     and not resolvable()
                 ):
                     continue  # only resolve literals, and nothing to resolve: not kept
-                got = self._classify(line, sorted({x for a in alts for x in targets[a]}), classify)
+                got = self._classify(
+                    line,
+                    sorted({x for a in alts for x in targets[a]}),
+                    classify,
+                    {x for a in alts for x in match_targets[a]},
+                )
                 if len(key) <= MEMO_KEY_MAX:
                     if len(memo) >= MEMO_ENTRIES:
                         memo.clear()
@@ -275,10 +280,18 @@ class Matcher:
             if got:
                 yield line, got
 
-    def _classify(self, line: str, idxs: Iterable[int], classify: Classify) -> Classified:
+    def _classify(
+        self,
+        line: str,
+        idxs: Iterable[int],
+        classify: Classify,
+        matching: Container[int] | None = None,
+    ) -> Classified:
+        """``matching``: the rules whose match literals the line holds (None: all may match);
+        the others are only asked whether the line resolves."""
         out = []
         for i in idxs:
-            outcome, group, key = classify(self.rules[i], line)
+            outcome, group, key = classify(self.rules[i], line, matching is None or i in matching)
             if outcome != "nomatch":
                 out.append((i, outcome, group, key))
         return tuple(out)

@@ -45,13 +45,14 @@ class Row:
     body: dict[str, Any]
     created: float
     attempts: int
+    raw_body: str = ""  # the body as stored: a summary changed since it was read differs
 
 
 _COLS = "id, event, incident_id, thread, channel, title, body, created, attempts"
 
 
 def _row(r: tuple[Any, ...]) -> Row:
-    return Row(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8])
+    return Row(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8], r[6])
 
 
 class Outbox:
@@ -200,11 +201,19 @@ class Outbox:
 
     # ------------------------------------------------------------------ outcomes
     def delivered(self, row: Row, now: float) -> None:
-        self._exec(
+        """``row`` as read was sent. A summary that grew meanwhile (a flood still folding into
+        it while it was on its way) stays due: the person gets the final count too."""
+        cur = self._exec(
             "UPDATE outbox SET delivered = ?, attempts = attempts + 1, last_error = NULL"
-            " WHERE id = ?",
-            (now, row.id),
+            " WHERE id = ? AND (event != 'overflow' OR body = ?)",
+            (now, row.id, row.raw_body),
         )
+        if not cur.rowcount and row.event == "overflow":
+            self._exec(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt = ? WHERE id = ?",
+                (now, row.id),
+            )
+            log.info("notification #%d (%s) grew while sent: sending it again", row.id, row.event)
 
     def attempt_failed(self, row: Row, error: str, now: float) -> bool:
         """Schedule the retry, or give up past ``give_up_after``; True when given up."""

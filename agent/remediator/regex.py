@@ -26,7 +26,7 @@ class Pattern:
     builds google-re2's own match object (``group``, ``groupdict``, ``span``, ``re``).
     """
 
-    __slots__ = ("_direct", "_rx", "groupindex", "groups", "pattern")
+    __slots__ = ("_direct", "_last", "_rx", "groupindex", "groups", "pattern")
 
     def __init__(self, rx: Any):
         self._rx = rx
@@ -35,15 +35,25 @@ class Pattern:
         self.groups: int = rx.groups
         raw = getattr(rx, "_regexp", None)
         self._direct = raw.Match if raw is not None and _DIRECT else None
+        # (text, match) of the last whole-text search: the rules sharing a pattern (every
+        # rule's "sync ok" resolve) ask it of the same line object one after the other.
+        self._last: tuple[str, Any] | None = None
 
     def search(self, text: str, pos: int | None = None, endpos: int | None = None) -> Any:
+        if pos is None and endpos is None:
+            last = self._last  # one read: another thread may replace it, never half of it
+            if last is not None and last[0] is text:
+                return last[1]
         direct = self._direct
         if direct is not None and pos is None and endpos is None and text.isascii():
             spans = direct(_UNANCHORED, text.encode("ascii"), 0, len(text))
-            if spans[0] == _NULL_SPAN:
-                return None
-            return _Match(self._rx, text, 0, len(text), spans)
-        return self._rx.search(text, pos, endpos)
+            m = None if spans[0] == _NULL_SPAN else _Match(self._rx, text, 0, len(text), spans)
+            self._last = (text, m)
+            return m
+        m = self._rx.search(text, pos, endpos)
+        if pos is None and endpos is None:
+            self._last = (text, m)
+        return m
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._rx, name)
@@ -242,7 +252,22 @@ def _unsupported(pattern: str) -> str | None:
 
 
 def compile_regex(value: str) -> Pattern:
-    """``value`` compiled with RE2 (linear-time); ``ValueError`` names what RE2 refuses."""
+    """``value`` compiled with RE2 (linear-time); ``ValueError`` names what RE2 refuses.
+
+    One Pattern per text (rules sharing a pattern share its last search)."""
+    got = _COMPILED.get(value)
+    if got is None:
+        got = _compile_regex(value)
+        if len(_COMPILED) >= 4096:
+            _COMPILED.clear()
+        _COMPILED[value] = got
+    return got
+
+
+_COMPILED: dict[str, Pattern] = {}
+
+
+def _compile_regex(value: str) -> Pattern:
     try:
         return Pattern(re2.compile(value, _RE2_OPTIONS))
     except re2.error as exc:

@@ -165,8 +165,7 @@ class StateDB:
         self.path = str(path)
         self.lock = threading.RLock()
         self._depth = 0
-        self._dirty: set[tuple[str, str]] = set()
-        self._deferred: set[tuple[str, str]] = set()
+        self._stale = False  # memory is not what the file holds (a failed read-back)
         self.moved_aside: str | None = None
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -227,26 +226,39 @@ class StateDB:
         self.db.execute("COMMIT")
 
     def _load(self) -> None:
-        self.windows: dict[tuple[str, str], list[float]] = {}
+        # Everything is read before anything is replaced: a read that fails half way leaves
+        # memory as it was, marked stale (rebuild), never half loaded.
+        windows: dict[tuple[str, str], list[float]] = {}
         for rule, grp, ts in self.db.execute("SELECT rule, grp, ts FROM windows"):
-            self.windows[(rule, grp)] = sorted(float(x) for x in json.loads(ts))
-        self.groups: dict[tuple[str, str], list[float | None]] = {
+            windows[(rule, grp)] = sorted(float(x) for x in json.loads(ts))
+        groups: dict[tuple[str, str], list[float | None]] = {
             (r, g): [lf, bo] for r, g, lf, bo in self.db.execute("SELECT * FROM grp")
         }
-        self.fires: dict[tuple[str, str], list[float]] = {}
+        fires: dict[tuple[str, str], list[float]] = {}
         for rule, grp, t in self.db.execute("SELECT rule, grp, t FROM fires ORDER BY t"):
-            self.fires.setdefault((rule, grp), []).append(t)
-        self._dirty = set()
-        self._deferred = set()
+            fires.setdefault((rule, grp), []).append(t)
         # Resets made by another process (``remediator reset``) up to now are in what was
         # just read; later ones are applied by take_resets().
-        self._resets_seen = self.db.execute("SELECT coalesce(max(id), 0) FROM resets").fetchone()[0]
-        self._data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        resets_seen = self.db.execute("SELECT coalesce(max(id), 0) FROM resets").fetchone()[0]
+        data_version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        self.windows, self.groups, self.fires = windows, groups, fires
+        self._dirty: set[tuple[str, str]] = set()  # windows to write in this batch
+        self._deferred: set[tuple[str, str]] = set()  # windows to write at the next flush
+        self._resets_seen = resets_seen
+        self._data_version = data_version
+        self._stale = False
 
     def rebuild(self) -> None:
         """Memory from the file again, after a failed write (a fresh connection, too: SQLite
-        may keep a failed file handle's error)."""
+        may keep a failed file handle's error).
+
+        When the file cannot be read back either (a read-only disk with the rolled-back
+        transaction's journal still to undo), memory still holds what was rolled back: it is
+        marked stale, and the next :meth:`batch` reads it back first (or fails too), so lines
+        read again after the failure are never counted on top of themselves.
+        """
         with self.lock:
+            self._stale = True
             with contextlib.suppress(Exception):
                 self.db.close()
             self._depth = 0
@@ -269,6 +281,8 @@ class StateDB:
         the file, then raises :class:`StateWriteError` (a write failure) or the original error.
         """
         with self.lock:
+            if self._depth == 0 and self._stale:
+                self.rebuild()  # the last read-back failed: memory is not the file's
             self._depth += 1
             if self._depth == 1:
                 try:

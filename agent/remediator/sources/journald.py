@@ -25,7 +25,7 @@ from typing import Any
 from agent import journal
 from agent.remediator.matcher import MAX_LINE, Matcher, Stats
 from agent.remediator.sources import FaultHook
-from agent.remediator.state import StateDB
+from agent.remediator.state import StateDB, StateWriteError
 
 __all__ = ["JournalBatch", "JournalEntry", "JournalSource", "entries_to_look_at"]
 
@@ -213,8 +213,17 @@ class JournalSource:
     def _run(self) -> None:
         backoff = 1.0
         while not self.stopping.is_set():
-            cmd = self.command()
-            gen = self.generation
+            gen = self.generation  # before the cursor: a restart() meanwhile makes it stale
+            try:
+                cmd = self.command()
+            except StateWriteError as exc:
+                # The saved cursor cannot be read (a read-only or failing state disk): wait and
+                # ask again. Following from "now" instead would skip what was written since.
+                self._fault(f"cannot read the saved cursor: {exc}; retrying in {backoff:g}s")
+                if self.stopping.wait(backoff):
+                    return
+                backoff = min(backoff * 2, 60.0)
+                continue
             self.stderr_tail = []
             try:
                 self.proc = subprocess.Popen(
@@ -228,6 +237,17 @@ class JournalSource:
             except OSError as exc:
                 self._fault(f"cannot start {cmd[0]}: {exc}; retrying in {backoff:g}s")
                 self.proc = None
+            if self.proc is not None and gen != self.generation:
+                # restart() came between the cursor and the child: its cursor may be older
+                # than the one saved since, and no one would stop it. Start again.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait()
+                for stream in (self.proc.stdout, self.proc.stderr):
+                    if stream is not None:
+                        stream.close()
+                self._quick.clear()
+                continue
             if self.proc is not None:
                 started = time.monotonic()
                 self.started_at = time.time()

@@ -247,16 +247,21 @@ def test_a_flood_of_incidents_keeps_the_outbox_bounded_with_one_summary(tmp_path
     assert summary["event"] == "overflow"
     assert json.loads(summary["body"])["payload"]["count"] == 980
     with WebhookReceiver(port=port) as hook:
-        got = hook.wait_for(21, timeout=60)
+        hook.wait_for(21, timeout=60)
         time.sleep(1)
-        assert len(hook.received) == 21
+        got = list(hook.received)
         # Due rows go oldest first and the summary after them; but the sender tried before the
         # receiver was up, so the first messages may wait in their backoff while the summary
-        # (never tried) goes: the order across that retry is not fixed.
-        assert sorted(m["event"] for m in got) == ["needs_person"] * 20 + ["overflow"]
-        summary_msg = next(m for m in got if m["event"] == "overflow")
-        assert "980 more notifications (incidents #21-#1000)" in summary_msg["text"]
-        assert "jada-agent remediator incidents" in summary_msg["text"]
+        # (never tried) goes: the order across that retry is not fixed. A summary read while
+        # the flood was still folding into it, and sent once the receiver was up, is sent
+        # again with the final count (the person is never left with a stale one).
+        events = [m["event"] for m in got]
+        assert sorted(e for e in events if e != "overflow") == ["needs_person"] * 20
+        summaries = [m for m in got if m["event"] == "overflow"]
+        assert 1 <= len(summaries) <= 2, [m["text"] for m in summaries]
+        assert "980 more notifications (incidents #21-#1000)" in summaries[-1]["text"]
+        assert "jada-agent remediator incidents" in summaries[-1]["text"]
+    assert all(r["delivered"] is not None for r in outbox_rows(svc))
 
 
 def test_channel_urls_never_appear_in_config_show_logs_or_runner_artifacts(

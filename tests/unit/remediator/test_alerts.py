@@ -181,3 +181,34 @@ def test_a_clock_stepped_back_does_not_delay_a_retry_by_the_step(world):
     assert outbox.due("webhook", clock.t) == []
     clock.t -= 6 * H  # NTP steps the clock back six hours
     assert [r.id for r in outbox.due("webhook", clock.t)] == [row.id]
+
+
+def test_a_summary_that_grew_while_it_was_sent_is_sent_again_with_the_final_count(
+    tmp_path, settings_factory
+):
+    # A flood folds into one summary row; the sender read it (count N), and more folded in
+    # before its answer came: marking it delivered would leave the person with N forever.
+    from agent.remediator.notify import needs_person
+
+    s = settings_factory(
+        remediator={"notify": {"webhook_url": "http://127.0.0.1:9/x", "max_pending": 2}}
+    )
+    (tmp_path / "state").mkdir(exist_ok=True)
+    state = StateDB(s.remediator.state_db)
+    outbox = Outbox(state, s, clock=Clock(1000.0))
+    (ch,) = outbox.channels
+
+    def flood(ids: range) -> None:
+        for i in ids:
+            outbox.enqueue(needs_person("h", i, "r", {"job": str(i)}, "no playbook"))
+
+    flood(range(1, 6))  # 2 rows, then a summary of 3
+    (summary,) = [r for r in outbox.due(ch.name, 1000.0) if r.event == "overflow"]
+    assert summary.body["payload"]["count"] == 3
+    flood(range(6, 8))  # while it is on its way
+    outbox.delivered(summary, 1001.0)
+    (again,) = [r for r in outbox.due(ch.name, 1001.0) if r.event == "overflow"]
+    assert again.body["payload"]["count"] == 5 and again.id == summary.id
+    outbox.delivered(again, 1002.0)
+    assert [r.event for r in outbox.due(ch.name, 1002.0)] == ["needs_person"] * 2
+    state.close()

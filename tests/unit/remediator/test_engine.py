@@ -183,3 +183,34 @@ def test_a_reset_recorded_by_another_process_is_taken_at_the_next_batch(tmp_path
     StateDB(db).reset(r.name)  # as `remediator reset` does, from its own connection
     with e.batch():
         assert [d.fired for d in feed(e, r, [3, 4, 5])] == [False, False, True]  # no cooldown
+
+
+def test_memory_that_could_not_be_read_back_is_read_back_before_the_next_batch(tmp_path: Path):
+    # A failed write rolls back and reads memory back from the file; on a read-only disk the
+    # read-back fails too (a rolled-back journal to undo). Memory then still held the rolled
+    # back matches, and the lines read again were counted on top of them: two cycles of
+    # failures made one incident (seen under load in test_faults' journal case).
+    import os
+
+    import pytest
+
+    from agent.remediator.state import StateWriteError
+
+    path = tmp_path / "state.db"
+    s = StateDB(path)
+    with s.batch():
+        s.add_match("r", "g", 1.0, 0.0, keep=3)
+    moved = tmp_path / "state.db.away"
+
+    with pytest.raises(StateWriteError, match="cannot read back"), s.batch():
+        s.add_match("r", "g", 2.0, 0.0, keep=3)  # to be rolled back
+        os.rename(path, moved)
+        path.mkdir()  # nothing to read back from
+        raise RuntimeError("the write fails")
+    # still unreadable: no batch runs on stale memory
+    with pytest.raises(StateWriteError), s.batch():
+        pass
+    path.rmdir()
+    os.rename(moved, path)
+    with s.batch():
+        assert s.windows == {("r", "g"): [1.0]}  # the file's, not the rolled-back [1.0, 2.0]

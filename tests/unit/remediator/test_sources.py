@@ -465,3 +465,39 @@ def test_a_batch_of_journal_messages_is_looked_at_exactly_where_one_by_one_would
     assert m.texts_to_look_at(texts) == want
     assert m.texts_to_look_at([]) == []
     assert Matcher([]).texts_to_look_at(texts) == []
+
+
+def test_the_journal_reader_waits_for_an_unreadable_cursor_instead_of_dying(tmp_path: Path):
+    # After a failed write whose read-back failed too, the state cannot be read for a while:
+    # the reader thread used to die on the cursor query (an exception in thread "journal").
+    import time
+
+    started = tmp_path / "started"
+    fake = tmp_path / "journalctl"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {started}\nexec sleep 30\n')
+    fake.chmod(0o755)
+    state = StateDB(tmp_path / "state.db")
+    state.save_cursor("journal", "s=abc")
+    faults: list[str | None] = []
+    src = JournalSource(
+        ["x.service"],
+        state,
+        emit=lambda b: None,
+        journalctl=str(fake),
+        on_fault=lambda key, msg: faults.append(msg),
+    )
+    state.db.close()  # what a failed read-back leaves: every query fails
+    src.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not any(m and "cannot read the saved cursor" in m for m in faults):
+            assert time.monotonic() < deadline, faults
+            time.sleep(0.05)
+        assert src.alive()
+        state.rebuild()  # readable again: the reader starts journalctl after its saved cursor
+        while not started.exists():
+            assert time.monotonic() < deadline + 5, faults
+            time.sleep(0.05)
+        assert "--after-cursor=s=abc" in started.read_text()
+    finally:
+        src.stop()
