@@ -1,0 +1,511 @@
+"""Benchmark: the remediator's journal path on a real systemd host (a sandbox), as deployed.
+
+``bench_remediator``'s journal part reads journal files written on this machine by
+systemd-journal-remote; this one measures the deployed default end to end on a sandbox host
+(``tests/sandbox``: Debian 12, systemd as PID 1, its own journald):
+
+1. boot a sandbox host; disable journald's rate limit there (a drop-in, journald restarted);
+2. inject: a transient ``port-sheet-sync.service`` prints ``N`` lines of the sync's realistic mix
+   (``bench_remediator._records``: the ``[port-sheet] `` prefix on every line, 0.1 % token
+   failures) to stdout, so the host's own journald stores them as the real sync's lines
+   (``_SYSTEMD_UNIT``, ``_TRANSPORT=stdout``, ``SYSLOG_IDENTIFIER=port-sheet-sync``); timed until
+   ``journalctl --sync`` returns;
+3. on the host, with the project's code and its two compiled dependencies copied in and the
+   host's own Python 3.11: (a) in process, the live ``JournalSource`` of a ``Remediator`` with the
+   packaged rules (journal source) and its real ``journalctl -o json`` child, resuming after a seed
+   entry, timed until the last entry's cursor is saved; (b) the whole ``jada-agent remediator
+   run`` process the same way (the pack without its playbooks, which are not measured here),
+   timed from its start. Peak RSS (VmHWM in the host's ``/proc``) of the Python process and of
+   its journalctl child; the entries read and the incidents opened are checked against the
+   generated ones;
+4. the host is always torn down (error, Ctrl-C, SIGTERM).
+
+``python -m tests.bench.bench_journal_host [--quick] [--readme | --readme-only]``; results in
+tests/bench/results/journal_host.json. Needs root (the sandbox harness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "tests" / "bench" / "results" / "journal_host.json"
+UNIT = "port-sheet-sync.service"
+SEED = "[port-sheet] bench seed"
+TOKEN_EVERY = 1000  # 0.1 % token failures, as bench_remediator's realistic log
+GUEST_DIR = "/opt/jada-bench"  # the code and its inputs, inside the sandbox host
+GUEST_WORK = "/var/tmp/jada-bench"  # state, store and rules of the runs, inside the host
+# What the remediator imports beyond the standard library (checked: sys.modules after
+# starting a remediator with a journal source): copied from this virtualenv, compiled for CPython 3.11
+# like the host's Debian python3.
+DEPENDENCIES = ("re2", "yaml", "_yaml", "watchdog")
+README_KEY = "| remediator on a sandbox host:"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+# =========================================================================== in the sandbox host
+
+
+def expected_incidents(n: int, span_s: float) -> int:
+    """Incidents the packaged rules open on ``n`` lines of the mix written within ``span_s``.
+
+    Only ``sheet-sync-token`` matches the mix (the 429 and 503 lines are not its failures, no
+    line is an ``api error: HTTP 401/403``, a RefreshError or a permission error). Its group is
+    the status (400 for every failure): the third failure fires, and every later one is within
+    the 3 h cooldown when the whole injection took less than that; the ``sync ok`` lines
+    resolve the incident but do not end the cooldown. So one incident, resolved.
+    """
+    assert span_s < 3 * 3600, "the injection outlasted the cooldown: count again"
+    return 1 if n // TOKEN_EVERY >= 3 else 0
+
+
+def _rules(drop_actions: bool) -> list[dict[str, Any]]:
+    from tests.bench.bench_remediator import rules_on
+
+    pack = rules_on(Path("/var/log/unused.log"), "pack")
+    for r in pack:
+        r["source"] = {"journal": {"unit": UNIT}}
+        if drop_actions:
+            r.pop("action", None)
+    return pack
+
+
+def _incidents(store_path: str) -> list[dict[str, Any]]:
+    db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = db.execute("SELECT rule, status FROM incidents ORDER BY id").fetchall()
+    finally:
+        db.close()
+    return [{"rule": r, "status": s} for r, s in rows]
+
+
+def guest_in_process(work: Path, seed: str, last: str) -> dict[str, Any]:
+    """``bench_remediator.bench_journal``'s measurement, on the host's own journal: the live
+    JournalSource's real journalctl child, resuming after ``seed``, until ``last`` is saved."""
+    from agent import config
+    from agent.remediator.service import Remediator
+    from tests.bench.bench_remediator import (
+        proc_cpu_seconds,
+        proc_status_mb,
+        settings_doc,
+        write_rules,
+    )
+
+    rules_dir = work / "rules.d"
+    write_rules(rules_dir, _rules(drop_actions=False))
+    doc = settings_doc(work, rules_dir)
+    s = config.from_dict(doc, "bench")
+    r = Remediator(s)
+    r.state.save_cursor("journal", seed)  # resume after the seed: every sync line is new
+    rss0 = proc_status_mb(os.getpid(), "VmRSS")
+    r.apply_rules(r.load())
+    source = r.detection.journal
+    assert source is not None
+    seen = batches = most_waiting = 0
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    source.start()
+    while True:
+        event = r.q.get(timeout=120)
+        if event[0] == "journal":
+            seen += len(event[1])
+            batches += 1
+            most_waiting = max(most_waiting, r.q.qsize())
+            end = event[1][-1].cursor == last if event[1] else False
+        else:
+            end = False
+        r.dispatch(event)
+        if end and r.state.cursor("journal") == last:
+            break
+    wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    proc = source.proc
+    assert proc is not None and proc.poll() is None, "journalctl ended before the last entry"
+    child_hwm = proc_status_mb(proc.pid, "VmHWM")
+    child_cpu = proc_cpu_seconds(proc.pid)
+    hwm = proc_status_mb(os.getpid(), "VmHWM")
+    command = source.command()
+    source.stop()
+    r.store.close()
+    r.state.close()
+    return {
+        "entries": seen,
+        "seconds": round(wall, 3),
+        "entries_per_s": round(seen / wall),
+        "python_cpu_s": round(cpu, 2),
+        "journalctl_cpu_s": round(child_cpu, 2),
+        "python_rss_mb_before": round(rss0, 1),
+        "python_peak_rss_mb": round(hwm, 1),
+        "journalctl_peak_rss_mb": round(child_hwm, 1),
+        "total_peak_rss_mb": round(hwm + child_hwm, 1),
+        "batches": batches,
+        "most_events_waiting": most_waiting,
+        "incidents": _incidents(doc["store"]["path"]),
+        "journalctl_command": command,
+    }
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def guest_whole_process(work: Path, seed: str, last: str) -> dict[str, Any]:
+    """``jada-agent remediator run`` with the backlog: from its start until ``last`` is saved
+    (the state DB polled every 20 ms, read-only); peak RSS of it and of its journalctl."""
+    import yaml
+
+    from agent.remediator.state import StateDB
+    from tests.bench.bench_remediator import (
+        proc_cpu_seconds,
+        proc_status_mb,
+        settings_doc,
+        write_rules,
+    )
+
+    rules_dir = work / "rules.d"
+    # The playbooks are not measured (and ansible is not copied in): the pack, notify-only.
+    write_rules(rules_dir, _rules(drop_actions=True))
+    doc = settings_doc(work, rules_dir)
+    cfg = work / "agent.yml"
+    cfg.write_text(yaml.safe_dump(doc))
+    state_db = doc["remediator"]["state_db"]
+    Path(state_db).parent.mkdir(parents=True, exist_ok=True)
+    st = StateDB(state_db)
+    st.save_cursor("journal", seed)
+    st.close()
+    log = work / "service.log"
+    t0 = time.perf_counter()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "-c", str(cfg), "remediator", "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            cwd=GUEST_DIR,
+        )
+    child: int | None = None
+    child_hwm = child_cpu = 0.0
+    db = None
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the remediator exited {proc.returncode}:\n{log.read_text()}")
+            if time.perf_counter() - t0 > 600:
+                raise RuntimeError(f"the last cursor was never saved\n{log.read_text()[-3000:]}")
+            if child is None:
+                kids = _children(proc.pid)
+                child = kids[0] if kids else None
+            if db is None and Path(state_db).exists():
+                db = sqlite3.connect(f"file:{state_db}?mode=ro", uri=True, timeout=10)
+            if db is not None:
+                with contextlib.suppress(sqlite3.OperationalError):  # busy or not yet created
+                    row = db.execute("SELECT cursor FROM cursor WHERE key = 'journal'").fetchone()
+                    if row and row[0] == last:
+                        break
+            time.sleep(0.02)
+        wall = time.perf_counter() - t0
+        cpu = proc_cpu_seconds(proc.pid)
+        hwm = proc_status_mb(proc.pid, "VmHWM")
+        if child is not None:
+            child_hwm = proc_status_mb(child, "VmHWM")
+            child_cpu = proc_cpu_seconds(child)
+    finally:
+        if db is not None:
+            db.close()
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {
+        "seconds": round(wall, 3),
+        "python_cpu_s": round(cpu, 2),
+        "journalctl_cpu_s": round(child_cpu, 2),
+        "python_peak_rss_mb": round(hwm, 1),
+        "journalctl_peak_rss_mb": round(child_hwm, 1),
+        "total_peak_rss_mb": round(hwm + child_hwm, 1),
+        "incidents": _incidents(doc["store"]["path"]),
+    }
+
+
+def guest_main(seed: str, last: str) -> None:
+    """The runs on the host; one JSON document on stdout."""
+    out: dict[str, Any] = {}
+    for name, fn in (("in_process", guest_in_process), ("whole_process", guest_whole_process)):
+        work = Path(GUEST_WORK) / name
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        out[name] = fn(work, seed, last)
+        out[name]["load_average"] = _load()
+    print(json.dumps(out))
+
+
+# =========================================================================== on this machine
+
+
+def stage(merged: Path, n: int) -> None:
+    """Copy the project's code, its compiled dependencies and the lines to inject into the host's
+    root (its overlay, seen from here)."""
+    from tests.bench.bench_remediator import _records
+
+    dest = merged / GUEST_DIR.lstrip("/")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "agent", dest / "agent", ignore=ignore)
+    (dest / "tests" / "bench").mkdir(parents=True)
+    for f in ("tests/__init__.py", "tests/bench/__init__.py", "tests/bench/bench_remediator.py",
+              "tests/bench/bench_journal_host.py"):  # fmt: skip
+        shutil.copy2(ROOT / f, dest / f)
+    shutil.copytree(ROOT / "files" / "rules.d", dest / "files" / "rules.d")
+    import re2
+    import yaml
+
+    site = Path(yaml.__file__).parent.parent
+    assert Path(re2.__file__).parent.parent == site
+    for name in DEPENDENCIES:
+        src = site / name
+        if src.is_dir():
+            shutil.copytree(src, dest / "site" / name, ignore=ignore)
+        else:
+            for f in site.glob(f"{name}*.so"):
+                shutil.copy2(f, dest / "site" / f.name)
+    with open(dest / "lines.txt", "w") as f:
+        f.write(SEED + "\n")
+        buf: list[str] = []
+        for _t, body, _pid in _records(n, TOKEN_EVERY):
+            buf.append(body)
+            if len(buf) >= 10000:
+                f.write("\n".join(buf) + "\n")
+                buf = []
+        if buf:
+            f.write("\n".join(buf) + "\n")
+
+
+def _host(m: Any, script: str, timeout: float = 600) -> str:
+    """Run a shell script on the host (its namespaces, as root); its stdout, or an error."""
+    done = m.nsenter(["sh", "-ec", script], timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"on the host: {script}\nrc {done.returncode}: {done.stderr[-3000:]}")
+    return done.stdout
+
+
+def _last_entry(m: Any, *match: str) -> dict[str, Any]:
+    out = _host(m, f"journalctl -o json -n 1 --no-pager -u {UNIT} " + " ".join(match))
+    return json.loads(out.splitlines()[-1])
+
+
+def inject(m: Any, n: int) -> dict[str, Any]:
+    """The host's journald stores the seed line and ``n`` sync lines; returns the cursors of the
+    seed and of the unit's last entry, and the time it took."""
+    _host(
+        m,
+        "mkdir -p /etc/systemd/journald.conf.d\n"
+        "printf '[Journal]\\nRateLimitIntervalSec=0\\nRateLimitBurst=0\\n'"
+        " > /etc/systemd/journald.conf.d/50-bench.conf\n"
+        "systemctl restart systemd-journald\n",
+    )
+    t0 = time.perf_counter()
+    # One process printing to its stdout, as the sync does: journald's stdout stream, which
+    # blocks the writer rather than dropping when journald falls behind (rate limit off).
+    _host(
+        m,
+        f"systemd-run --quiet --wait --unit={UNIT} -p SyslogIdentifier=port-sheet-sync"
+        f" /bin/cat {GUEST_DIR}/lines.txt\n"
+        "journalctl --sync\n",
+    )
+    seconds = time.perf_counter() - t0
+    seed = _last_entry(m, f"'MESSAGE={SEED}'")
+    last = _last_entry(m)
+    # Every line stored, none twice: counted once, before the runs (not timed).
+    counted = _host(
+        m,
+        f"journalctl -o cat --no-pager -u {UNIT} --after-cursor='{seed['__CURSOR']}'"
+        " | awk '/^\\[port-sheet\\] /{n++} /token error/{t++} END{print NR, n, t}'",
+    )
+    total, sync_lines, tokens = (int(x) for x in counted.split())
+    usage = _host(m, "journalctl --disk-usage")
+    span = (int(last["__REALTIME_TIMESTAMP"]) - int(seed["__REALTIME_TIMESTAMP"])) / 1e6
+    return {
+        "seconds": round(seconds, 2),
+        "entries_per_s": round(n / seconds),
+        "seed_cursor": seed["__CURSOR"],
+        "last_cursor": last["__CURSOR"],
+        "unit_entries_after_seed": total,
+        "sync_lines": sync_lines,
+        "token_failures": tokens,
+        "span_s": round(span, 2),
+        "journal_disk_usage": usage.strip(),
+        "load_average": _load(),
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    from tests.sandbox import harness
+
+    n = 100_000 if quick else 1_000_000
+    name = f"jbench-{secrets.token_hex(3)}"
+    res: dict[str, Any] = {"entries": n, "quick": quick, "cpus": os.cpu_count()}
+    res["when"], res["load_average"] = _now(), _load()
+    t0 = time.perf_counter()
+    m = harness.up(name)
+    try:
+        res["host"] = {
+            "name": name,
+            "up_s": round(time.perf_counter() - t0, 2),
+            "os": _host(m, ". /etc/os-release; echo $PRETTY_NAME").strip(),
+            "systemd": _host(m, "systemctl --version | head -1").strip(),
+            "python": _host(m, "python3 --version").strip(),
+        }
+        t1 = time.perf_counter()
+        stage(harness._data_dir(name) / "merged", n)
+        res["host"]["stage_s"] = round(time.perf_counter() - t1, 2)
+        inj = res["injection"] = inject(m, n)
+        print(
+            f"injection: {n:,} lines through the host's journald (stdout of a transient"
+            f" {UNIT}) in {inj['seconds']} s, {inj['entries_per_s']:,} entries/s;"
+            f" {inj['journal_disk_usage']}",
+            flush=True,
+        )
+        if inj["sync_lines"] != n or inj["token_failures"] != n // TOKEN_EVERY:
+            raise RuntimeError(f"the journal does not hold the generated lines: {inj}")
+        env = f"PYTHONPATH={GUEST_DIR}:{GUEST_DIR}/site PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8"
+        out = _host(
+            m,
+            f"cd {GUEST_DIR} && exec env {env} python3 -m tests.bench.bench_journal_host"
+            f" --on-host --seed '{inj['seed_cursor']}' --last '{inj['last_cursor']}'",
+            timeout=1800,
+        )
+        res.update(json.loads(out.splitlines()[-1]))
+    finally:
+        with contextlib.suppress(Exception):
+            harness.down(name)
+    want = expected_incidents(n, res["injection"]["span_s"])
+    res["expected_incidents"] = want
+    for part in ("in_process", "whole_process"):
+        got = res[part]["incidents"]
+        res[part]["incidents_ok"] = len(got) == want and all(
+            i["rule"] == "sheet-sync-token" and i["status"] == "resolved" for i in got
+        )
+    ip = res["in_process"]
+    ip["entries_ok"] = ip["entries"] == res["injection"]["unit_entries_after_seed"]
+    res["whole_process"]["entries_per_s"] = round(
+        res["injection"]["unit_entries_after_seed"] / res["whole_process"]["seconds"]
+    )
+    return res
+
+
+def report(res: dict[str, Any]) -> None:
+    ip, wp, inj = res["in_process"], res["whole_process"], res["injection"]
+    print(
+        f"journal on a sandbox host ({res['host']['os']}, {res['host']['systemd']},"
+        f" {res['host']['python']}), {res['entries']:,} entries, {res['when']},"
+        f" load {res['load_average']} → {ip['load_average']}:"
+    )
+    print(
+        f"  in process: {ip['entries_per_s']:,} entries/s ({ip['seconds']} s; CPU python"
+        f" {ip['python_cpu_s']} s + journalctl {ip['journalctl_cpu_s']} s); peak RSS python"
+        f" {ip['python_peak_rss_mb']} MB + journalctl {ip['journalctl_peak_rss_mb']} MB ="
+        f" {ip['total_peak_rss_mb']} MB; {ip['batches']:,} batches, at most"
+        f" {ip['most_events_waiting']} waiting; entries {ip['entries']:,}"
+        f" [{'ok' if ip['entries_ok'] else 'WRONG'}], incidents {len(ip['incidents'])}"
+        f" (expected {res['expected_incidents']}) [{'ok' if ip['incidents_ok'] else 'WRONG'}]"
+    )
+    print(
+        f"  whole process (jada-agent remediator run, start → last cursor saved):"
+        f" {wp['entries_per_s']:,} entries/s ({wp['seconds']} s; CPU python {wp['python_cpu_s']} s"
+        f" + journalctl {wp['journalctl_cpu_s']} s); peak RSS {wp['python_peak_rss_mb']} MB +"
+        f" journalctl {wp['journalctl_peak_rss_mb']} MB = {wp['total_peak_rss_mb']} MB;"
+        f" incidents {len(wp['incidents'])} [{'ok' if wp['incidents_ok'] else 'WRONG'}]"
+    )
+    print(
+        f"  injection: {inj['seconds']} s ({inj['entries_per_s']:,} entries/s),"
+        f" {inj['journal_disk_usage']}"
+    )
+
+
+def readme_row(res: dict[str, Any]) -> str:
+    ip, wp, inj = res["in_process"], res["whole_process"], res["injection"]
+    return (
+        f"{README_KEY} journal path, {res['entries'] / 1e6:g} M entries written by the host's"
+        f" journald (stdout of `{UNIT}`), read through the real `journalctl -o json` child"
+        f" (`python -m tests.bench.bench_journal_host`, {res['when']}, load"
+        f" {res['load_average']})"
+        f" | {ip['entries_per_s'] / 1e3:.0f} k entries/s in process, peak RSS"
+        f" {ip['python_peak_rss_mb']} MB + journalctl {ip['journalctl_peak_rss_mb']} MB; whole"
+        f" process {wp['entries_per_s'] / 1e3:.0f} k entries/s (start → last cursor saved),"
+        f" {wp['python_peak_rss_mb']} MB + journalctl {wp['journalctl_peak_rss_mb']} MB;"
+        f" {len(ip['incidents'])} incident as expected"
+        f" | injecting them: {inj['entries_per_s'] / 1e3:.0f} k entries/s into journald |"
+    )
+
+
+def update_readme(res: dict[str, Any]) -> None:
+    """Put this bench's row in README's benchmark table, after the other remediator rows."""
+    readme = ROOT / "README.md"
+    lines = [line for line in readme.read_text().split("\n") if not line.startswith(README_KEY)]
+    head = next(i for i, line in enumerate(lines) if line.startswith("| what | figure |"))
+    at = head + 2
+    for i in range(at, len(lines)):
+        if not lines[i].startswith("|"):
+            break
+        if lines[i].startswith(("| remediator", "| `remediator")):
+            at = i + 1
+    lines.insert(at, readme_row(res))
+    readme.write_text("\n".join(lines))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="100 k entries instead of 1 M")
+    ap.add_argument("--readme", action="store_true", help="also put the row in README's table")
+    ap.add_argument("--readme-only", action="store_true", help="the row from the last JSON")
+    ap.add_argument("--on-host", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--seed", help=argparse.SUPPRESS)
+    ap.add_argument("--last", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.on_host:
+        guest_main(args.seed, args.last)
+        return
+    if args.readme_only:
+        update_readme(json.loads(OUT.read_text()))
+        print("README.md: the sandbox journal row rewritten from", OUT)
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")  # the sandbox is torn down on the way out
+
+    signal.signal(signal.SIGTERM, stop)
+    res = run(args.quick)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(res, indent=2) + "\n")
+    report(res)
+    print(f"written: {OUT}")
+    if args.readme:
+        update_readme(res)
+        print("README.md: the sandbox journal row rewritten")
+
+
+if __name__ == "__main__":
+    main()
