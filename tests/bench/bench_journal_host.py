@@ -30,12 +30,14 @@ import argparse
 import contextlib
 import json
 import os
+import queue
 import secrets
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -142,6 +144,8 @@ def guest_in_process(work: Path, seed: str, last: str) -> dict[str, Any]:
     proc = source.proc
     assert proc is not None and proc.poll() is None, "journalctl ended before the last entry"
     child_hwm = proc_status_mb(proc.pid, "VmHWM")
+    child_anon = proc_status_mb(proc.pid, "RssAnon")
+    child_file = proc_status_mb(proc.pid, "RssFile")
     child_cpu = proc_cpu_seconds(proc.pid)
     hwm = proc_status_mb(os.getpid(), "VmHWM")
     command = source.command()
@@ -157,6 +161,9 @@ def guest_in_process(work: Path, seed: str, last: str) -> dict[str, Any]:
         "python_rss_mb_before": round(rss0, 1),
         "python_peak_rss_mb": round(hwm, 1),
         "journalctl_peak_rss_mb": round(child_hwm, 1),
+        # at the end: its own memory, and the journal files it maps (page cache, shared)
+        "journalctl_rss_anon_mb": round(child_anon, 1),
+        "journalctl_rss_file_mb": round(child_file, 1),
         "total_peak_rss_mb": round(hwm + child_hwm, 1),
         "batches": batches,
         "most_events_waiting": most_waiting,
@@ -251,6 +258,135 @@ def guest_whole_process(work: Path, seed: str, last: str) -> dict[str, Any]:
     }
 
 
+def _sh(script: str) -> str:
+    return subprocess.run(["sh", "-ec", script], capture_output=True, text=True, check=True).stdout
+
+
+def count_after(cursor: str) -> dict[str, int]:
+    """The unit's entries after ``cursor``: all, the sync's lines, the token failures."""
+    out = _sh(
+        f"journalctl -o cat --no-pager -u {UNIT} --after-cursor='{cursor}'"
+        " | awk '/^\\[port-sheet\\] /{n++} /token error/{t++} END{print NR, n+0, t+0}'"
+    )
+    total, sync_lines, tokens = (int(x) for x in out.split())
+    return {"entries": total, "sync_lines": sync_lines, "token_failures": tokens}
+
+
+def last_cursor() -> str:
+    out = _sh(f"journalctl -o json -n 1 --no-pager -u {UNIT}")
+    return str(json.loads(out.splitlines()[-1])["__CURSOR"])
+
+
+def inject_lines() -> None:
+    """The sync's lines into the host's journal: one process printing to its stdout, as the
+    sync does (journald's stdout stream blocks the writer rather than dropping when journald
+    falls behind, with the rate limit off); returns once journald has stored them all."""
+    _sh(
+        f"systemd-run --quiet --wait --unit={UNIT} -p SyslogIdentifier=port-sheet-sync"
+        f" /bin/cat {GUEST_DIR}/lines.txt\njournalctl --sync\n"
+    )
+
+
+def journalctl_alone(command: list[str], seed: str, entries: int) -> dict[str, Any]:
+    """The remediator's own journalctl command, with nothing reading but /dev/null: the floor
+    of the journal path. Also with ``--output=export`` (same fields), for comparison."""
+    base = [a for a in command if a != "--follow" and not a.startswith("--after-cursor=")]
+    base.append(f"--after-cursor={seed}")
+    out: dict[str, Any] = {}
+    for fmt in ("json", "export"):
+        cmd = [f"--output={fmt}" if a.startswith("--output=") else a for a in base]
+        t0 = time.perf_counter()
+        with open(os.devnull, "wb") as null:
+            proc = subprocess.Popen(cmd, stdout=null, stdin=subprocess.DEVNULL)
+        _pid, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cmd} exited {proc.returncode}")
+        out[fmt] = {
+            "seconds": round(wall, 2),
+            "entries_per_s": round(entries / wall),
+            "cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
+            "peak_rss_mb": round(ru.ru_maxrss / 1024, 1),
+        }
+    return out
+
+
+def guest_follow(work: Path, after: str) -> dict[str, Any]:
+    """Following, as deployed once caught up: the remediator reads from ``after`` (the journal's
+    end) while the host's journald stores the lines again (rotating its files on the way);
+    timed from the injection's start to the last entry's cursor saved; the lag is the part
+    after journald had stored the last line."""
+    from agent import config
+    from agent.remediator.service import Remediator
+    from tests.bench.bench_remediator import proc_status_mb, settings_doc, write_rules
+
+    rules_dir = work / "rules.d"
+    write_rules(rules_dir, _rules(drop_actions=False))
+    doc = settings_doc(work, rules_dir)
+    r = Remediator(config.from_dict(doc, "bench"))
+    r.state.save_cursor("journal", after)
+    r.apply_rules(r.load())
+    source = r.detection.journal
+    assert source is not None
+    source.start()
+    deadline = time.monotonic() + 30
+    while source.proc is None or source.started_at is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("journalctl never started")
+        time.sleep(0.01)
+    time.sleep(0.5)  # journalctl has reached the journal's end and waits for more
+    done: dict[str, Any] = {}
+
+    def write() -> None:
+        try:
+            inject_lines()
+            done["stored"] = time.perf_counter()
+            done["last"] = last_cursor()
+        except Exception as exc:  # the main loop reports it
+            done["error"] = exc
+
+    writer = threading.Thread(target=write, name="inject")
+    seen = 0
+    t0 = time.perf_counter()
+    writer.start()
+    while True:
+        if "error" in done:
+            raise RuntimeError(f"injection failed: {done['error']}")
+        try:
+            event = r.q.get(timeout=0.2)
+        except queue.Empty:
+            event = None
+        if event is not None:
+            if event[0] == "journal":
+                seen += len(event[1])
+            r.dispatch(event)
+        if "last" in done and r.state.cursor("journal") == done["last"]:
+            break
+        if time.perf_counter() - t0 > 600:
+            raise RuntimeError("the last entry never came")
+    t_end = time.perf_counter()
+    writer.join()
+    proc = source.proc
+    child_hwm = proc_status_mb(proc.pid, "VmHWM") if proc is not None else 0.0
+    hwm = proc_status_mb(os.getpid(), "VmHWM")
+    source.stop()
+    r.store.close()
+    r.state.close()
+    return {
+        "entries": seen,
+        "seconds": round(t_end - t0, 2),
+        "entries_per_s": round(seen / (t_end - t0)),
+        "injection_seconds": round(done["stored"] - t0, 2),
+        "lag_after_stored_s": round(t_end - done["stored"], 3),
+        "python_peak_rss_mb": round(hwm, 1),
+        "journalctl_peak_rss_mb": round(child_hwm, 1),
+        "journalctl_restarts": source.restarts,
+        "incidents": _incidents(doc["store"]["path"]),
+        "journal": count_after(after),
+    }
+
+
 def guest_main(seed: str, last: str) -> None:
     """The runs on the host; one JSON document on stdout."""
     out: dict[str, Any] = {}
@@ -260,6 +396,15 @@ def guest_main(seed: str, last: str) -> None:
         work.mkdir(parents=True)
         out[name] = fn(work, seed, last)
         out[name]["load_average"] = _load()
+    out["journalctl_alone"] = journalctl_alone(
+        out["in_process"]["journalctl_command"], seed, out["in_process"]["entries"]
+    )
+    out["journalctl_alone"]["load_average"] = _load()
+    work = Path(GUEST_WORK) / "follow"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    out["follow"] = guest_follow(work, last_cursor())
+    out["follow"]["load_average"] = _load()
     print(json.dumps(out))
 
 
@@ -303,7 +448,7 @@ def stage(merged: Path, n: int) -> None:
             f.write("\n".join(buf) + "\n")
 
 
-def _host(m: Any, script: str, timeout: float = 600) -> str:
+def _host(m: Any, script: str, timeout: float = 1800) -> str:
     """Run a shell script on the host (its namespaces, as root); its stdout, or an error."""
     done = m.nsenter(["sh", "-ec", script], timeout=timeout)
     if done.returncode != 0:
@@ -311,54 +456,44 @@ def _host(m: Any, script: str, timeout: float = 600) -> str:
     return done.stdout
 
 
-def _last_entry(m: Any, *match: str) -> dict[str, Any]:
-    out = _host(m, f"journalctl -o json -n 1 --no-pager -u {UNIT} " + " ".join(match))
-    return json.loads(out.splitlines()[-1])
-
-
-def inject(m: Any, n: int) -> dict[str, Any]:
-    """The host's journald stores the seed line and ``n`` sync lines; returns the cursors of the
-    seed and of the unit's last entry, and the time it took."""
-    _host(
-        m,
+def guest_inject(n: int) -> None:
+    """Journald without its rate limit, then the seed line and ``n`` sync lines stored; one
+    JSON document on stdout: the time it took, the cursors of the seed and of the unit's last
+    entry, and what the journal holds after the seed (counted once, not timed)."""
+    _sh(
         "mkdir -p /etc/systemd/journald.conf.d\n"
         "printf '[Journal]\\nRateLimitIntervalSec=0\\nRateLimitBurst=0\\n'"
         " > /etc/systemd/journald.conf.d/50-bench.conf\n"
-        "systemctl restart systemd-journald\n",
+        "systemctl restart systemd-journald\n"
     )
     t0 = time.perf_counter()
-    # One process printing to its stdout, as the sync does: journald's stdout stream, which
-    # blocks the writer rather than dropping when journald falls behind (rate limit off).
-    _host(
-        m,
-        f"systemd-run --quiet --wait --unit={UNIT} -p SyslogIdentifier=port-sheet-sync"
-        f" /bin/cat {GUEST_DIR}/lines.txt\n"
-        "journalctl --sync\n",
-    )
+    inject_lines()
     seconds = time.perf_counter() - t0
-    seed = _last_entry(m, f"'MESSAGE={SEED}'")
-    last = _last_entry(m)
-    # Every line stored, none twice: counted once, before the runs (not timed).
-    counted = _host(
-        m,
-        f"journalctl -o cat --no-pager -u {UNIT} --after-cursor='{seed['__CURSOR']}'"
-        " | awk '/^\\[port-sheet\\] /{n++} /token error/{t++} END{print NR, n, t}'",
-    )
-    total, sync_lines, tokens = (int(x) for x in counted.split())
-    usage = _host(m, "journalctl --disk-usage")
+    seed = json.loads(_sh(f"journalctl -o json -n 1 --no-pager -u {UNIT} 'MESSAGE={SEED}'"))
+    last = json.loads(_sh(f"journalctl -o json -n 1 --no-pager -u {UNIT}"))
     span = (int(last["__REALTIME_TIMESTAMP"]) - int(seed["__REALTIME_TIMESTAMP"])) / 1e6
-    return {
+    res = {
         "seconds": round(seconds, 2),
         "entries_per_s": round(n / seconds),
         "seed_cursor": seed["__CURSOR"],
         "last_cursor": last["__CURSOR"],
-        "unit_entries_after_seed": total,
-        "sync_lines": sync_lines,
-        "token_failures": tokens,
         "span_s": round(span, 2),
-        "journal_disk_usage": usage.strip(),
+        "journal": count_after(seed["__CURSOR"]),
+        "journal_disk_usage": _sh("journalctl --disk-usage").strip(),
         "load_average": _load(),
     }
+    print(json.dumps(res))
+
+
+def _on_host(m: Any, args: str) -> dict[str, Any]:
+    """This module's ``--on-host`` part on the host, with its Python; its JSON document."""
+    env = f"PYTHONPATH={GUEST_DIR}:{GUEST_DIR}/site PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8"
+    out = _host(
+        m,
+        f"cd {GUEST_DIR} && exec env {env} python3 -m tests.bench.bench_journal_host"
+        f" --on-host {args}",
+    )
+    return dict(json.loads(out.splitlines()[-1]))
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -381,83 +516,104 @@ def run(quick: bool) -> dict[str, Any]:
         t1 = time.perf_counter()
         stage(harness._data_dir(name) / "merged", n)
         res["host"]["stage_s"] = round(time.perf_counter() - t1, 2)
-        inj = res["injection"] = inject(m, n)
+        inj = res["injection"] = _on_host(m, f"--inject {n}")
         print(
             f"injection: {n:,} lines through the host's journald (stdout of a transient"
             f" {UNIT}) in {inj['seconds']} s, {inj['entries_per_s']:,} entries/s;"
             f" {inj['journal_disk_usage']}",
             flush=True,
         )
-        if inj["sync_lines"] != n or inj["token_failures"] != n // TOKEN_EVERY:
+        held = inj["journal"]
+        if held["sync_lines"] != n or held["token_failures"] != n // TOKEN_EVERY:
             raise RuntimeError(f"the journal does not hold the generated lines: {inj}")
-        env = f"PYTHONPATH={GUEST_DIR}:{GUEST_DIR}/site PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8"
-        out = _host(
-            m,
-            f"cd {GUEST_DIR} && exec env {env} python3 -m tests.bench.bench_journal_host"
-            f" --on-host --seed '{inj['seed_cursor']}' --last '{inj['last_cursor']}'",
-            timeout=1800,
-        )
-        res.update(json.loads(out.splitlines()[-1]))
+        res.update(_on_host(m, f"--seed '{inj['seed_cursor']}' --last '{inj['last_cursor']}'"))
     finally:
         with contextlib.suppress(Exception):
             harness.down(name)
     want = expected_incidents(n, res["injection"]["span_s"])
     res["expected_incidents"] = want
-    for part in ("in_process", "whole_process"):
+    for part in ("in_process", "whole_process", "follow"):
         got = res[part]["incidents"]
         res[part]["incidents_ok"] = len(got) == want and all(
             i["rule"] == "sheet-sync-token" and i["status"] == "resolved" for i in got
         )
-    ip = res["in_process"]
-    ip["entries_ok"] = ip["entries"] == res["injection"]["unit_entries_after_seed"]
-    res["whole_process"]["entries_per_s"] = round(
-        res["injection"]["unit_entries_after_seed"] / res["whole_process"]["seconds"]
+    held = res["injection"]["journal"]["entries"]
+    ip, wp, fo = res["in_process"], res["whole_process"], res["follow"]
+    ip["entries_ok"] = ip["entries"] == held
+    wp["entries_per_s"] = round(held / wp["seconds"])
+    fo["entries_ok"] = (
+        fo["entries"] == fo["journal"]["entries"] and fo["journal"]["sync_lines"] == n + 1
     )
+    res["ok"] = all(x.get(k, True) for x in (ip, wp, fo) for k in ("entries_ok", "incidents_ok"))
     return res
+
+
+def _ok(flag: bool) -> str:
+    return "ok" if flag else "WRONG"
 
 
 def report(res: dict[str, Any]) -> None:
     ip, wp, inj = res["in_process"], res["whole_process"], res["injection"]
+    fo, alone = res["follow"], res["journalctl_alone"]
     print(
         f"journal on a sandbox host ({res['host']['os']}, {res['host']['systemd']},"
         f" {res['host']['python']}), {res['entries']:,} entries, {res['when']},"
-        f" load {res['load_average']} → {ip['load_average']}:"
+        f" load {res['load_average']} → {fo['load_average']}:"
     )
     print(
-        f"  in process: {ip['entries_per_s']:,} entries/s ({ip['seconds']} s; CPU python"
+        f"  injection: {inj['seconds']} s ({inj['entries_per_s']:,} entries/s into journald),"
+        f" {inj['journal_disk_usage']}"
+    )
+    print(
+        f"  backlog in process: {ip['entries_per_s']:,} entries/s ({ip['seconds']} s; CPU python"
         f" {ip['python_cpu_s']} s + journalctl {ip['journalctl_cpu_s']} s); peak RSS python"
-        f" {ip['python_peak_rss_mb']} MB + journalctl {ip['journalctl_peak_rss_mb']} MB ="
-        f" {ip['total_peak_rss_mb']} MB; {ip['batches']:,} batches, at most"
-        f" {ip['most_events_waiting']} waiting; entries {ip['entries']:,}"
-        f" [{'ok' if ip['entries_ok'] else 'WRONG'}], incidents {len(ip['incidents'])}"
-        f" (expected {res['expected_incidents']}) [{'ok' if ip['incidents_ok'] else 'WRONG'}]"
+        f" {ip['python_peak_rss_mb']} MB + journalctl {ip['journalctl_peak_rss_mb']} MB"
+        f" ({ip['journalctl_rss_anon_mb']} MB its own, {ip['journalctl_rss_file_mb']} MB mapped"
+        f" journal files at the end); {ip['batches']:,} batches, at most"
+        f" {ip['most_events_waiting']} waiting; entries {ip['entries']:,} [{_ok(ip['entries_ok'])}],"
+        f" incidents {len(ip['incidents'])} (expected {res['expected_incidents']})"
+        f" [{_ok(ip['incidents_ok'])}]"
     )
     print(
-        f"  whole process (jada-agent remediator run, start → last cursor saved):"
+        f"  backlog, whole process (jada-agent remediator run, start → last cursor saved):"
         f" {wp['entries_per_s']:,} entries/s ({wp['seconds']} s; CPU python {wp['python_cpu_s']} s"
         f" + journalctl {wp['journalctl_cpu_s']} s); peak RSS {wp['python_peak_rss_mb']} MB +"
-        f" journalctl {wp['journalctl_peak_rss_mb']} MB = {wp['total_peak_rss_mb']} MB;"
-        f" incidents {len(wp['incidents'])} [{'ok' if wp['incidents_ok'] else 'WRONG'}]"
+        f" journalctl {wp['journalctl_peak_rss_mb']} MB; incidents {len(wp['incidents'])}"
+        f" [{_ok(wp['incidents_ok'])}]"
     )
     print(
-        f"  injection: {inj['seconds']} s ({inj['entries_per_s']:,} entries/s),"
-        f" {inj['journal_disk_usage']}"
+        f"  journalctl alone (the same command, to /dev/null): -o json"
+        f" {alone['json']['entries_per_s']:,} entries/s ({alone['json']['cpu_s']} s CPU,"
+        f" {alone['json']['peak_rss_mb']} MB); -o export {alone['export']['entries_per_s']:,}"
+        f" entries/s ({alone['export']['cpu_s']} s CPU)"
+    )
+    print(
+        f"  following while journald writes them: {fo['entries_per_s']:,} entries/s"
+        f" ({fo['seconds']} s; journald took {fo['injection_seconds']} s; last entry's cursor"
+        f" saved {fo['lag_after_stored_s'] * 1000:.0f} ms after journald stored it); peak RSS"
+        f" {fo['python_peak_rss_mb']} MB + journalctl {fo['journalctl_peak_rss_mb']} MB;"
+        f" entries {fo['entries']:,} [{_ok(fo['entries_ok'])}], journalctl restarts"
+        f" {fo['journalctl_restarts']}, incidents {len(fo['incidents'])} [{_ok(fo['incidents_ok'])}]"
     )
 
 
 def readme_row(res: dict[str, Any]) -> str:
-    ip, wp, inj = res["in_process"], res["whole_process"], res["injection"]
+    ip, wp, fo = res["in_process"], res["whole_process"], res["follow"]
+    alone = res["journalctl_alone"]["json"]
     return (
         f"{README_KEY} journal path, {res['entries'] / 1e6:g} M entries written by the host's"
         f" journald (stdout of `{UNIT}`), read through the real `journalctl -o json` child"
         f" (`python -m tests.bench.bench_journal_host`, {res['when']}, load"
         f" {res['load_average']})"
-        f" | {ip['entries_per_s'] / 1e3:.0f} k entries/s in process, peak RSS"
-        f" {ip['python_peak_rss_mb']} MB + journalctl {ip['journalctl_peak_rss_mb']} MB; whole"
+        f" | backlog {ip['entries_per_s'] / 1e3:.0f} k entries/s in process, peak RSS"
+        f" {ip['python_peak_rss_mb']} MB + journalctl {ip['journalctl_peak_rss_mb']} MB"
+        f" ({ip['journalctl_rss_anon_mb']} MB its own, the rest mapped journal files); whole"
         f" process {wp['entries_per_s'] / 1e3:.0f} k entries/s (start → last cursor saved),"
-        f" {wp['python_peak_rss_mb']} MB + journalctl {wp['journalctl_peak_rss_mb']} MB;"
-        f" {len(ip['incidents'])} incident as expected"
-        f" | injecting them: {inj['entries_per_s'] / 1e3:.0f} k entries/s into journald |"
+        f" {wp['python_peak_rss_mb']} MB + {wp['journalctl_peak_rss_mb']} MB; following"
+        f" journald's writes, the last entry {fo['lag_after_stored_s'] * 1000:.0f} ms after"
+        f" it was stored; every entry read once, {len(ip['incidents'])} incident as expected"
+        f" | the same `journalctl -o json` to /dev/null {alone['entries_per_s'] / 1e3:.0f} k"
+        f" entries/s |"
     )
 
 
@@ -482,11 +638,15 @@ def main() -> None:
     ap.add_argument("--readme", action="store_true", help="also put the row in README's table")
     ap.add_argument("--readme-only", action="store_true", help="the row from the last JSON")
     ap.add_argument("--on-host", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--inject", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--seed", help=argparse.SUPPRESS)
     ap.add_argument("--last", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.on_host:
-        guest_main(args.seed, args.last)
+        if args.inject:
+            guest_inject(args.inject)
+        else:
+            guest_main(args.seed, args.last)
         return
     if args.readme_only:
         update_readme(json.loads(OUT.read_text()))
@@ -502,6 +662,8 @@ def main() -> None:
     OUT.write_text(json.dumps(res, indent=2) + "\n")
     report(res)
     print(f"written: {OUT}")
+    if not res["ok"]:
+        print("NOT OK: entries or incidents differ from the generated ones (see above)")
     if args.readme:
         update_readme(res)
         print("README.md: the sandbox journal row rewritten")
