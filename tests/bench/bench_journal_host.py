@@ -10,14 +10,17 @@ systemd-journal-remote; this one measures the deployed default end to end on a s
    failures) to stdout, so the host's own journald stores them as the real sync's lines
    (``_SYSTEMD_UNIT``, ``_TRANSPORT=stdout``, ``SYSLOG_IDENTIFIER=port-sheet-sync``); timed until
    ``journalctl --sync`` returns;
-3. on the host, with the project's code and its two compiled dependencies copied in and the
-   host's own Python 3.11: (a) in process, the live ``JournalSource`` of a ``Remediator`` with the
-   packaged rules (journal source) and its real ``journalctl -o json`` child, resuming after a seed
-   entry, timed until the last entry's cursor is saved; (b) the whole ``jada-agent remediator
-   run`` process the same way (the pack without its playbooks, which are not measured here),
-   timed from its start. Peak RSS (VmHWM in the host's ``/proc``) of the Python process and of
-   its journalctl child; the entries read and the incidents opened are checked against the
-   generated ones;
+3. on the host, with the project's code and its few dependencies copied in
+   (``tests/e2e/inhost.py``) and the host's own Python 3.11: (a) in process, the live
+   ``JournalSource`` of a ``Remediator`` with the packaged rules (journal source) and its real
+   ``journalctl -o json`` child, resuming after a seed entry, timed until the last entry's cursor
+   is saved; (b) the whole ``jada-agent remediator run`` process the same way (the pack without
+   its playbooks, which are not measured here), timed from its start; (c) the same journalctl
+   command alone to /dev/null (``-o json``, and ``-o export`` for comparison); (d) following:
+   the remediator at the journal's end while journald stores the lines again, timed until the
+   last one's cursor is saved. Peak RSS (VmHWM in the host's ``/proc``) of the Python process
+   and of its journalctl child; the entries read and the incidents opened are checked against
+   the generated ones;
 4. the host is always torn down (error, Ctrl-C, SIGTERM).
 
 ``python -m tests.bench.bench_journal_host [--quick] [--readme | --readme-only]``; results in
@@ -48,12 +51,8 @@ OUT = ROOT / "tests" / "bench" / "results" / "journal_host.json"
 UNIT = "port-sheet-sync.service"
 SEED = "[port-sheet] bench seed"
 TOKEN_EVERY = 1000  # 0.1 % token failures, as bench_remediator's realistic log
-GUEST_DIR = "/opt/jada-bench"  # the code and its inputs, inside the sandbox host
+GUEST_DIR = "/opt/jada-src"  # the code and its inputs in the host (tests/e2e/inhost.py)
 GUEST_WORK = "/var/tmp/jada-bench"  # state, store and rules of the runs, inside the host
-# What the remediator imports beyond the standard library (checked: sys.modules after
-# starting a remediator with a journal source): copied from this virtualenv, compiled for CPython 3.11
-# like the host's Debian python3.
-DEPENDENCIES = ("re2", "yaml", "_yaml", "watchdog")
 README_KEY = "| remediator on a sandbox host:"
 
 
@@ -411,31 +410,15 @@ def guest_main(seed: str, last: str) -> None:
 # =========================================================================== on this machine
 
 
-def stage(merged: Path, n: int) -> None:
-    """Copy the project's code, its compiled dependencies and the lines to inject into the host's
-    root (its overlay, seen from here)."""
+def stage(m: Any, n: int) -> None:
+    """The project's code (``tests/e2e/inhost.py``) and the lines to inject, into the host."""
     from tests.bench.bench_remediator import _records
+    from tests.e2e import inhost
 
-    dest = merged / GUEST_DIR.lstrip("/")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(ROOT / "agent", dest / "agent", ignore=ignore)
-    (dest / "tests" / "bench").mkdir(parents=True)
-    for f in ("tests/__init__.py", "tests/bench/__init__.py", "tests/bench/bench_remediator.py",
-              "tests/bench/bench_journal_host.py"):  # fmt: skip
-        shutil.copy2(ROOT / f, dest / f)
-    shutil.copytree(ROOT / "files" / "rules.d", dest / "files" / "rules.d")
-    import re2
-    import yaml
-
-    site = Path(yaml.__file__).parent.parent
-    assert Path(re2.__file__).parent.parent == site
-    for name in DEPENDENCIES:
-        src = site / name
-        if src.is_dir():
-            shutil.copytree(src, dest / "site" / name, ignore=ignore)
-        else:
-            for f in site.glob(f"{name}*.so"):
-                shutil.copy2(f, dest / "site" / f.name)
+    assert inhost.GUEST_DIR == GUEST_DIR
+    dest = inhost.install(
+        m, ["tests/bench/bench_remediator.py", "tests/bench/bench_journal_host.py"]
+    )
     with open(dest / "lines.txt", "w") as f:
         f.write(SEED + "\n")
         buf: list[str] = []
@@ -485,15 +468,12 @@ def guest_inject(n: int) -> None:
     print(json.dumps(res))
 
 
-def _on_host(m: Any, args: str) -> dict[str, Any]:
+def _on_host(m: Any, args: list[str]) -> dict[str, Any]:
     """This module's ``--on-host`` part on the host, with its Python; its JSON document."""
-    env = f"PYTHONPATH={GUEST_DIR}:{GUEST_DIR}/site PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8"
-    out = _host(
-        m,
-        f"cd {GUEST_DIR} && exec env {env} python3 -m tests.bench.bench_journal_host"
-        f" --on-host {args}",
-    )
-    return dict(json.loads(out.splitlines()[-1]))
+    from tests.e2e import inhost
+
+    done = inhost.python(m, ["-m", "tests.bench.bench_journal_host", "--on-host", *args])
+    return dict(json.loads(done.stdout.splitlines()[-1]))
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -514,9 +494,9 @@ def run(quick: bool) -> dict[str, Any]:
             "python": _host(m, "python3 --version").strip(),
         }
         t1 = time.perf_counter()
-        stage(harness._data_dir(name) / "merged", n)
+        stage(m, n)
         res["host"]["stage_s"] = round(time.perf_counter() - t1, 2)
-        inj = res["injection"] = _on_host(m, f"--inject {n}")
+        inj = res["injection"] = _on_host(m, ["--inject", str(n)])
         print(
             f"injection: {n:,} lines through the host's journald (stdout of a transient"
             f" {UNIT}) in {inj['seconds']} s, {inj['entries_per_s']:,} entries/s;"
@@ -526,7 +506,7 @@ def run(quick: bool) -> dict[str, Any]:
         held = inj["journal"]
         if held["sync_lines"] != n or held["token_failures"] != n // TOKEN_EVERY:
             raise RuntimeError(f"the journal does not hold the generated lines: {inj}")
-        res.update(_on_host(m, f"--seed '{inj['seed_cursor']}' --last '{inj['last_cursor']}'"))
+        res.update(_on_host(m, ["--seed", inj["seed_cursor"], "--last", inj["last_cursor"]]))
     finally:
         with contextlib.suppress(Exception):
             harness.down(name)
