@@ -79,7 +79,8 @@ def remediator(sandbox_host: harness.Machine) -> Iterator[tuple[harness.Machine,
         # Ready, and its journalctl child started (it then seeks to the journal's end).
         while True:
             log = _host(m, f"journalctl -u {service} -o cat --no-pager")
-            child = _host(m, f"pgrep -f -- '--unit={unit}' || true").strip()
+            # ([j]ada...: the pattern must not match the shell running pgrep)
+            child = _host(m, f"pgrep -f -- '--unit=[{unit[0]}]{unit[1:]}' || true").strip()
             if "remediator ready" in log and child:
                 break
             assert time.monotonic() < deadline, f"the remediator never got ready:\n{log}"
