@@ -122,6 +122,7 @@ class JournalSource:
     restarts: int = 0
     last_entry: float | None = None  # wall time an entry last arrived
     started_at: float | None = None
+    since: float | None = None  # wall time followed from while there is no saved cursor
     stderr_tail: list[str] = field(default_factory=list)
     faulty: bool = False
     _quick: threading.Event = field(default_factory=threading.Event)
@@ -150,7 +151,14 @@ class JournalSource:
         if cursor:
             cmd += [f"--after-cursor={cursor}", "--no-tail"]
         else:
-            cmd.append("--lines=0")  # first start: from now on, like a file's end
+            # First start: from now on, like a file's end -- by time, not from the tail
+            # (--lines=0): journalctl 252 (Debian 12) following a unit with no entry yet from
+            # the tail loses that unit's first entries (systemd#25649), i.e. the first failures
+            # on a fresh host. The time of the first start is kept, so a child restarted before
+            # the first entry came skips nothing logged meanwhile.
+            if self.since is None:
+                self.since = time.time()
+            cmd.append(f"--since=@{self.since:.6f}")
         return cmd
 
     def start(self) -> None:
@@ -281,6 +289,7 @@ class JournalSource:
                     log.error("journal: the saved cursor is no longer valid; following from now")
                     with contextlib.suppress(Exception):
                         self.state.save_cursor(self.key, "")
+                    self.since = None
                     backoff = 0.1
                 if time.monotonic() - started > 60:
                     backoff = 1.0
