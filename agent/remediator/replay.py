@@ -77,6 +77,7 @@ _OTHER_START = re2.compile(
     )
     + b")"
 )
+_TWO_KEYS = re2.compile(_TS_KEY + b"[^\n]*" + _TS_KEY)
 _UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
 _LONG_LINE = 512  # bytes: above it, newlines are counted faster one by one than by bytes.count
 
@@ -298,7 +299,7 @@ class _Reader:
             n = _count_newlines(buf, end) if long_lines else buf.count(b"\n", 0, end)
             long_lines = n * _LONG_LINE <= end
             report.lines += n
-            report.undated += _count_undated_json(buf, end)
+            report.undated += _count_undated_json(buf, end, n)
             for s, raw, idxs in self.json_matcher.candidates(buf, end, stats):
                 if not idxs:
                     continue
@@ -337,28 +338,52 @@ def _count_newlines(buf: bytes | bytearray, end: int) -> int:
     return n
 
 
-def _count_undated_json(buf: bytes | bytearray, end: int) -> int:
-    """Lines of ``buf[:end]`` (complete lines) without ``"__REALTIME_TIMESTAMP"``.
+def _search(rx: re2._Regexp, buf: bytes | bytearray, pos: int, end: int) -> int:
+    """Where ``rx`` first matches in ``buf[pos:end]``, or -1 (RE2 itself: no match object)."""
+    raw = getattr(rx, "_regexp", None)
+    if raw is not None and _UNANCHORED is not None:
+        return int(raw.Match(_UNANCHORED, buf, pos, end)[0][0])
+    m = rx.search(buf, pos, end)
+    return -1 if m is None else m.start()
+
+
+def _count_undated_json(buf: bytes | bytearray, end: int, lines: int) -> int:
+    """Lines of ``buf[:end]`` (``lines`` complete lines) without ``"__REALTIME_TIMESTAMP"``.
 
     A line that starts as journalctl writes an entry has one; any other line (a blank line, a
-    hand-written object, another tool's JSON) is searched."""
+    hand-written object, another tool's JSON) is searched, one by one while they are few; a
+    chunk of many is counted in bulk instead (one line at a time would be a Python call each).
+    """
     undated = 0
+    odd, most = 0, 16 + end // 4096  # ~500 ns a line here, ~0.2 ns a byte in bulk
     if not buf.startswith(_JOURNAL_START, 0, end):
         e = buf.find(b"\n", 0, end)
         undated += buf.find(_TS_KEY, 0, e) < 0
-    raw = getattr(_OTHER_START, "_regexp", None)
     pos = 0
     while True:
-        if raw is not None and _UNANCHORED is not None:
-            s = raw.Match(_UNANCHORED, buf, pos, end)[0][0]
-        else:
-            m = _OTHER_START.search(buf, pos, end)
-            s = -1 if m is None else m.start()
+        s = _search(_OTHER_START, buf, pos, end)
         if s < 0:
             return undated
+        odd += 1
+        if odd > most:
+            return _count_undated_bulk(buf, end, lines)
         e = buf.find(b"\n", s + 1, end)
         undated += buf.find(_TS_KEY, s + 1, e) < 0
         pos = e  # the newline that ends this line may start another such line
+
+
+def _count_undated_bulk(buf: bytes | bytearray, end: int, lines: int) -> int:
+    """The same count for a chunk of mostly other lines: the lines minus the key's occurrences,
+    plus the extra occurrences of the few lines that hold it more than once."""
+    undated = lines - buf.count(_TS_KEY, 0, end)
+    pos = 0
+    while True:
+        s = _search(_TWO_KEYS, buf, pos, end)
+        if s < 0:
+            return undated
+        ls, e = buf.rfind(b"\n", 0, s) + 1, buf.find(b"\n", s, end)
+        undated += buf.count(_TS_KEY, ls, e) - 1
+        pos = e + 1
 
 
 def _json_time(buf: bytes | bytearray, k: int) -> float:

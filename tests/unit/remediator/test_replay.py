@@ -281,3 +281,14 @@ def test_json_export_line_counts_hold_across_chunks_and_line_lengths(tmp_path: P
     got = cli_json("--rules", str(DATA / "issue-example.yml"), str(export))
     assert got["lines"] == len(lines)
     assert got["undated"] == sum('"__REALTIME_TIMESTAMP"' not in x for x in lines)
+
+
+def test_json_export_of_mostly_other_lines_counts_each_undated_line_once(tmp_path: Path):
+    # Hand-written JSON lines, far more than the few a journal export holds: counted in bulk,
+    # with the same answer per line -- one holding the key twice is one dated line.
+    twice = '{"__REALTIME_TIMESTAMP":"1","MESSAGE":"__REALTIME_TIMESTAMP"}\n'
+    text = ('{"MESSAGE":"no time"}\n' + twice + '{"__REALTIME_TIMESTAMP":"2"}\n') * 5000
+    export = tmp_path / "j.json"
+    export.write_text(_entry(0, "first") + text + _entry(1, "__REALTIME_TIMESTAMP"))
+    got = cli_json("--rules", str(DATA / "issue-example.yml"), str(export))
+    assert (got["lines"], got["undated"]) == (15002, 5000)
