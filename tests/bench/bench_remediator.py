@@ -1119,7 +1119,8 @@ def readme_rows(results: dict[str, Any]) -> list[str]:
                 f"| `remediator replay` of a `journalctl -o json` export, {jl['entries'] / 1e6:.0f} M"
                 f" entries ({jl['bytes'] / 1e9:.1f} GB) | {jl['seconds']} s whole process"
                 f" ({jl['entries_per_s'] / 1e6:.1f} M entries/s, {jl['cpu_seconds']} s CPU),"
-                f" {jl['peak_rss_mb']} MB; 1 M entries ({j['bytes'] / 1e6:.0f} MB) {j['seconds']} s"
+                f" {jl['peak_rss_mb']} MB; {j['entries'] / 1e6:g} M entries ({j['bytes'] / 1e6:.0f} MB)"
+                f" {j['seconds']} s"
                 f" (in process {j['in_process_cpu_s']} s CPU) | — |"
             )
         else:
