@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-from agent.remediator.replay import parse_timestamp, replay
+from agent.remediator.replay import CHUNK, parse_timestamp, replay
 from agent.remediator.rules import load_rules, parse_rule
 
 DATA = Path(__file__).parent / "data"
@@ -227,3 +228,67 @@ def test_out_of_range_timestamps_never_crash_replay(tmp_path: Path):
     # Every line is counted; times beyond what a date can show are written as its limit.
     assert rep["f"]["matched"] == 3 and rep["f"]["fired"][0]["at"] == "9999-12-31T23:59:59.999999Z"
     assert [f["at"] for f in rep["j"]["fired"]] == ["9999-12-31T23:59:59.999999Z"]
+
+
+def _entry(i: int, message: object, **fields: object) -> str:
+    """A journal entry as journalctl -o json writes it: the cursor, then the timestamp."""
+    rec = {
+        "__CURSOR": f"s=5844266;i={i:x};b=0123;m={i:x};t={i:x};x=be00",
+        "__REALTIME_TIMESTAMP": str(1778745600000000 + i * 1000000),
+        "_SYSTEMD_UNIT": "port-sheet-sync.service",
+        "MESSAGE": message,
+        **fields,
+    }
+    return json.dumps(rec, separators=(",", ":")) + "\n"
+
+
+def test_json_export_counts_each_line_without_a_timestamp_once(tmp_path: Path):
+    export = tmp_path / "j.json"
+    export.write_text(
+        _entry(1, "ok")
+        + "\n"  # a blank line
+        + '{"MESSAGE":"written by hand, no time"}\n'
+        + '{"__REALTIME_TIMESTAMP":"1778745600000000","MESSAGE":"another tool, key first"}\n'
+        # a message that is the key's own name: the entry still has one timestamp (the old
+        # count of the key's occurrences made this entry -1 line without a timestamp)
+        + _entry(2, "__REALTIME_TIMESTAMP")
+        + _entry(3, "[1, 2]", EXTRA="__REALTIME_TIMESTAMP")
+    )
+    got = cli_json("--rules", str(DATA / "issue-example.yml"), str(export))
+    assert (got["lines"], got["undated"]) == (6, 2)
+
+
+def test_json_export_line_counts_hold_across_chunks_and_line_lengths(tmp_path: Path):
+    # Long journal entries (newlines found one by one), then a run of short hand-written lines
+    # (counted with bytes.count), over several read chunks, undated lines among both.
+    rnd = random.Random(3)
+    parts = []
+    for i in range(6000):
+        k = rnd.random()
+        if k < 0.7:
+            parts.append(_entry(i, "x" * rnd.randint(300, 1500)))
+        elif k < 0.9:
+            parts.append('{"MESSAGE":"%s"}\n' % ("y" * rnd.randint(0, 40)))
+        elif k < 0.95:
+            parts.append("\n")
+        else:
+            parts.append('{"__REALTIME_TIMESTAMP":"1","MESSAGE":"z"}\n')
+    text = "".join(parts)
+    assert len(text) > 4 * CHUNK
+    export = tmp_path / "j.json"
+    export.write_text(text)
+    lines = text.split("\n")[:-1]
+    got = cli_json("--rules", str(DATA / "issue-example.yml"), str(export))
+    assert got["lines"] == len(lines)
+    assert got["undated"] == sum('"__REALTIME_TIMESTAMP"' not in x for x in lines)
+
+
+def test_json_export_of_mostly_other_lines_counts_each_undated_line_once(tmp_path: Path):
+    # Hand-written JSON lines, far more than the few a journal export holds: counted in bulk,
+    # with the same answer per line -- one holding the key twice is one dated line.
+    twice = '{"__REALTIME_TIMESTAMP":"1","MESSAGE":"__REALTIME_TIMESTAMP"}\n'
+    text = ('{"MESSAGE":"no time"}\n' + twice + '{"__REALTIME_TIMESTAMP":"2"}\n') * 5000
+    export = tmp_path / "j.json"
+    export.write_text(_entry(0, "first") + text + _entry(1, "__REALTIME_TIMESTAMP"))
+    got = cli_json("--rules", str(DATA / "issue-example.yml"), str(export))
+    assert (got["lines"], got["undated"]) == (15002, 5000)
