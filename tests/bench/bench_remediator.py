@@ -17,10 +17,11 @@ Comparisons run in the same run on the same files: ``grep -c``, ``grep -F -f`` a
    here when the disk has room), and on a 10M-line log (constant memory).
    Targets ≥ 3 M lines/s, ≤ 64 MB at 10M lines, a 10M-entry export in ≤ 5 s.
 4. journal: 1M entries through the live JournalSource's real ``journalctl -o json`` child,
-   reading a journal file written on this machine by systemd-journal-remote (not on a sandbox
-   host: the same JournalSource code path and journalctl binary, on a local journal directory);
-   entries/s, the batches and the most events waiting in the core's queue, and the peak RSS of
-   this process and of journalctl.
+   reading a journal file written on this machine by systemd-journal-remote (the same code path
+   and journalctl binary, on a local journal directory); entries/s, the batches and the most
+   events waiting in the core's queue, and the peak RSS of this process and of journalctl. The
+   same path on a sandbox host, its own journald writing the entries, is
+   ``tests/bench/bench_journal_host.py``.
 5. detection: against a running ``jada-agent remediator run`` process, append the threshold-th
    matching line and time until the incident row is committed in the store (the bench polls the
    store every 0.2 ms). Target p50 ≤ 5 ms, p99 ≤ 30 ms over 200 trials.
