@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -72,7 +72,7 @@ class Matcher:
         rules: Iterable[Rule],
         max_line: int = MAX_LINE,
         form: str = "text",
-        resolvable: Callable[[], Container[str]] | None = None,
+        resolvable: Callable[[], Collection[str]] | None = None,
         only: Callable[[Rule], bool] | None = None,
     ):
         """``resolvable()``: the names of the rules that may have something to resolve now; a
@@ -120,7 +120,12 @@ class Matcher:
         self.prefilter = Prefilter(
             list(alternatives), [literal_of.get(a) for a in alternatives], max_line
         )
-        self._memo: dict[str, Classified] = {}
+        self._memo: dict[str, tuple[Classified, frozenset[int]]] = {}
+        self._target_sets = [frozenset(t) for t in self.targets]
+        self._match_sets = [frozenset(t) for t in self.match_targets]
+        self._by_name: dict[str, list[int]] = {}
+        for i, r in enumerate(self.rules):
+            self._by_name.setdefault(r.name, []).append(i)
         self._key_at = self._memo_key(form, only)
 
     def _memo_key(self, form: str, only: Callable[[Rule], bool] | None) -> re.Pattern[str] | None:
@@ -236,7 +241,8 @@ class Matcher:
             return
         self._measure(buf, end, stats)
         key_at, memo = self._key_at.search, self._memo
-        targets, match_targets, resolvable = self.targets, self.match_targets, self.resolvable
+        resolvable, by_name = self.resolvable, self._by_name
+        target_sets, match_sets = self._target_sets, self._match_sets
         pf = self.prefilter
         pf_set, cap, find = pf.set, self.max_line, buf.find
         for s in pf.starts(buf, end):
@@ -255,28 +261,45 @@ class Matcher:
             m = key_at(line)
             key = line[m.start() :] if m is not None else ""
             known = memo.get(key)
-            if known is not None:
-                got = known
-            else:
+            if known is None:
                 alts = pf_set.Match(raw) if pf_set is not None else [0]
                 if not alts:
                     continue
-                if (
-                    resolvable is not None
-                    and not any(match_targets[a] for a in alts)
-                    and not resolvable()
-                ):
+                if len(alts) == 1:
+                    may_match, concerned = match_sets[alts[0]], target_sets[alts[0]]
+                else:
+                    may_match = frozenset().union(*(match_sets[a] for a in alts))
+                    concerned = frozenset().union(*(target_sets[a] for a in alts))
+                if resolvable is not None and not may_match and not resolvable():
                     continue  # only resolve literals, and nothing to resolve: not kept
-                got = self._classify(
-                    line,
-                    sorted({x for a in alts for x in targets[a]}),
-                    classify,
-                    {x for a in alts for x in match_targets[a]},
-                )
+                if resolvable is None:  # no one to ask: what the line is to every rule
+                    known = (
+                        self._classify(line, sorted(concerned), classify, may_match),
+                        frozenset(),
+                    )
+                else:
+                    # The rules the line can only resolve are asked at each use, and only
+                    # those with something to resolve (a "sync ok" line concerns every rule
+                    # sharing that pattern, a hundred perhaps, and nearly always none of them).
+                    known = (
+                        self._classify(line, sorted(may_match), classify),
+                        concerned - may_match,
+                    )
                 if len(key) <= MEMO_KEY_MAX:
                     if len(memo) >= MEMO_ENTRIES:
                         memo.clear()
-                    memo[key] = got
+                    memo[key] = known
+            got, rest = known
+            if rest and resolvable is not None:
+                # by the (few) names with something to resolve, not the (many) rules
+                asked = [i for n in resolvable() for i in by_name.get(n, ()) if i in rest]
+                extra = tuple(
+                    x
+                    for x in ((i, *classify(self.rules[i], line, False)) for i in asked)
+                    if x[1] != "nomatch"
+                )
+                if extra:
+                    got = tuple(sorted(got + extra, key=_first))
             if got:
                 yield line, got
 
@@ -363,6 +386,10 @@ class Matcher:
             else:
                 for i in sorted(idxs):
                     yield rules[i], line
+
+
+def _first(x: tuple[Any, ...]) -> Any:
+    return x[0]
 
 
 def decode(raw: bytes, stats: Stats) -> str:

@@ -113,23 +113,37 @@ def _alone(rules, engine: Engine, lines: list[bytes]) -> list[tuple[str, tuple]]
     return want
 
 
+def _resolving(found, rules, names):
+    # What the service acts on: every count and ignore, a resolve only for a rule with
+    # something to resolve (the matcher leaves the others out when it is told which).
+    return [
+        (line, tuple(x for x in got if x[1] != "resolve" or rules[x[0]].name in names))
+        for line, got in found
+    ]
+
+
+@pytest.mark.parametrize("names", [None, set(), {"sheet-sync-token", "quota"}])
 @pytest.mark.parametrize("which", ["pack", "pack+quota", "pack+who"])
 @pytest.mark.parametrize("memo_entries", [2048, 3])
 def test_classified_equals_every_line_classified_alone(
-    monkeypatch, memo_entries: int, which: str
+    monkeypatch, memo_entries: int, which: str, names: set[str] | None
 ) -> None:
     monkeypatch.setattr(matcher_mod, "MEMO_ENTRIES", memo_entries)
     rules = _rules(which)
     engine = Engine(StateDB())
-    m = Matcher(rules)
+    m = Matcher(rules, resolvable=None if names is None else lambda: names)
     assert m._key_at is not None  # the pack and these rules all have known first characters
     lines = _lines(random.Random(11), 4000)
     buf = b"\n".join(lines) + b"\n"
     want = _alone(rules, engine, lines)
     assert len(want) > 1000
+    if names is not None:
+        want = [(line, got) for line, got in _resolving(want, rules, names) if got]
     for _ in range(2):  # the second time every tail is remembered (unless the memo is tiny)
         stats = Stats()
         got = list(m.classified(buf, len(buf), stats, engine.classify_keyed))
+        if names is not None:
+            got = [(line, g) for line, g in _resolving(got, rules, names) if g]
         assert got == want
         assert stats.bytes == len(buf) and stats.cut > 0 and stats.invalid_utf8 > 0
 
