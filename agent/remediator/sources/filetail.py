@@ -26,7 +26,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from agent.remediator.matcher import MAX_LINE, Stats
@@ -241,18 +241,23 @@ class FileTail:
         if st is not None:
             self.cur = self._open(offset=0)
 
-    def _find_rotated(self, saved: Position) -> _Open | None:
+    def _siblings(self) -> Iterator[tuple[str, os.stat_result]]:
+        """``(path, lstat)`` of every entry of the tail's directory (none if unreadable)."""
         d = os.path.dirname(self.path)
         try:
             names = os.listdir(d)
         except OSError:
-            return None
+            return
         for name in names:
             p = os.path.join(d, name)
             try:
                 st = os.lstat(p)
             except OSError:
                 continue
+            yield p, st
+
+    def _find_rotated(self, saved: Position) -> _Open | None:
+        for p, st in self._siblings():
             if (st.st_dev, st.st_ino) == (saved.dev, saved.inode) and st.st_size >= saved.offset:
                 try:
                     fd, _ = open_regular(p)
@@ -272,18 +277,8 @@ class FileTail:
         at least as long as what we read: what copytruncate copied."""
         if c.first_hash is None:
             return None
-        d = os.path.dirname(self.path)
         best: tuple[float, str, os.stat_result] | None = None
-        try:
-            names = os.listdir(d)
-        except OSError:
-            return None
-        for name in names:
-            p = os.path.join(d, name)
-            try:
-                st = os.lstat(p)
-            except OSError:
-                continue
+        for p, st in self._siblings():
             if not stat.S_ISREG(st.st_mode):
                 continue
             if (st.st_dev, st.st_ino) == (c.dev, c.inode) or st.st_size < c.offset:
