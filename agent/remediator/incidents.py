@@ -23,6 +23,7 @@ from agent.store import Incident, Store
 log = logging.getLogger("jada-remediator")
 
 UNRESOLVED = ("open", "remediating", "escalated")
+_NO_GROUP = group_key({})
 
 
 class Incidents:
@@ -47,6 +48,7 @@ class Incidents:
         self.pending_rules: set[str] = set()  # rules with a firing not yet in the store
         # rule -> group of the resolve firing last added in this read's transaction
         self._resolve_queued: dict[str, str] = {}
+        self._ungrouped: tuple[RuleSet, set[str]] | None = None
 
     def _unresolved(self, rule: str, group: dict[str, str]) -> Incident | None:
         # Only this thread opens incidents, so a map filled once at start and on every open
@@ -66,7 +68,30 @@ class Incidents:
         # this thread opens them): a rule with none of those has nothing to resolve.
         if self.open_ids is None:
             self._unresolved("", {})
-        return {r for r, _ in self.open_ids or ()} | self.pending_rules
+        names = {r for r, _ in self.open_ids or ()} | self.pending_rules
+        if self._resolve_queued:
+            # A fire not in the store yet whose resolve is already queued, for the only group
+            # its resolve pattern can name: another resolve line changes nothing (decide would
+            # drop it), so the matchers need not hand it over -- a backlog's every "sync ok".
+            done = self._ungrouped_resolves()
+            names -= {
+                r
+                for r, key in self._resolve_queued.items()
+                if key == _NO_GROUP and r in done and r in self.pending_rules
+            }
+        return names
+
+    def _ungrouped_resolves(self) -> set[str]:
+        """Rules whose resolve pattern names none of their group_by fields (it resolves {})."""
+        rs = self.rules()
+        if self._ungrouped is None or self._ungrouped[0] is not rs:
+            names = {
+                r.name
+                for r in rs.rules
+                if r.resolve is not None and not set(r.group_by) & set(r.resolve.groupindex)
+            }
+            self._ungrouped = (rs, names)
+        return self._ungrouped[1]
 
     def _may_be_unresolved(self, rule: str) -> bool:
         return rule in self.resolvable()
