@@ -120,7 +120,7 @@ class Engine:
             if rule.resolve is not None:
                 r = rule.resolve.search(line)
                 if r is not None:
-                    return "resolve", _resolve_group(rule, r) if rule.group_by else {}
+                    return "resolve", _resolve_group(rule, r)
             return "nomatch", {}
         group = rule.group_of(m) if rule.group_by else {}
         if rule.ignore and self._ignored(rule, line):
@@ -204,8 +204,6 @@ class Engine:
 
 def _resolve_group(rule: Rule, m: re.Match[str]) -> dict[str, str]:
     # A resolve pattern that names the group_by fields closes only that group's incident.
-    # The names from the rule's Pattern: google-re2 rebuilds its table on every lookup.
-    names = rule.resolve.groupindex if rule.resolve is not None else m.re.groupindex
-    if not names:
-        return {}
-    return {k: (m.group(names[k]) or "") for k in rule.group_by if k in names}
+    # By index, from the rule's Pattern: google-re2 rebuilds its name table on every lookup.
+    index = rule.resolve.groupindex if rule.resolve is not None else {}
+    return {k: (m.group(index[k]) or "") for k in rule.resolve_groups}

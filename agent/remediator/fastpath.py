@@ -29,9 +29,10 @@ from functools import partial
 
 import re2
 
+from agent.remediator.regex import UNANCHORED
+
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False
-_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
 
 PLAN_SAMPLE = 256 * 1024  # a buffer at least this large is a sample worth planning from
 DFA_BYTES_PER_S = 0.7e9  # measured: RE2's DFA over an alternation that cannot be accelerated
@@ -173,15 +174,11 @@ class Prefilter:
             found.update(self._starts(rx, buf, end))
         return sorted(found)
 
-    def beyond_cut(self, line: bytes, length: int) -> bool:
-        """A line cut from ``length`` bytes whose only hit lay beyond the cut (one pass, no
-        ``Set`` to ask)."""
-        return (
-            bool(self.max_line) and length > self.max_line and self.passes[0].search(line) is None
-        )
+    def spans(self, buf: bytes | bytearray, end: int) -> Iterator[tuple[int, bytes]]:
+        """``(start, line cut at max_line)`` of each line of ``buf[:end]`` where a pass hits.
 
-    def lines(self, buf: bytes | bytearray, end: int) -> Iterator[tuple[int, bytes, list[int]]]:
-        """``(start, line, alternatives)`` of each line in ``buf[:end]`` that holds one."""
+        With one alternative (no ``Set`` to ask later) a line whose only hit lay beyond the cut
+        is left out here."""
         find = buf.find
         cap = self.max_line
         for s in self.starts(buf, end):
@@ -189,9 +186,14 @@ class Prefilter:
             if e < 0:
                 e = end
             line = bytes(buf[s : min(e, s + cap)] if cap else buf[s:e])
+            if self.set is None and cap and e - s > cap and self.passes[0].search(line) is None:
+                continue  # the hit lay beyond the cut
+            yield s, line
+
+    def lines(self, buf: bytes | bytearray, end: int) -> Iterator[tuple[int, bytes, list[int]]]:
+        """``(start, line, alternatives)`` of each line in ``buf[:end]`` that holds one."""
+        for s, line in self.spans(buf, end):
             if self.set is None:
-                if self.beyond_cut(line, e - s):
-                    continue  # the hit lay beyond the cut
                 yield s, line, [0]
                 continue
             ids = self.set.Match(line)
@@ -205,10 +207,10 @@ class Prefilter:
         add = out.append
         raw = getattr(rx, "_regexp", None)
         pos = 0
-        if raw is not None and _UNANCHORED is not None:
+        if raw is not None and UNANCHORED is not None:
             match = raw.Match  # RE2 itself: only the span is needed, not a match object
             while pos < end:
-                i = match(_UNANCHORED, buf, pos, end)[0][0]
+                i = match(UNANCHORED, buf, pos, end)[0][0]
                 if i < 0:
                     break
                 add(rfind(b"\n", 0, i) + 1)

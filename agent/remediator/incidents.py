@@ -85,11 +85,7 @@ class Incidents:
         """Rules whose resolve pattern names none of their group_by fields (it resolves {})."""
         rs = self.rules()
         if self._ungrouped is None or self._ungrouped[0] is not rs:
-            names = {
-                r.name
-                for r in rs.rules
-                if r.resolve is not None and not set(r.group_by) & set(r.resolve.groupindex)
-            }
+            names = {r.name for r in rs.rules if r.resolve is not None and not r.resolve_groups}
             self._ungrouped = (rs, names)
         return self._ungrouped[1]
 

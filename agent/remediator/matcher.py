@@ -244,14 +244,8 @@ class Matcher:
         resolvable, by_name = self.resolvable, self._by_name
         target_sets, match_sets = self._target_sets, self._match_sets
         pf = self.prefilter
-        pf_set, cap, find = pf.set, self.max_line, buf.find
-        for s in pf.starts(buf, end):
-            e = find(b"\n", s, end)
-            if e < 0:
-                e = end
-            raw = bytes(buf[s : min(e, s + cap)])
-            if pf_set is None and pf.beyond_cut(raw, e - s):
-                continue
+        pf_set = pf.set
+        for _s, raw in pf.spans(buf, end):
             stats.candidates += 1
             try:
                 line = raw.decode("utf-8")

@@ -46,7 +46,7 @@ class Pattern:
                 return last[1]
         direct = self._direct
         if direct is not None and pos is None and endpos is None and text.isascii():
-            spans = direct(_UNANCHORED, text.encode("ascii"), 0, len(text))
+            spans = direct(UNANCHORED, text.encode("ascii"), 0, len(text))
             m = None if spans[0] == _NULL_SPAN else _Match(self._rx, text, 0, len(text), spans)
             self._last = (text, m)
             return m
@@ -63,10 +63,12 @@ class Pattern:
 
 
 # google-re2's internals used by Pattern.search; without them it takes the public path.
-_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+# RE2's own unanchored search, without google-re2's match object (None if its internals moved):
+# the fast path, replay and Pattern.search call it directly.
+UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
 _NULL_SPAN = getattr(re2, "_NULL_SPAN", (-1, -1))
 _Match: Any = getattr(re2, "_Match", None)
-_DIRECT = _UNANCHORED is not None and _Match is not None
+_DIRECT = UNANCHORED is not None and _Match is not None
 
 # --------------------------------------------------------------------------- literals
 

@@ -37,6 +37,7 @@ from agent import journal
 from agent.journal import parse_timestamp
 from agent.remediator.engine import Engine
 from agent.remediator.matcher import MAX_LINE, Matcher, Stats, decode
+from agent.remediator.regex import UNANCHORED
 from agent.remediator.rules import Rule
 from agent.remediator.state import StateDB
 
@@ -79,7 +80,6 @@ _OTHER_START = re2.compile(
     + b")"
 )
 _TWO_KEYS = re2.compile(_TS_KEY + b"[^\n]*" + _TS_KEY)
-_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
 _LONG_LINE = 512  # bytes: above it, newlines are counted faster one by one than by bytes.count
 
 # A buffer and the end of its complete lines.
@@ -143,7 +143,7 @@ def _open(log: Log) -> tuple[IO[bytes] | None, Iterable[str] | None]:
     return None, log
 
 
-def _chunks(log: Log) -> Iterator[tuple[bytes | bytearray, int]]:
+def _chunks(log: Log) -> Iterator[Chunk]:
     """``(buffer, end)``: ``buffer[:end]`` is complete lines (the last line completed with a
     newline), ~CHUNK bytes each.
 
@@ -342,8 +342,8 @@ def _count_newlines(buf: bytes | bytearray, end: int) -> int:
 def _search(rx: re2._Regexp, buf: bytes | bytearray, pos: int, end: int) -> int:
     """Where ``rx`` first matches in ``buf[pos:end]``, or -1 (RE2 itself: no match object)."""
     raw = getattr(rx, "_regexp", None)
-    if raw is not None and _UNANCHORED is not None:
-        return int(raw.Match(_UNANCHORED, buf, pos, end)[0][0])
+    if raw is not None and UNANCHORED is not None:
+        return int(raw.Match(UNANCHORED, buf, pos, end)[0][0])
     m = rx.search(buf, pos, end)
     return -1 if m is None else m.start()
 

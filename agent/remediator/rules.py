@@ -111,6 +111,14 @@ class Rule:
     match_literals: tuple[bytes, ...] | None = None
     resolve_literals: tuple[bytes, ...] | None = None
 
+    @property
+    def resolve_groups(self) -> tuple[str, ...]:
+        """The ``group_by`` fields the resolve pattern names: it closes only that group's
+        incident; none: it names the empty group and closes all of the rule's."""
+        if self.resolve is None:
+            return ()
+        return tuple(k for k in self.group_by if k in self.resolve.groupindex)
+
     def group_of(self, m: Any) -> dict[str, str]:
         # By index, from the Pattern's cached names: google-re2 rebuilds its name table on
         # every lookup by name, the dearest step of a counted match.

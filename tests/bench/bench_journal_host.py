@@ -412,7 +412,7 @@ def guest_main(seed: str, last: str) -> None:
 
 def stage(m: Any, n: int) -> None:
     """The project's code (``tests/e2e/inhost.py``) and the lines to inject, into the host."""
-    from tests.bench.bench_remediator import _records
+    from tests.bench.bench_remediator import _records, write_lines
     from tests.e2e import inhost
 
     assert inhost.GUEST_DIR == GUEST_DIR
@@ -421,14 +421,7 @@ def stage(m: Any, n: int) -> None:
     )
     with open(dest / "lines.txt", "w") as f:
         f.write(SEED + "\n")
-        buf: list[str] = []
-        for _t, body, _pid in _records(n, TOKEN_EVERY):
-            buf.append(body)
-            if len(buf) >= 10000:
-                f.write("\n".join(buf) + "\n")
-                buf = []
-        if buf:
-            f.write("\n".join(buf) + "\n")
+        write_lines(f, (body for _t, body, _pid in _records(n, TOKEN_EVERY)))
 
 
 def _host(m: Any, script: str, timeout: float = 1800) -> str:

@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -138,18 +138,29 @@ def _records(n: int, match_every: int) -> Iterator[tuple[int, str, int]]:
         yield T0 + i * 2, _body(i, rnd, match_every), 812 + i // 5000
 
 
+def write_lines(f: Any, lines: Iterable[str]) -> None:
+    """Write ``lines`` to the open text file ``f``, ten thousand at a time."""
+    buf: list[str] = []
+    for line in lines:
+        buf.append(line)
+        if len(buf) >= 10000:
+            f.write("\n".join(buf) + "\n")
+            buf = []
+    if buf:
+        f.write("\n".join(buf) + "\n")
+
+
 def make_log(path: Path, n: int, match_every: int = 1000) -> None:
     """The realistic log: ``journalctl -o short-iso`` lines as the sync's log file holds them."""
     with open(path, "w") as f:
-        buf = []
-        for t, body, pid in _records(n, match_every):
-            ts = time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(t))
-            buf.append(f"{ts} jada-host port-sheet-sync[{pid}]: {body}")
-            if len(buf) >= 10000:
-                f.write("\n".join(buf) + "\n")
-                buf = []
-        if buf:
-            f.write("\n".join(buf) + "\n")
+        write_lines(
+            f,
+            (
+                f"{time.strftime('%Y-%m-%dT%H:%M:%S+0000', time.gmtime(t))}"
+                f" jada-host port-sheet-sync[{pid}]: {body}"
+                for t, body, pid in _records(n, match_every)
+            ),
+        )
 
 
 def make_json_export(path: Path, n: int, match_every: int = 1000) -> None:
