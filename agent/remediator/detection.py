@@ -205,9 +205,11 @@ class Detection:
         def sink(buf: bytes | bytearray, end: int) -> None:
             # What each line is to the rules comes from the matcher (remembered for lines
             # alike); only counted matches reach the engine -- not those of a group it says
-            # is saturated now (a flood in cooldown) -- and only fires and resolve lines the
-            # incidents.
-            for line, found in matcher.classified(buf, end, self.stats, engine.classify_keyed):
+            # is saturated now (a flood in cooldown: the matcher does not even hand over a
+            # line that is nothing else) -- and only fires and resolve lines the incidents.
+            for line, found in matcher.classified(
+                buf, end, self.stats, engine.classify_keyed, saturated, now
+            ):
                 names = None
                 for i, outcome, group, key in found:
                     if outcome == "counted":

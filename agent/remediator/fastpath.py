@@ -19,12 +19,20 @@ Each hit is widened to its line, cut at ``max_line`` bytes, and an ``re2.Set`` o
 alternatives names which of them the line holds; the caller runs only those rules' full
 patterns on it. No line that holds an alternative is missed: a match inside a line is also a
 match in the buffer, and each pass resumes at the start of the next line after a hit.
+
+A call into RE2 costs about a microsecond, which a flood pays on every line it logs (10 % of a
+log matching: 100 k calls for 1 M lines). A pass of literals therefore has a twin in Python's
+``re``, one C loop over the whole buffer that hands back every hit at a tenth of that cost but
+scans slower where the hits are rare. Each buffer takes the engine that is cheaper for the hits
+its pass found in the previous buffer, as costed from the sample (both engines timed on it).
+The two find the same lines: both look for the same literals, and a hit stands for its line.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
 import re2
@@ -41,14 +49,36 @@ HIT_COST_S = 25e-9  # each occurrence of that byte restarts RE2's DFA for a few 
 FRONT_HIT_COST_S = 10e-9  # each occurrence of a prefix's first byte restarts memchr
 MIN_ANCHOR = 4  # a re-anchored literal keeps at least this many bytes
 PREFIX_MIN = 8  # literals sharing this many leading bytes may share one prefix-accelerated pass
+RE2_HIT_S = 0.9e-6  # measured: one call into RE2 (pybind11, a search set up) and its line
+TWIN_HIT_S = 0.1e-6  # measured: one hit of a finditer in Python's re, and its line
 
 
 def _compile(alternatives: Sequence[bytes]) -> re2._Regexp:
     return re2.compile(b"(?m)" + b"|".join(b"(?:" + a + b")" for a in alternatives), _OPTIONS)
 
 
+def _twin(literals: Sequence[bytes]) -> re.Pattern[bytes]:
+    """The literals as one ``re`` pattern whose match runs to the end of the line (a line is
+    found once). The stdlib factors a prefix the literals share out of the alternation and
+    skips to it: ``[port-sheet] (?:token error: |sync ok)``."""
+    return re.compile(b"(?:" + b"|".join(re.escape(x) for x in literals) + b")[^\n]*")
+
+
+def _best_of(fn: Callable[[], object], times: int = 3) -> float:
+    best = float("inf")
+    for _ in range(times):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 class Prefilter:
     """Candidate lines of a buffer and the alternatives (by index) each one holds."""
+
+    # Which engine a pass of literals takes: "auto" (the cheaper, as costed), "re2" or "twin"
+    # (the tests and the benchmark compare them).
+    engine = "auto"
 
     def __init__(
         self,
@@ -63,6 +93,11 @@ class Prefilter:
         self.planned = False
         # One pass of everything until a sample says otherwise.
         self.passes: list[re2._Regexp] = [_compile(self.alternatives)] if self.count else []
+        # Per pass: its twin in ``re`` (a pass of literals), the seconds per byte of a scan by
+        # RE2 and by the twin (from the sample), and the hits per byte in the last buffer.
+        self.twins: list[re.Pattern[bytes] | None] = [None] * len(self.passes)
+        self._per_byte: list[tuple[float, float]] = [(0.0, 0.0)] * len(self.passes)
+        self._density: list[float] = [0.0] * len(self.passes)
         self.set: re2.Set | None = None
         if self.count > 1:
             self.set = re2.Set.SearchSet(_OPTIONS)
@@ -153,38 +188,79 @@ class Prefilter:
         }
         name, (best, groups) = min(plans.items(), key=lambda kv: kv[1][0])
         if not lits or best >= dfa:
+            if not rest and lits:  # one pass of the literals themselves: it may have a twin
+                self._twins(sample, [list(dict.fromkeys(x for x in self.literals if x))])
             return f"one DFA pass over {self.count} alternatives"
-        self.passes = [_compile([re.escape(x) for x in dict.fromkeys(g)]) for g in groups.values()]
+        literal_groups = [list(dict.fromkeys(g)) for g in groups.values()]
+        self.passes = [_compile([re.escape(x) for x in g]) for g in literal_groups]
         if rest:
             self.passes.append(_compile(rest))
+        self._twins(sample, literal_groups)
         keys = ", ".join(repr(k.decode("utf-8", "replace")) for k in groups)
         return f"{len(self.passes)} passes, {name} ({keys}{' + DFA' if rest else ''})"
 
-    def starts(self, buf: bytes | bytearray, end: int) -> list[int]:
-        """The start of each line in ``buf[:end]`` where a pass hits, in order (a hit of a
-        re-anchored literal is not yet a line holding an alternative: the ``Set`` says)."""
+    def _twins(self, sample: bytes | bytearray, literal_groups: list[list[bytes]]) -> None:
+        """A twin in ``re`` for each pass of literals, both engines timed on the sample: the
+        seconds per byte each takes beside its hits (the best of three, so a moment's wait
+        for a core does not count)."""
+        n = max(len(sample), 1)
+        self.twins = [None] * len(self.passes)
+        self._per_byte = [(0.0, 0.0)] * len(self.passes)
+        self._density = [0.0] * len(self.passes)
+        for p, group in enumerate(literal_groups):
+            twin = _twin(group)
+            rx = self.passes[p]
+            hits = len(self._ends(rx, sample, len(sample)))
+            t_re2 = _best_of(partial(self._ends, rx, sample, len(sample)))
+            t_twin = _best_of(partial(self._twin_ends, twin, sample, len(sample)))
+            self.twins[p] = twin
+            self._per_byte[p] = (
+                max(t_re2 - hits * RE2_HIT_S, 0.0) / n,
+                max(t_twin - hits * TWIN_HIT_S, 0.0) / n,
+            )
+            self._density[p] = hits / n
+
+    def _pass_ends(self, p: int, buf: bytes | bytearray, end: int) -> list[int]:
+        """Pass ``p`` over ``buf[:end]`` by the engine cheaper for as many hits as the last
+        buffer had; this buffer's hits are the next one's estimate."""
+        twin = self.twins[p]
+        if twin is None or self.engine == "re2":
+            return self._ends(self.passes[p], buf, end)
+        re2_per_byte, twin_per_byte = self._per_byte[p]
+        hits = self._density[p]
+        if self.engine == "auto" and (
+            re2_per_byte + hits * RE2_HIT_S <= twin_per_byte + hits * TWIN_HIT_S
+        ):
+            out = self._ends(self.passes[p], buf, end)
+        else:
+            out = self._twin_ends(twin, buf, end)
+        self._density[p] = len(out) / max(end, 1)
+        return out
+
+    def ends(self, buf: bytes | bytearray, end: int) -> list[int]:
+        """The end of each line in ``buf[:end]`` where a pass hits (its newline, or ``end``),
+        in order, each line once (a hit of a re-anchored literal is not yet a line holding an
+        alternative: the ``Set`` says)."""
         if not self.passes:
             return []
         if not self.planned and end >= PLAN_SAMPLE:
             self.plan(buf[:PLAN_SAMPLE])
         if len(self.passes) == 1:
-            return self._starts(self.passes[0], buf, end)
-        found: set[int] = set()
-        for rx in self.passes:
-            found.update(self._starts(rx, buf, end))
-        return sorted(found)
+            return self._pass_ends(0, buf, end)
+        runs = [r for r in (self._pass_ends(p, buf, end) for p in range(len(self.passes))) if r]
+        if len(runs) <= 1:
+            return runs[0] if runs else []
+        return sorted(set().union(*runs))
 
     def spans(self, buf: bytes | bytearray, end: int) -> Iterator[tuple[int, bytes]]:
         """``(start, line cut at max_line)`` of each line of ``buf[:end]`` where a pass hits.
 
         With one alternative (no ``Set`` to ask later) a line whose only hit lay beyond the cut
         is left out here."""
-        find = buf.find
+        rfind = buf.rfind
         cap = self.max_line
-        for s in self.starts(buf, end):
-            e = find(b"\n", s, end)
-            if e < 0:
-                e = end
+        for e in self.ends(buf, end):
+            s = rfind(b"\n", 0, e) + 1
             line = bytes(buf[s : min(e, s + cap)] if cap else buf[s:e])
             if self.set is None and cap and e - s > cap and self.passes[0].search(line) is None:
                 continue  # the hit lay beyond the cut
@@ -201,8 +277,13 @@ class Prefilter:
                 yield s, line, ids
 
     @staticmethod
-    def _starts(rx: re2._Regexp, buf: bytes | bytearray, end: int) -> list[int]:
-        find, rfind = buf.find, buf.rfind
+    def _twin_ends(twin: re.Pattern[bytes], buf: bytes | bytearray, end: int) -> list[int]:
+        # A match runs to the end of its line: the next search starts at the next line.
+        return list(map(re.Match.end, twin.finditer(buf, 0, end)))
+
+    @staticmethod
+    def _ends(rx: re2._Regexp, buf: bytes | bytearray, end: int) -> list[int]:
+        find = buf.find
         out: list[int] = []
         add = out.append
         raw = getattr(rx, "_regexp", None)
@@ -213,16 +294,19 @@ class Prefilter:
                 i = match(UNANCHORED, buf, pos, end)[0][0]
                 if i < 0:
                     break
-                add(rfind(b"\n", 0, i) + 1)
                 e = find(b"\n", i, end)
-                pos = end if e < 0 else e + 1
+                if e < 0:
+                    e = end
+                add(e)
+                pos = e + 1
             return out
         while pos < end:
             m = rx.search(buf, pos, end)
             if m is None:
                 break
-            i = m.start()
-            add(rfind(b"\n", 0, i) + 1)
-            e = find(b"\n", i, end)
-            pos = end if e < 0 else e + 1
+            e = find(b"\n", m.start(), end)
+            if e < 0:
+                e = end
+            add(e)
+            pos = e + 1
         return out

@@ -15,10 +15,18 @@ from __future__ import annotations
 import json
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Container, Iterable, Iterator, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Container,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
-from itertools import accumulate
-from typing import Any
+from itertools import accumulate, repeat
+from typing import Any, cast
 
 from agent.remediator.fastpath import Prefilter
 from agent.remediator.regex import first_chars
@@ -41,7 +49,9 @@ class Stats:
     bytes: int = 0
     candidates: int = 0  # lines holding a rule's literal, decoded and searched
     cut: int = 0  # lines longer than MAX_LINE
-    invalid_utf8: int = 0  # decoded lines (candidates, journal messages) that were not UTF-8
+    # decoded lines (candidates, journal messages) that were not UTF-8 (a flood's lines skipped
+    # in cooldown are not decoded)
+    invalid_utf8: int = 0
     rotations: int = 0
     truncations: int = 0
     bad_entries: int = 0  # journal lines that were not a JSON object: skipped
@@ -120,7 +130,7 @@ class Matcher:
         self.prefilter = Prefilter(
             list(alternatives), [literal_of.get(a) for a in alternatives], max_line
         )
-        self._memo: dict[str, tuple[Classified, frozenset[int]]] = {}
+        self._memo: dict[bytes, tuple[Classified, frozenset[int], Any]] = {}
         self._target_sets = [frozenset(t) for t in self.targets]
         self._match_sets = [frozenset(t) for t in self.match_targets]
         self._by_name: dict[str, list[int]] = {}
@@ -128,7 +138,7 @@ class Matcher:
             self._by_name.setdefault(r.name, []).append(i)
         self._key_at = self._memo_key(form, only)
 
-    def _memo_key(self, form: str, only: Callable[[Rule], bool] | None) -> re.Pattern[str] | None:
+    def _memo_key(self, form: str, only: Callable[[Rule], bool] | None) -> re.Pattern[bytes] | None:
         """The search for where a line's tail that decides everything begins, or None.
 
         Every pattern of these rules (match, ignore, resolve) and every literal the prefilter
@@ -136,6 +146,11 @@ class Matcher:
         start before the first of them in a line, so the line from there on decides which rules
         it concerns and what it is to each (:meth:`classified`). A flood logs one message with
         a new timestamp each time: all its lines share that tail.
+
+        The search runs over the bytes, for the characters' first bytes, and its group 1 is
+        the tail itself (to the end of the line or the cut): a tail that starts
+        earlier than the first of the characters (at another character sharing its first byte)
+        decides as well, and lines whose tails are equal are decided alike.
         """
         if form != "text" or self.every_line:
             return None
@@ -154,7 +169,10 @@ class Matcher:
                 chars.add(lit.decode("utf-8", "replace")[:1])
         if not chars or "\ufffd" in chars or "" in chars:
             return None
-        return re.compile("[" + "".join(re.escape(c) for c in sorted(chars)) + "]")
+        first = b"".join(re.escape(b) for b in sorted({c.encode("utf-8")[:1] for c in chars}))
+        # Matched at the newline before a line (or at 0): its group 1 is the tail, to the end
+        # of the (cut) line, empty in a line with none of the characters.
+        return re.compile(b"\n?[^\n" + first + b"]*([^\n]*)")
 
     def candidates(
         self, buf: bytes | bytearray, end: int, stats: Stats
@@ -220,7 +238,13 @@ class Matcher:
                     i += half
 
     def classified(
-        self, buf: bytes | bytearray, end: int, stats: Stats, classify: Classify
+        self,
+        buf: bytes | bytearray,
+        end: int,
+        stats: Stats,
+        classify: Classify,
+        saturated: Mapping[Any, tuple[float, Any]] | None = None,
+        now: float = 0.0,
     ) -> Iterator[tuple[str, Classified]]:
         """``(line, ((rule index, outcome, group, key), ...))`` of each line that concerns a
         rule, in line order and rule order; ``classify(rule, line)`` is the engine's
@@ -230,33 +254,60 @@ class Matcher:
         line's tail (see :meth:`_memo_key`): the lines of a flood cost a lookup each, not a
         set match and a search per rule. The dynamic part (is there anything to resolve) is
         left to the caller. Counts into ``stats`` as :meth:`candidates` does.
+
+        ``saturated`` (the engine's, at time ``now``): a line that is one counted match of a
+        group it maps to ``(now, ...)`` changes nothing and is not yielded -- the lines of a
+        flood in cooldown cost a lookup each, not a decode and a trip through the caller.
         """
         if self._key_at is None:
             for _s, raw, idxs in self.candidates(buf, end, stats):
                 if idxs:
-                    line = decode(raw, stats)
-                    got = self._classify(line, sorted(idxs), classify)
-                    if got:
-                        yield line, got
+                    text = decode(raw, stats)
+                    found = self._classify(text, sorted(idxs), classify)
+                    if found:
+                        yield text, found
             return
+        cut_before = stats.cut
         self._measure(buf, end, stats)
-        key_at, memo = self._key_at.search, self._memo
+        key_at, memo = self._key_at.match, self._memo
         resolvable, by_name = self.resolvable, self._by_name
         target_sets, match_sets = self._target_sets, self._match_sets
         pf = self.prefilter
-        pf_set = pf.set
-        for _s, raw in pf.spans(buf, end):
-            stats.candidates += 1
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                stats.invalid_utf8 += 1
-                line = raw.decode("utf-8", "replace")
-            m = key_at(line)
-            key = line[m.start() :] if m is not None else ""
-            known = memo.get(key)
-            if known is None:
-                alts = pf_set.Match(raw) if pf_set is not None else [0]
+        pf_set, cap = pf.set, self.max_line
+        quiet = (saturated if saturated is not None else {}).get
+        ends = pf.ends(buf, end)
+        stats.candidates += len(ends)
+        # The lines' keys and what is remembered of them, each step one C loop over all the
+        # lines (``map``): a flood's line then costs a few C calls, not a Python statement
+        # each. The key regex is matched at the newline before each line (-1 for the first:
+        # from 0).
+        nls = list(map(buf.rfind, repeat(b"\n"), repeat(0), ends))
+        if stats.cut == cut_before:
+            keys = list(map(_group, map(key_at, repeat(buf), nls, ends), repeat(1)))
+        else:  # a line here is longer than the cap: keys of the lines as cut
+            keys = [
+                _group(key_at(buf, nl, e if e - nl - 1 <= cap else nl + 1 + cap), 1)
+                for nl, e in zip(nls, ends, strict=True)
+            ]
+        for e, nl, key, known in zip(ends, nls, keys, map(memo.get, keys), strict=True):
+            s = nl + 1
+            c = e if e - s <= cap else s + cap  # lines are cut at the cap
+            line: str | None = None
+            rest: frozenset[int]
+            if known is not None:
+                got, rest, alone = known
+                if alone is not None:
+                    sat = quiet(alone)
+                    if sat is not None and sat[0] == now:
+                        continue  # a flood in cooldown: this line changes nothing
+            else:
+                raw = bytes(buf[s:c])
+                if pf_set is not None:
+                    alts = pf_set.Match(raw)
+                elif c < e and pf.passes[0].search(raw) is None:
+                    alts = []  # the only alternative's hit lay beyond the cut
+                else:
+                    alts = [0]
                 if not alts:
                     continue
                 if len(alts) == 1:
@@ -266,24 +317,29 @@ class Matcher:
                     concerned = frozenset().union(*(target_sets[a] for a in alts))
                 if resolvable is not None and not may_match and not resolvable():
                     continue  # only resolve literals, and nothing to resolve: not kept
+                line = decode(raw, stats)
                 if resolvable is None:  # no one to ask: what the line is to every rule
-                    known = (
-                        self._classify(line, sorted(concerned), classify, may_match),
-                        frozenset(),
-                    )
+                    got = self._classify(line, sorted(concerned), classify, may_match)
+                    rest = frozenset()
                 else:
                     # The rules the line can only resolve are asked at each use, and only
                     # those with something to resolve (a "sync ok" line concerns every rule
                     # sharing that pattern, a hundred perhaps, and nearly always none of them).
-                    known = (
-                        self._classify(line, sorted(may_match), classify),
-                        concerned - may_match,
-                    )
+                    got = self._classify(line, sorted(may_match), classify)
+                    rest = concerned - may_match
+                # A line that is one counted match and nothing else is skipped whenever its
+                # group is saturated: the key of that group.
+                alone = got[0][3] if len(got) == 1 and got[0][1] == "counted" and not rest else None
                 if len(key) <= MEMO_KEY_MAX:
                     if len(memo) >= MEMO_ENTRIES:
                         memo.clear()
-                    memo[key] = known
-            got, rest = known
+                    memo[key] = (got, rest, alone)
+                if alone is not None:
+                    sat = quiet(alone)
+                    if sat is not None and sat[0] == now:
+                        continue
+            if line is None:
+                line = decode(bytes(buf[s:c]), stats)
             if rest and resolvable is not None:
                 # by the (few) names with something to resolve, not the (many) rules
                 asked = [i for n in resolvable() for i in by_name.get(n, ()) if i in rest]
@@ -384,6 +440,10 @@ class Matcher:
 
 def _first(x: tuple[Any, ...]) -> Any:
     return x[0]
+
+
+# The key regex always matches; the method itself, called from C by ``map``.
+_group = cast(Callable[[re.Match[bytes] | None, int], bytes], re.Match.group)
 
 
 def decode(raw: bytes, stats: Stats) -> str:
