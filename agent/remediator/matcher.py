@@ -290,17 +290,16 @@ class Matcher:
                 for nl, e in zip(nls, ends, strict=True)
             ]
         for e, nl, key, known in zip(ends, nls, keys, map(memo.get, keys), strict=True):
-            s = nl + 1
-            c = e if e - s <= cap else s + cap  # lines are cut at the cap
-            line: str | None = None
-            rest: frozenset[int]
             if known is not None:
                 got, rest, alone = known
                 if alone is not None:
                     sat = quiet(alone)
                     if sat is not None and sat[0] == now:
                         continue  # a flood in cooldown: this line changes nothing
-            else:
+            s = nl + 1
+            c = e if e - s <= cap else s + cap  # lines are cut at the cap
+            line: str | None = None
+            if known is None:
                 raw = bytes(buf[s:c])
                 if pf_set is not None:
                     alts = pf_set.Match(raw)
