@@ -170,9 +170,10 @@ class Matcher:
         if not chars or "\ufffd" in chars or "" in chars:
             return None
         first = b"".join(re.escape(b) for b in sorted({c.encode("utf-8")[:1] for c in chars}))
-        # Matched at the newline before a line (or at 0): its group 1 is the tail, to the end
-        # of the (cut) line, empty in a line with none of the characters.
-        return re.compile(b"\n?[^\n" + first + b"]*([^\n]*)")
+        # Matched at the newline before a line (or at 0) and ending where the line (or its
+        # cut) ends: its group 1 is the tail, empty in a line with none of the characters
+        # (``.*`` to the end costs nothing: the engine jumps there).
+        return re.compile(b"(?s)\n?[^\n" + first + b"]*(.*)")
 
     def candidates(
         self, buf: bytes | bytearray, end: int, stats: Stats
