@@ -24,7 +24,8 @@ A call into RE2 costs about a microsecond, which a flood pays on every line it l
 log matching: 100 k calls for 1 M lines). A pass of literals therefore has a twin in Python's
 ``re``, one C loop over the whole buffer that hands back every hit at a tenth of that cost but
 scans slower where the hits are rare. Each buffer takes the engine that is cheaper for the hits
-its pass found in the previous buffer, as costed from the sample (both engines timed on it).
+its pass found in the previous buffer, as costed when the twin is built (both engines timed on
+the buffer that first made the pass dense).
 The two find the same lines: both look for the same literals, and a hit stands for its line.
 """
 
@@ -51,6 +52,9 @@ MIN_ANCHOR = 4  # a re-anchored literal keeps at least this many bytes
 PREFIX_MIN = 8  # literals sharing this many leading bytes may share one prefix-accelerated pass
 RE2_HIT_S = 0.9e-6  # measured: one call into RE2 (pybind11, a search set up) and its line
 TWIN_HIT_S = 0.1e-6  # measured: one hit of a finditer in Python's re, and its line
+# Hits per byte from which a pass's twin may pay: RE2's per-hit cost saved then outweighs a
+# slower scan by some 0.1 ns a byte (a line in 10 kB; a healthy log has one in 100 kB or less).
+DENSE = 1e-4
 
 
 def _compile(alternatives: Sequence[bytes]) -> re2._Regexp:
@@ -93,8 +97,10 @@ class Prefilter:
         self.planned = False
         # One pass of everything until a sample says otherwise.
         self.passes: list[re2._Regexp] = [_compile(self.alternatives)] if self.count else []
-        # Per pass: its twin in ``re`` (a pass of literals), the seconds per byte of a scan by
-        # RE2 and by the twin (from the sample), and the hits per byte in the last buffer.
+        # Per pass: the literals of a pass of literals (its twin in ``re`` is built from them
+        # once the pass is dense), the twin, the seconds per byte of a scan by RE2 and by the
+        # twin (timed when it is built), and the hits per byte in the last buffer.
+        self.groups: list[list[bytes] | None] = [None] * len(self.passes)
         self.twins: list[re.Pattern[bytes] | None] = [None] * len(self.passes)
         self._per_byte: list[tuple[float, float]] = [(0.0, 0.0)] * len(self.passes)
         self._density: list[float] = [0.0] * len(self.passes)
@@ -189,43 +195,53 @@ class Prefilter:
         name, (best, groups) = min(plans.items(), key=lambda kv: kv[1][0])
         if not lits or best >= dfa:
             if not rest and lits:  # one pass of the literals themselves: it may have a twin
-                self._twins(sample, [list(dict.fromkeys(x for x in self.literals if x))])
+                self.groups = [list(dict.fromkeys(x for x in self.literals if x))]
             return f"one DFA pass over {self.count} alternatives"
         literal_groups = [list(dict.fromkeys(g)) for g in groups.values()]
         self.passes = [_compile([re.escape(x) for x in g]) for g in literal_groups]
+        self.groups = [*literal_groups, *([None] if rest else [])]
         if rest:
             self.passes.append(_compile(rest))
-        self._twins(sample, literal_groups)
-        keys = ", ".join(repr(k.decode("utf-8", "replace")) for k in groups)
-        return f"{len(self.passes)} passes, {name} ({keys}{' + DFA' if rest else ''})"
-
-    def _twins(self, sample: bytes | bytearray, literal_groups: list[list[bytes]]) -> None:
-        """A twin in ``re`` for each pass of literals, both engines timed on the sample: the
-        seconds per byte each takes beside its hits (the best of three, so a moment's wait
-        for a core does not count)."""
-        n = max(len(sample), 1)
         self.twins = [None] * len(self.passes)
         self._per_byte = [(0.0, 0.0)] * len(self.passes)
         self._density = [0.0] * len(self.passes)
-        for p, group in enumerate(literal_groups):
-            twin = _twin(group)
+        keys = ", ".join(repr(k.decode("utf-8", "replace")) for k in groups)
+        return f"{len(self.passes)} passes, {name} ({keys}{' + DFA' if rest else ''})"
+
+    def twin(self, p: int, sample: bytes | bytearray) -> re.Pattern[bytes] | None:
+        """Pass ``p``'s twin in ``re`` (None for a pass that is not of literals), built and
+        timed against RE2 on ``sample`` the first time: the seconds per byte each engine takes
+        beside its hits (the best of three, so a moment's wait for a core does not count)."""
+        if self.twins[p] is None and self.groups[p]:
+            twin = _twin(self.groups[p] or [])
             rx = self.passes[p]
+            n = max(len(sample), 1)
             hits = len(self._ends(rx, sample, len(sample)))
             t_re2 = _best_of(partial(self._ends, rx, sample, len(sample)))
             t_twin = _best_of(partial(self._twin_ends, twin, sample, len(sample)))
-            self.twins[p] = twin
             self._per_byte[p] = (
                 max(t_re2 - hits * RE2_HIT_S, 0.0) / n,
                 max(t_twin - hits * TWIN_HIT_S, 0.0) / n,
             )
-            self._density[p] = hits / n
+            self.twins[p] = twin
+        return self.twins[p]
 
     def _pass_ends(self, p: int, buf: bytes | bytearray, end: int) -> list[int]:
         """Pass ``p`` over ``buf[:end]`` by the engine cheaper for as many hits as the last
-        buffer had; this buffer's hits are the next one's estimate."""
-        twin = self.twins[p]
-        if twin is None or self.engine == "re2":
+        buffer had; this buffer's hits are the next one's estimate. A pass gets its twin once
+        a buffer is dense enough that the twin may be cheaper (a sparse log never pays for
+        building and timing it)."""
+        if not self.groups[p] or self.engine == "re2":
             return self._ends(self.passes[p], buf, end)
+        twin = self.twins[p]
+        if twin is None and self.engine == "auto":
+            out = self._ends(self.passes[p], buf, end)
+            if len(out) >= DENSE * end:
+                self.twin(p, buf[: min(end, PLAN_SAMPLE)])
+                self._density[p] = len(out) / max(end, 1)
+            return out
+        twin = self.twin(p, buf[: min(end, PLAN_SAMPLE)])
+        assert twin is not None
         re2_per_byte, twin_per_byte = self._per_byte[p]
         hits = self._density[p]
         if self.engine == "auto" and (
