@@ -315,6 +315,11 @@ class RemediatorSettings:
     private_data_dir: str = "/var/lib/jada-remediator/runner"
     artifacts_keep: int = positive(20)
     lock_file: str = "/run/jada-agent/remediation.lock"
+    # How often the journal source asks the journal whether it holds entries of the rules' units
+    # beyond the last one journalctl handed over: two answers in a row that it does, with
+    # nothing read in between, mean the child is alive but stuck -- a fault, and a new child
+    # (0: never asked).
+    journal_stall_check: float = duration("5m")
     notify: NotifySettings = field(default_factory=NotifySettings)
 
 

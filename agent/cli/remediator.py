@@ -230,7 +230,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if j:
         print(
             f"journal {', '.join(j.get('units') or [])}: {j.get('state')}, pid {j.get('pid')},"
-            f" {j.get('restarts', 0)} restarts, {j.get('bad_entries', 0)} bad entries"
+            f" {j.get('restarts', 0)} restarts, {j.get('stalls', 0)} stalls,"
+            f" {j.get('bad_entries', 0)} bad entries"
         )
     print(f"queue: {len(s['queue']) or 'empty'}")
     for q in s["queue"]:

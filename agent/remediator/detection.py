@@ -41,6 +41,7 @@ class Detection:
         incidents: Incidents,
         q: queue.SimpleQueue[tuple[Any, ...]],
         journalctl: str = "journalctl",
+        journal_stall_check: float = 0.0,
     ):
         self.state = state
         self.clock = clock
@@ -49,6 +50,7 @@ class Detection:
         self.incidents = incidents
         self.q = q  # the core thread's queue: ("file", path) and ("journal", entries)
         self.journalctl = journalctl
+        self.journal_stall_check = journal_stall_check
         self.matchers: dict[str, Matcher] = {}
         self.journal_rules: dict[str, list[Rule]] = {}
         self.journal_matchers: dict[str, Matcher] = {}
@@ -104,6 +106,7 @@ class Detection:
                     emit=self.journal_event,
                     journalctl=self.journalctl,
                     on_fault=self.source_fault,
+                    stall_check=self.journal_stall_check,
                 )
                 if self.watcher is not None:  # started: follow immediately
                     self.journal.start()

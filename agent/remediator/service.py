@@ -125,7 +125,14 @@ class Remediator:
             queue_job=self.worker.put,
         )
         self.detection = Detection(
-            self.state, self.clock, self.engine, self.faults, self.incidents, self.q, journalctl
+            self.state,
+            self.clock,
+            self.engine,
+            self.faults,
+            self.incidents,
+            self.q,
+            journalctl,
+            journal_stall_check=self.cfg.journal_stall_check,
         )
 
     # ------------------------------------------------------------------ rules and sources

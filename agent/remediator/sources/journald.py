@@ -106,6 +106,14 @@ class JournalSource:
     ``MAX_BATCHES`` not yet consumed), tagged with the generation of the child that read them:
     ``restart()`` (after a failed write, to read again from the saved cursor) makes what is
     still queued stale. A dead child is a ``journal`` fault until entries flow again.
+
+    A child that is alive but stuck (it reads nothing while the journal holds newer entries of
+    the units) would leave detection blind with every process looking healthy -- the failure
+    this agent exists to end. Every ``stall_check`` seconds a thread asks the journal for the
+    units' newest entry (``journalctl --lines=1``, the same filters); when it is not the last
+    entry the child handed over, twice in a row with nothing read in between (and nothing
+    waiting for the core), the child is stuck: a ``journal`` fault, and a new child from the
+    saved cursor.
     """
 
     units: list[str]
@@ -129,6 +137,11 @@ class JournalSource:
     _room: threading.Condition = field(default_factory=threading.Condition)
     _waiting: int = 0  # batches emitted and not yet consumed
     _bad_logged: float = 0.0
+    stall_check: float = 0.0  # seconds between asking the journal what it holds (0: never)
+    last_cursor: str | None = None  # of the last entry the child handed over
+    stalls: int = 0
+    _stall_thread: threading.Thread | None = None
+    _unread: str | None = None  # last_cursor when the previous check found newer entries
 
     def command(self) -> list[str]:
         exe = shutil.which(self.journalctl) or self.journalctl
@@ -140,13 +153,8 @@ class JournalSource:
         # the saved cursor is in the previous boot and its last entries must not be skipped --
         # and the machine-id match keeps other machines' journals (journal-remote, linked
         # container journals) out.
-        cmd = [exe, "--follow", "--merge", "--output=json", "--no-pager", "--quiet"]
+        cmd = [exe, "--follow", *self._filters()]
         cmd.append("--output-fields=" + ",".join(journal.FIELDS_READ))
-        machine = _machine_id()
-        if machine:
-            cmd.append(f"_MACHINE_ID={machine}")
-        for u in self.units:
-            cmd.append(f"--unit={u}")
         cursor = self.state.cursor(self.key)
         if cursor:
             cmd += [f"--after-cursor={cursor}", "--no-tail"]
@@ -161,10 +169,83 @@ class JournalSource:
             cmd.append(f"--since=@{self.since:.6f}")
         return cmd
 
+    def _filters(self) -> list[str]:
+        cmd = ["--merge", "--output=json", "--no-pager", "--quiet"]
+        machine = _machine_id()
+        if machine:
+            cmd.append(f"_MACHINE_ID={machine}")
+        cmd += [f"--unit={u}" for u in self.units]
+        return cmd
+
     def start(self) -> None:
         self.stopping.clear()
         self.thread = threading.Thread(target=self._run, name="journal", daemon=True)
         self.thread.start()
+        if self.stall_check > 0 and not (self._stall_thread and self._stall_thread.is_alive()):
+            self._stall_thread = threading.Thread(
+                target=self._watch, name="journal-stall", daemon=True
+            )
+            self._stall_thread.start()
+
+    def _watch(self) -> None:
+        while not self.stopping.wait(self.stall_check):
+            try:
+                self.check_stalled()
+            except Exception:  # the check must never end the watch
+                log.exception("journal: the stall check failed")
+
+    def newest(self) -> tuple[str, float] | None:
+        """The cursor and time (seconds) of the newest entry of the units in the journal."""
+        exe = shutil.which(self.journalctl) or self.journalctl
+        cmd = [exe, *self._filters(), "--lines=1", "--output-fields=__CURSOR"]
+        try:
+            out = subprocess.run(
+                cmd,
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+                timeout=30,
+                check=False,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("journal: cannot ask the journal for its newest entry: %s", exc)
+            return None
+        for raw in reversed(out.splitlines()):
+            try:
+                rec = journal.parse_json(raw)
+            except ValueError:
+                continue
+            if rec is not None and rec.cursor:
+                return rec.cursor, (rec.t if rec.t is not None else 0.0)
+        return None
+
+    def check_stalled(self) -> bool:
+        """One look for a stuck child (see the class); True when it was found stuck and
+        replaced."""
+        p = self.proc
+        if p is None or p.poll() is not None or self._waiting:
+            self._unread = None  # dead (restarted elsewhere), or the core is behind, not it
+            return False
+        seen = self.last_cursor or self.state.cursor(self.key) or None
+        newest = self.newest()
+        behind = newest is not None and newest[0] != seen
+        if behind and seen is None and self.since is not None and newest is not None:
+            behind = newest[1] >= self.since  # an entry from before we followed is not ours
+        if not behind:
+            self._unread = None
+            return False
+        if self._unread is None or self._unread != (seen or ""):
+            self._unread = seen or ""  # behind now: stuck if still so, unchanged, next time
+            return False
+        self._unread = None
+        self.stalls += 1
+        self._fault(
+            f"journalctl (pid {p.pid}) is running but has handed over nothing for"
+            f" {self.stall_check:g}s while the journal holds newer entries of"
+            f" {', '.join(self.units)}; starting a new one from the saved cursor"
+        )
+        self.restart()
+        return True
 
     def _fault(self, message: str | None) -> None:
         if message is None and not self.faulty:
@@ -187,6 +268,7 @@ class JournalSource:
             "started_at": self.started_at,
             "last_entry": self.last_entry,
             "bad_entries": self.stats.bad_entries,
+            "stalls": self.stalls,
             "stderr": self.stderr_tail[-5:],
         }
 
@@ -350,6 +432,7 @@ class JournalSource:
                 entries.append(entry)
         if entries:
             self.last_entry = time.time()
+            self.last_cursor = entries[-1].cursor or self.last_cursor
             self._fault(None)
         return entries
 

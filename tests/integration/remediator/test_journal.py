@@ -14,7 +14,11 @@ from agent.remediator.state import StateDB
 from tests.integration.remediator.helpers import SYNC_JOURNAL, TOKEN_4XX, token_rule
 
 FAKE = '''#!{python}
-"""A fake journalctl: prints the JSON entries of the feed (after --after-cursor) and follows."""
+"""A fake journalctl: prints the JSON entries of the feed (after --after-cursor) and follows.
+
+Without --follow (with --lines=1) it prints the newest entry of the units and exits. A follower
+that finds FEED.stall takes it (the next one does not) and from then on reads nothing, alive.
+"""
 import json, os, sys, time
 feed = {feed!r}
 with open(feed + ".args", "a") as f:
@@ -22,13 +26,31 @@ with open(feed + ".args", "a") as f:
 args = sys.argv[1:]
 units = [a.split("=", 1)[1] for a in args if a.startswith("--unit=")]
 after = next((a.split("=", 1)[1] for a in args if a.startswith("--after-cursor=")), None)
-assert "--follow" in args and "--output=json" in args, args
+assert "--output=json" in args, args
+if "--follow" not in args:
+    assert "--lines=1" in args, args
+    with open(feed, "rb") as f:
+        ours = [raw for raw in f.read().splitlines()
+                if json.loads(raw).get("_SYSTEMD_UNIT") in units]
+    if ours:
+        sys.stdout.write(ours[-1].decode() + "\\n")
+    sys.exit(0)
 since = next((float(a[9:]) for a in args if a.startswith("--since=@")), None)
 skipping = after is not None
 pos = 0
 if "--lines=0" in args:
     pos = os.path.getsize(feed)
+stuck = False
 while True:
+    if not stuck:
+        try:
+            os.rename(feed + ".stall", feed + ".stall.taken")
+            stuck = True
+        except FileNotFoundError:
+            pass
+    if stuck:
+        time.sleep(0.02)
+        continue
     with open(feed, "rb") as f:
         f.seek(pos)
         data = f.read()
@@ -153,3 +175,39 @@ def test_a_stopped_journal_reader_waiting_for_room_ends(tmp_path: Path):
     assert _wait(lambda: len(emitted) >= MAX_BATCHES)
     src.stop()
     assert src.thread is not None and not src.thread.is_alive()
+
+
+def test_a_journalctl_alive_but_stuck_is_found_and_replaced(tmp_path: Path, service_factory):
+    # journalctl running but handing over nothing while the journal fills: the process looks
+    # healthy, detection is blind -- the failure this agent exists to end. The source asks the
+    # journal for its newest entry; twice behind with nothing read is a fault and a new child.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "journalctl"
+    feed = tmp_path / "journal.jsonl"
+    fake.write_text(FAKE.format(python=sys.executable, feed=str(feed)))
+    fake.chmod(0o755)
+    feed.write_text("")
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}"}
+    rule = token_rule(SYNC_JOURNAL, match=TOKEN_4XX, cooldown="6h")
+    svc = service_factory([rule], env=env, remediator={"journal_stall_check": "1s"}).start()
+    time.sleep(0.5)
+    with open(feed, "a") as f:
+        f.write(entry(1, "[port-sheet] collected tab=Tasks rows=3"))
+    args = Path(str(feed) + ".args")
+    time.sleep(0.5)  # read: the saved cursor is entry 1's
+    Path(str(feed) + ".stall").touch()
+    assert _wait(lambda: Path(str(feed) + ".stall.taken").exists())  # the child is stuck
+    msg = "[port-sheet] token error: HTTP Error 400: invalid_grant: Token has been expired."
+    with open(feed, "a") as f:
+        for i in range(2, 5):
+            f.write(entry(i, msg))
+    # Found within two checks of the entries' arrival, and the new child reads them.
+    items = svc.wait_incident(lambda xs: len(xs) == 1, timeout=20)
+    assert items[0].status == "escalated"
+    log = svc.log.read_text()
+    assert "is running but has handed over nothing" in log, log[-2000:]
+    follows = [json.loads(x) for x in args.read_text().splitlines() if "--follow" in x]
+    assert len(follows) == 2  # the stuck child, then its replacement
+    assert "--after-cursor=s=fake;i=1" in follows[1]  # from the saved cursor: nothing skipped
+    assert svc.stop() == 0

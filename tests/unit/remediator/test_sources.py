@@ -508,3 +508,42 @@ def test_the_journal_reader_waits_for_an_unreadable_cursor_instead_of_dying(tmp_
         assert "--after-cursor=s=abc" in started.read_text()
     finally:
         src.stop()
+
+
+def test_the_stall_check_counts_only_entries_the_child_should_have_read(tmp_path: Path):
+    # A fresh start follows from "now": the unit's newest entry from before then is not ours
+    # to read, however often the journal names it. One that came after is, and a child that
+    # stays alive without reading it is replaced on the second look.
+    import time
+
+    newest = tmp_path / "newest.json"
+    fake = tmp_path / "journalctl"
+    fake.write_text(f'#!/bin/sh\ncase "$*" in *--follow*) exec sleep 30;; esac\ncat {newest}\n')
+    fake.chmod(0o755)
+    faults: list[str | None] = []
+    src = JournalSource(
+        ["x.service"],
+        StateDB(),
+        emit=lambda b: None,
+        journalctl=str(fake),
+        on_fault=lambda key, msg: faults.append(msg),
+    )
+    src.start()
+    try:
+        deadline = time.monotonic() + 10
+        while src.proc is None or src.since is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        stamp = int((src.since - 3600) * 1e6)
+        newest.write_text(f'{{"__CURSOR":"s=old","__REALTIME_TIMESTAMP":"{stamp}"}}\n')
+        assert [src.check_stalled() for _ in range(3)] == [False, False, False]
+        stamp = int((src.since + 1) * 1e6)
+        newest.write_text(f'{{"__CURSOR":"s=new","__REALTIME_TIMESTAMP":"{stamp}"}}\n')
+        first = src.proc.pid
+        assert [src.check_stalled(), src.check_stalled()] == [False, True]
+        assert src.stalls == 1 and any(m and "handed over nothing" in m for m in faults)
+        while src.proc is None or src.proc.pid == first:  # a new child
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        src.stop()
