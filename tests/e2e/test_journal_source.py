@@ -36,6 +36,21 @@ def _incidents(m: harness.Machine, store: str) -> list[list[str]]:
     return json.loads(inhost.python(m, ["-c", code, store], timeout=60).stdout)
 
 
+def _newest_and_saved(m: harness.Machine, unit: str, state_db: str) -> tuple[str, str]:
+    """What the stall check asks the real journal (the unit's newest entry, through the
+    source's own query) beside the cursor the remediator saved."""
+    code = (
+        "import sqlite3, sys; from agent.remediator.state import StateDB;"
+        " from agent.remediator.sources.journald import JournalSource;"
+        " got = JournalSource([sys.argv[2]], StateDB(), emit=print).newest();"
+        " db = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True);"
+        " row = db.execute(\"SELECT cursor FROM cursor WHERE key = 'journal'\").fetchone();"
+        " print(got[0] if got else '-'); print(row[0] if row else '-')"
+    )
+    newest, saved = inhost.python(m, ["-c", code, state_db, unit], timeout=60).stdout.split()
+    return newest, saved
+
+
 @pytest.fixture
 def remediator(sandbox_host: harness.Machine) -> Iterator[tuple[harness.Machine, str, str]]:
     """A remediator following a unit that has never logged on this host (its first start: no
@@ -111,3 +126,10 @@ def test_a_unit_that_never_logged_before_the_first_start_is_read_from_its_first_
         found,
         _host(m, f"journalctl -u {unit} -o cat --no-pager"),
     )
+    # The stall check's question, asked of journalctl 252 with the follower's filters: once
+    # the remediator has caught up, the unit's newest entry is the last one it read.
+    state_db = store.rsplit("/", 1)[0] + "/remediator.db"
+    while (pair := _newest_and_saved(m, unit, state_db))[0] != pair[1]:
+        assert time.monotonic() < deadline + 15, pair
+        time.sleep(0.5)
+    assert pair[0].startswith("s=") and ";i=" in pair[0], pair
