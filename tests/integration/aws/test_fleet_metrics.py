@@ -53,3 +53,27 @@ def test_aws_clients_makes_one_client_per_service_and_region(fake_lightsail):
     assert clients.get("lightsail", "eu-west-1") is not east
     assert clients.get("lightsail", "eu-west-1").meta.region_name == "eu-west-1"
     assert clients.get("cloudwatch", "us-east-1").meta.service_model.service_name == "cloudwatch"
+
+
+def test_lightsail_timestamps_are_the_replys_instants_in_utc_whatever_the_local_zone(
+    fake_lightsail, monkeypatch
+):
+    import time
+
+    from agent.aws.lightsail import access_details, metric_data
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        fake_lightsail.add_instance("east-a")
+        start = datetime(2026, 5, 20, 10, 2, tzinfo=UTC)
+        series = metric_data("east-a", "us-east-1", start, start + timedelta(hours=1),
+                             metrics=["CPUUtilization"], period=300)  # fmt: skip
+        times = [t for t, _ in series["CPUUtilization"]]
+        assert times[:2] == ["2026-05-20T10:00:00Z", "2026-05-20T10:05:00Z"] and len(times) == 13
+        expires = access_details("east-a", "us-east-1")["expiresAt"]
+        assert expires.utcoffset() == timedelta(0)
+        assert abs(expires.timestamp() - (time.time() + 60)) < 30  # the fake's 60 s validity
+    finally:
+        monkeypatch.undo()
+        time.tzset()
