@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from agent.config import Settings
 from agent.health import verdict as verdict_mod
 from agent.health.analysis import JournalAnalysis
 from agent.health.creds import credentials as check_credentials
-from agent.health.parallel import analyse_path
 from agent.health.readers import read_live, read_stream
 from agent.health.resources import resources
 from agent.health.units import UnitsError, unit_facts
@@ -44,7 +42,7 @@ def audit_host(
     since = now - days * 86400
     names = _units_of(settings)
     report: dict[str, Any] = {
-        "host": settings.host_name or socket.gethostname(),
+        "host": settings.host_name or os.uname().nodename,  # gethostname(), without socket
         "generated": iso_z(now),
         "mode": "live",
         "window": {"since": iso_z(since), "until": iso_z(now), "days": days},
@@ -107,6 +105,9 @@ def audit_journal(
 
     With ``days``, only the last N days before the journal's last entry count.
     """
+    # Here, not at the top: a live audit on every host would import multiprocessing for nothing.
+    from agent.health.parallel import analyse_path
+
     p = Path(path)
     since = None
     if days:
