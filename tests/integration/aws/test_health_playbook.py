@@ -96,9 +96,7 @@ def test_health_playbook_writes_host_reports_and_a_fleet_summary_worst_first_wit
     assert "DEGRADED  host-a: port-sheet-sync.service failing" in r.stdout
 
 
-def test_health_playbook_passes_the_command_and_arguments_as_words_never_as_shell_code(
-    fake_lightsail, tmp_path
-):
+def test_health_playbook_passes_the_command_and_arguments_as_words_never_as_shell_code(tmp_path):
     # The audit runs through `raw` (a shell command line): every word is quoted, so a journal
     # path with spaces, quotes and `$(...)`, and a wrapper command full of shell syntax, arrive
     # as the same words `command`'s argv would have passed.
@@ -110,11 +108,12 @@ def test_health_playbook_passes_the_command_and_arguments_as_words_never_as_shel
     journalgen.write(
         journal, end=end, days=1, sync_failing_since=end - timedelta(hours=6), noise_per_hour=5
     )
-    fake_lightsail.add_instance("jada-a")
     inventory = tmp_path / "hosts.yml"
-    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-            "lightsail_instance_name": "jada-a", "lightsail_region": "us-east-1",
-            "health_extra_args": ["--from-journal", str(journal)]}  # fmt: skip
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "health_extra_args": ["--from-journal", str(journal)],
+    }  # not a Lightsail instance
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"host-a": host}}}))
     reports = tmp_path / "reports"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -132,3 +131,4 @@ def test_health_playbook_passes_the_command_and_arguments_as_words_never_as_shel
     assert not planted.exists()
     raw = json.loads((reports / "raw" / "host-a.json").read_text())
     assert (raw["source"], raw["verdict"]) == (str(journal), "degraded")
+    assert "metrics" not in json.loads((reports / "hosts" / "host-a.json").read_text())
