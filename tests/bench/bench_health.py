@@ -117,6 +117,7 @@ def bench_journal(entries: int, workdir: Path) -> dict:
     if rc != 0:
         raise SystemExit(f"health --from-journal exited {rc}")
     out = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "entries": n,
         "file_mb": round(size_mb, 1),
         "generate_s": round(gen_s, 1),
@@ -291,6 +292,7 @@ def bench_playbook(workdir: Path, repeats: int, use_sandbox: bool) -> dict:
               f"{min(cpu[ssh, 4]):.2f} s{hosts_note}; load {_load()}")  # fmt: skip
     headline = modes.get("cold") or modes["local"]
     return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": mode,
         # The headline: every run opens its SSH connections (a periodic audit); "warm" beside.
         **headline,
