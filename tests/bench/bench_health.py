@@ -313,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sandbox", action="store_true", help="local-connection hosts only")
     parser.add_argument("--skip-journal", action="store_true")
     parser.add_argument(
-        "--repeats", type=int, default=None, help="playbook runs per size (min kept)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="playbook runs per size and SSH mode (min kept; default 3)",
     )
     args = parser.parse_args(argv)
     results: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick}
@@ -324,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_playbook:
             results["playbook"] = bench_playbook(
                 work,
-                repeats=args.repeats or (1 if args.quick else 2),
+                repeats=args.repeats or (1 if args.quick else 3),
                 use_sandbox=not args.no_sandbox,
             )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
