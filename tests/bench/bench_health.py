@@ -14,7 +14,8 @@
    alternate; the fastest of each is kept.
 
 Figures are printed and written to ``tests/bench/results/health.json`` (the parts run replace
-theirs; the others are kept).
+theirs; the others are kept). ``--readme`` (or ``--readme-only``, without running) rewrites
+README's health.yml row from it.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def bench_playbook(workdir: Path, repeats: int, use_sandbox: bool) -> dict:
     cpu: dict[tuple[str, int], list[float]] = {}
     host_cpu: dict[tuple[str, int], list[float]] = {}
     machines = None
-    load_before = _load()
+    started, load_before = datetime.now(UTC).isoformat(timespec="seconds"), _load()
     with FakeLightsail() as fake:
         env["AWS_ENDPOINT_URL_LIGHTSAIL"] = fake.url
         try:
@@ -292,7 +293,7 @@ def bench_playbook(workdir: Path, repeats: int, use_sandbox: bool) -> dict:
               f"{min(cpu[ssh, 4]):.2f} s{hosts_note}; load {_load()}")  # fmt: skip
     headline = modes.get("cold") or modes["local"]
     return {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "when": started,
         "mode": mode,
         # The headline: every run opens its SSH connections (a periodic audit); "warm" beside.
         **headline,
@@ -302,6 +303,41 @@ def bench_playbook(workdir: Path, repeats: int, use_sandbox: bool) -> dict:
         "load_after": _load(),
         "target": "4 hosts <= 1.5 x 1 host (forks 4)",
     }
+
+
+README_ROW = "| `playbooks/health.yml`, 1 vs 4 "
+
+
+def readme_row(pb: dict) -> str:
+    """README's health.yml row, from the JSON this bench wrote."""
+    when = datetime.fromisoformat(pb["when"]).strftime("%Y-%m-%d %H:%M UTC")
+    load = f"load {pb['load_before']}–{pb['load_after']}"
+    if "cold" not in pb.get("ssh", {}):
+        return (f"{README_ROW}local-connection hosts (no sandbox; `python -m tests.bench.bench_health "
+                f"--skip-journal`, {when}, {load}) | {pb['one_host_s']} s vs {pb['four_hosts_s']} s "
+                f"({pb['ratio']}×) | 4 × {pb['one_host_s']} s serially |")  # fmt: skip
+    cold, warm = pb["ssh"]["cold"], pb["ssh"]["warm"]
+    ctl, hosts = cold["controller_cpu_s"], cold.get("hosts_cpu_s", {})
+    host_cpu = f", the sandbox hosts {hosts['1']} vs {hosts['4']} s" if len(hosts) == 2 else ""
+    return (
+        f"{README_ROW}sandbox hosts, every run opening its SSH connections (`python -m "
+        f"tests.bench.bench_health --skip-journal`, {when}, {load}) | {cold['one_host_s']} s vs "
+        f"{cold['four_hosts_s']} s (**{cold['ratio']}×**); reusing the SSH connections "
+        f"{warm['one_host_s']} s vs {warm['four_hosts_s']} s ({warm['ratio']}×). CPU: controller "
+        f"{ctl['1']} vs {ctl['4']} s{host_cpu}, all on the same {pb['cpus']} shared cores | "
+        f"4 × {cold['one_host_s']} s serially |"
+    )
+
+
+def update_readme(results: dict) -> None:
+    """Replace README's health.yml row with the one from ``results``."""
+    readme = ROOT / "README.md"
+    lines = readme.read_text().split("\n")
+    at = [i for i, line in enumerate(lines) if line.startswith(README_ROW)]
+    if len(at) != 1:
+        raise SystemExit(f"README.md: expected one row starting {README_ROW!r}, found {len(at)}")
+    lines[at[0]] = readme_row(results["playbook"])
+    readme.write_text("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,7 +354,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="playbook runs per size and SSH mode (min kept; default 3)",
     )
+    parser.add_argument("--readme", action="store_true", help="rewrite README's row from the JSON")
+    parser.add_argument(
+        "--readme-only", action="store_true", help="rewrite README's row from the last JSON"
+    )
     args = parser.parse_args(argv)
+    if args.readme_only:
+        update_readme(json.loads(RESULTS.read_text()))
+        print(f"README.md: the health.yml row rewritten from {RESULTS.relative_to(ROOT)}")
+        return 0
     results: dict = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="bench-health-") as tmp:
         work = Path(tmp)
@@ -335,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(RESULTS.read_text()) | results
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written to {RESULTS.relative_to(ROOT)}")
+    if args.readme and "playbook" in results:
+        update_readme(results)
+        print("README.md: the health.yml row rewritten")
     return 0
 
 
