@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ def audit_host(
     since = now - days * 86400
     names = _units_of(settings)
     report: dict[str, Any] = {
-        "host": settings.host_name or os.uname().nodename,  # gethostname(), without socket
+        "host": settings.host_name or socket.gethostname(),
         "generated": iso_z(now),
         "mode": "live",
         "window": {"since": iso_z(since), "until": iso_z(now), "days": days},

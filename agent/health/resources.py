@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,18 +34,16 @@ def resources(paths: Iterable[str] = ("/",), proc: str = "/proc") -> dict[str, A
             if st.st_dev in seen:
                 continue  # the same filesystem as an earlier path
             seen.add(st.st_dev)
-            fs = os.statvfs(p)  # shutil.disk_usage's own arithmetic, without importing shutil
+            du = shutil.disk_usage(p)
         except OSError:
             continue
-        total = fs.f_blocks * fs.f_frsize
-        used = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
         disks.append(
             {
                 "path": p,
-                "total_bytes": total,
-                "used_bytes": used,
-                "free_bytes": fs.f_bavail * fs.f_frsize,
-                "used_pct": round(100 * used / total, 1) if total else None,
+                "total_bytes": du.total,
+                "used_bytes": du.used,
+                "free_bytes": du.free,
+                "used_pct": round(100 * du.used / du.total, 1) if du.total else None,
             }
         )
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import statistics
 from collections.abc import Iterable
 from typing import Any
 
@@ -100,13 +101,6 @@ def classify(message: str) -> int:
     return PLAIN
 
 
-def _median(values: list[float]) -> float:
-    # statistics.median, without importing statistics (fractions, decimal) on every host.
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-
 def cadence(times: Iterable[float]) -> tuple[float, float] | None:
     """``(period_s, since)`` when occurrences are regular, else None.
 
@@ -118,7 +112,7 @@ def cadence(times: Iterable[float]) -> tuple[float, float] | None:
     if len(ts) < 3:
         return None
     gaps = [b - a for a, b in itertools.pairwise(ts)]
-    median = _median(gaps)
+    median = statistics.median(gaps)
     if median < 1:
         return None
     tol = max(0.1 * median, 5.0)
