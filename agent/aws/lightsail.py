@@ -15,7 +15,9 @@ from typing import Any
 
 import boto3
 import botocore.exceptions as bex
+import botocore.session
 from botocore.config import Config
+from botocore.utils import parse_timestamp
 
 # The seven metrics a health audit lines up against failures, with the statistic that shows an
 # anomaly best and the unit Lightsail reports them in.
@@ -47,9 +49,22 @@ class InstanceNotReady(LightsailError):
     pass
 
 
+def _utc_timestamp(value: Any) -> datetime:
+    """A timestamp of a reply as an aware UTC datetime. Lightsail's JSON gives epoch seconds;
+    botocore's default parser gives them the local zone through dateutil at ~20 µs apiece, and a
+    host's metrics for a week are 14,000 timestamps."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    return parse_timestamp(value)
+
+
 def client(region: str, timeout: float = 20.0) -> Any:
     # A fresh session each time: the default session caches credentials and endpoints.
-    return boto3.session.Session().client(
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=_utc_timestamp
+    )
+    return boto3.session.Session(botocore_session=core).client(
         "lightsail",
         region_name=region,
         config=Config(

@@ -14,7 +14,6 @@ from agent.config import Settings
 from agent.health import verdict as verdict_mod
 from agent.health.analysis import JournalAnalysis
 from agent.health.creds import credentials as check_credentials
-from agent.health.parallel import analyse_path
 from agent.health.readers import read_live, read_stream
 from agent.health.resources import resources
 from agent.health.units import UnitsError, unit_facts
@@ -107,6 +106,9 @@ def audit_journal(
 
     With ``days``, only the last N days before the journal's last entry count.
     """
+    # Here, not at the top: a live audit on every host would import multiprocessing for nothing.
+    from agent.health.parallel import analyse_path
+
     p = Path(path)
     since = None
     if days:

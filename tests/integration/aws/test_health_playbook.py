@@ -94,3 +94,41 @@ def test_health_playbook_writes_host_reports_and_a_fleet_summary_worst_first_wit
     )
     assert json.loads((reports / "raw" / "host-a.json").read_text())["verdict"] == "degraded"
     assert "DEGRADED  host-a: port-sheet-sync.service failing" in r.stdout
+
+
+def test_health_playbook_passes_the_command_and_arguments_as_words_never_as_shell_code(tmp_path):
+    # The audit runs through `raw` (a shell command line): every word is quoted, so a journal
+    # path with spaces, quotes and `$(...)`, and a wrapper command full of shell syntax, arrive
+    # as the same words `command`'s argv would have passed.
+    end = datetime.now(UTC).replace(microsecond=0, second=0, minute=15)
+    planted = tmp_path / "planted"
+    odd_dir = tmp_path / 'it\'s a $(touch "$PLANT") dir; `touch "$PLANT"` | x'  # no "/" in a name
+    odd_dir.mkdir()
+    journal = odd_dir / "journal.json"
+    journalgen.write(
+        journal, end=end, days=1, sync_failing_since=end - timedelta(hours=6), noise_per_hour=5
+    )
+    inventory = tmp_path / "hosts.yml"
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "health_extra_args": ["--from-journal", str(journal)],
+    }  # not a Lightsail instance
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"host-a": host}}}))
+    reports = tmp_path / "reports"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               JADA_AGENT_CONFIG="/dev/null", PYTHONPATH=str(ROOT), PLANT=str(planted))  # fmt: skip
+    # A wrapper that warns on stderr, then runs the agent with the words it was given.
+    wrapper = ["sh", "-c", 'echo "warning: $0; ok" >&2; exec "$0" "$@"', sys.executable]
+    extra = {"health_command": [*wrapper, "-m", "agent"], "health_become": False,
+             "health_reports_dir": str(reports), "health_days": 1}  # fmt: skip
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory),
+         "playbooks/health.yml", "-e", json.dumps(extra)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=180, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert not planted.exists()
+    raw = json.loads((reports / "raw" / "host-a.json").read_text())
+    assert (raw["source"], raw["verdict"]) == (str(journal), "degraded")
+    assert "metrics" not in json.loads((reports / "hosts" / "host-a.json").read_text())

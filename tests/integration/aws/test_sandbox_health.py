@@ -107,3 +107,31 @@ def test_health_playbook_through_the_lightsail_inventory_writes_a_degraded_fleet
     assert host["metrics"]["instance"] == "jada-prod"
     assert "CPUUtilization" in host["metrics"]["series"]
     assert list(short.glob("jada-run-*")) == []
+
+
+def test_health_playbook_over_ssh_as_the_sudo_user_keeps_the_audits_stderr_out_of_its_report(
+    jada_host, tmp_path
+):
+    # The audit runs through `raw` over SSH with become: without a pseudo-terminal, what the
+    # command writes on stderr stays out of the JSON it prints (a terminal would merge them).
+    from tests.sandbox import harness
+
+    machine, fake = jada_host
+    fake.reset()
+    inventory = tmp_path / "hosts.yml"
+    harness.inventory([machine.name], inventory, fmt="yaml", become_user=machine.admin_user)
+    reports = tmp_path / "reports"
+    noisy = ["sh", "-c", 'echo "warning: $(id -un) runs the audit" >&2; exec "$0" "$@"']
+    extra = {"health_command": [*noisy, *H.HEALTH_COMMAND], "health_days": 1,
+             "health_extra_args": ["--no-credentials"], "health_reports_dir": str(reports)}  # fmt: skip
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               PYTHONPATH=str(ROOT), JADA_AGENT_CONFIG="/dev/null")  # fmt: skip
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "-v",
+         "playbooks/health.yml", "-e", json.dumps(extra)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "warning: root runs the audit" in r.stdout  # become worked; stderr shown apart (-v)
+    raw = json.loads((reports / "raw" / f"{machine.name}.json").read_text())
+    assert raw["verdict"] == "degraded"
