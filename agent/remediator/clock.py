@@ -23,7 +23,7 @@ META_KEY = "clock"
 class ServiceClock:
     def __init__(self, state: StateDB):
         self.state = state
-        known = [time.time()]
+        known = []
         saved = state.meta(META_KEY)
         if saved:
             known.append(float(saved))
@@ -33,15 +33,27 @@ class ServiceClock:
             known.extend(x for x in (last_fire, breaker) if x is not None)
         for hist in state.fires.values():
             known.extend(hist[-1:])
-        self.base = max(known)
+        # The wall clock and the monotonic one read together, after the state: read before
+        # it, the wall time would be that long old at mono0, and every entry's time after a
+        # restart that much earlier than before it.
+        wall = time.time()
         self.mono0 = time.monotonic()
+        self.base = max([wall, *known])
 
     def now(self) -> float:
         return self.base + (time.monotonic() - self.mono0)
 
-    def since_wall(self, wall_t: float) -> float:
-        """A log entry's wall time on this clock: its age (never negative) before now."""
-        return self.now() - max(0.0, time.time() - wall_t)
+    def since_wall(
+        self, wall_t: float, now: float | None = None, wall: float | None = None
+    ) -> float:
+        """A log entry's wall time on this clock: its age (never negative) before now.
+
+        ``now`` and ``wall``: both clocks read once for a batch of entries, so the entries of
+        one batch keep their order and spacing exactly (read per entry, the two readings
+        would be a fraction of a microsecond apart each time)."""
+        now = self.now() if now is None else now
+        wall = time.time() if wall is None else wall
+        return now - max(0.0, wall - wall_t)
 
     def to_wall(self, t: float) -> float:
         """A time of this clock as a wall time (for records people read): now minus its age."""

@@ -15,6 +15,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from typing import Any
 
 from agent.remediator.clock import ServiceClock
@@ -51,6 +52,7 @@ class Detection:
         self.q = q  # the core thread's queue: ("file", path) and ("journal", entries)
         self.journalctl = journalctl
         self.journal_stall_check = journal_stall_check
+        self.journal_floor = 0.0
         self.matchers: dict[str, Matcher] = {}
         self.journal_rules: dict[str, list[Rule]] = {}
         self.journal_matchers: dict[str, Matcher] = {}
@@ -74,6 +76,14 @@ class Detection:
         self.journal_rules = {
             key.split(":", 1)[1]: rs for key, rs in by_source.items() if key.startswith("journal:")
         }
+        # The newest time a journal rule has counted or fired at: entries read from here on
+        # (after the saved cursor) came after it.
+        names = {r.name for rs in self.journal_rules.values() for r in rs}
+        self.journal_floor = max(
+            [0.0]
+            + [w[-1] for (rule, _g), w in self.state.windows.items() if rule in names and w]
+            + [f for (rule, _g), (f, _b) in self.state.groups.items() if rule in names and f]
+        )
         self.journal_matchers = {
             unit: Matcher(rs, resolvable=self.incidents.resolvable)
             for unit, rs in self.journal_rules.items()
@@ -250,10 +260,16 @@ class Detection:
         self.incidents.begin_read()
         try:
             with self.engine.batch():  # the whole batch and its last cursor commit together
+                now, wall = self.clock.now(), time.time()
                 for e in entries_to_look_at(entries, self.journal_matchers):
                     # The entry's own age on the service clock: a catch-up after a restart
-                    # keeps its spacing, a wall clock stepped back changes nothing.
-                    t = self.clock.since_wall(e.t)
+                    # keeps its spacing, a wall clock stepped back changes nothing. Never
+                    # before an entry already counted: the journal's order is the order of
+                    # events, and a window counts only what is not after its newest time
+                    # (two entries of one microsecond either side of a restart would lose a
+                    # count to the readings' jitter).
+                    t = max(self.clock.since_wall(e.t, now, wall), self.journal_floor)
+                    self.journal_floor = t
                     for rule in self.journal_matchers[e.unit].rules_for(e.message):
                         d = self.engine.observe(rule, e.message, t)
                         if d.outcome != "nomatch":

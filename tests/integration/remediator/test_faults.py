@@ -690,3 +690,64 @@ def test_a_read_only_state_while_reading_the_journal_loses_and_repeats_no_entry(
         chattr("-i", *db_files(state))
     assert_cycles(svc, 6)
     assert stop_within(svc) == 0
+
+
+def test_kill_9_while_reading_a_journal_backlog_loses_and_repeats_no_entry(
+    tmp_path, service_factory
+):
+    # A batch of entries, the windows it moved, its fires and its last cursor commit together:
+    # a SIGKILL anywhere in a backlog leaves the state of some whole batch, and the next start
+    # reads again after that batch's cursor. Every cycle (three failures, then "sync ok") must
+    # make exactly one incident, opened and resolved, however often the reader is killed.
+    from tests.integration.remediator.test_journal import FAKE, entry
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    feed = tmp_path / "journal.jsonl"
+    feed.write_text("")
+    fake = bindir / "journalctl"
+    fake.write_text(FAKE.format(python=sys.executable, feed=str(feed)))
+    fake.chmod(0o755)
+    r = token_rule(SYNC_JOURNAL, match=TOKEN_4XX, cooldown=0, resolve=SYNC_OK)
+    # Lines a second rule counts and never fires on: work inside each batch's transaction,
+    # so that the kills also land between a batch's first line and its commit.
+    noise = {
+        "name": "quota-noise",
+        "source": SYNC_JOURNAL,
+        "match": r"\[port-sheet\] api error: HTTP 429 \(try (?P<k>\d+)\)",
+        "group_by": ["k"],
+        "threshold": 1000000,
+        "within": "90m",
+    }
+    svc = service_factory([r, noise], env={"PATH": f"{bindir}:{os.environ['PATH']}"})
+    svc.start()
+    time.sleep(0.5)  # following: the backlog below is after its first start
+    cycles = 600
+    n = 0
+    text = []
+    for c in range(cycles):
+        lines = [FAIL.strip()] * 3 + [OK.strip()]
+        lines[c % 3 : c % 3] = [f"[port-sheet] api error: HTTP 429 (try {k})" for k in range(25)]
+        for line in lines:
+            n += 1
+            text.append(entry(n, line))
+    try:
+        append(feed, "".join(text))
+        seen = []
+        for _ in range(8):  # killed part-way through, eight times
+            before = len(svc.incidents())
+            deadline = time.monotonic() + 30
+            while len(svc.incidents()) < before + 3:  # some progress, then the kill
+                assert time.monotonic() < deadline, svc.log.read_text()[-2000:]
+                time.sleep(0.02)
+            svc.signal(signal.SIGKILL)
+            svc.proc.wait()
+            seen.append(len(svc.incidents()))
+            svc.start()
+        assert seen[-1] < cycles  # every kill came while the backlog was being read
+        assert_cycles(svc, cycles)
+        assert stop_within(svc) == 0
+    finally:
+        # A killed service's journalctl (its own session) is not in a cgroup here, as it would
+        # be under systemd: end the orphans.
+        subprocess.run(["pkill", "-f", str(feed)], check=False)
