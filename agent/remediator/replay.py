@@ -264,7 +264,8 @@ class _Reader:
                     ident, message = None, line
                 else:
                     t, ts_end = parsed
-                    syslog = journal._SYSLOG.match(line, ts_end)
+                    # the syslog identifier matters only to journal rules
+                    syslog = journal._SYSLOG.match(line, ts_end) if self.by_ident else None
                     ident, message = (syslog["ident"], syslog["msg"]) if syslog else (None, line)
                 last, done = t, s
                 pairs = []
