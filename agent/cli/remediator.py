@@ -6,12 +6,30 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
 
 from agent.cli.common import CliError, add_json_flag, print_json
 from agent.cli.common import settings as load_settings
 from agent.config import Settings, parse_duration
 from agent.exitcodes import EXIT_FAILURE, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
-from agent.store.model import INCIDENT_STATUSES
+
+
+class _IncidentStatuses:
+    """The store's incident statuses, read when argparse first looks at them (``incidents
+    --status`` or its help): the store's model costs ~5 ms of imports that every other
+    remediator command (``run``, ``replay``) would pay at start for nothing."""
+
+    @staticmethod
+    def _statuses() -> tuple[str, ...]:
+        from agent.store.model import INCIDENT_STATUSES
+
+        return INCIDENT_STATUSES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._statuses())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._statuses()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,9 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     inc.add_argument(
         "--status",
         action="append",
-        choices=INCIDENT_STATUSES,
+        choices=_IncidentStatuses(),
         metavar="S",
-        help=f"only these statuses (repeatable; {', '.join(INCIDENT_STATUSES)})",
+        help="only these statuses (repeatable; %(choices)s)",
     )
     add_json_flag(inc)
     inc.set_defaults(func=cmd_incidents)
