@@ -25,7 +25,8 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from itertools import accumulate, repeat
+from itertools import accumulate, compress, repeat
+from operator import not_
 from typing import Any, cast
 
 from agent.remediator.fastpath import Prefilter
@@ -131,6 +132,8 @@ class Matcher:
             list(alternatives), [literal_of.get(a) for a in alternatives], max_line
         )
         self._memo: dict[bytes, tuple[Classified, frozenset[int], Any]] = {}
+        self._quiet: set[bytes] = set()  # keys of lines that change nothing at _quiet_at
+        self._quiet_at: tuple[int, float] | None = None
         self._target_sets = [frozenset(t) for t in self.targets]
         self._match_sets = [frozenset(t) for t in self.match_targets]
         self._by_name: dict[str, list[int]] = {}
@@ -290,12 +293,24 @@ class Matcher:
                 _group(key_at(buf, nl, e if e - nl - 1 <= cap else nl + 1 + cap), 1)
                 for nl, e in zip(nls, ends, strict=True)
             ]
-        for e, nl, key, known in zip(ends, nls, keys, map(memo.get, keys), strict=True):
+        # The keys of lines found to change nothing at this time (a flood in cooldown) are
+        # passed over by a C loop too (``compress``): saturation lasts for the whole read
+        # (the engine's batch, one ``now``), so they stay known for the rest of it.
+        if saturated is None or self._quiet_at != (id(saturated), now):
+            self._quiet.clear()
+            self._quiet_at = (id(saturated), now) if saturated is not None else None
+        quiet_keys = self._quiet
+        lines: Iterable[tuple[int, int, bytes]] = zip(ends, nls, keys, strict=True)
+        if quiet_keys:
+            lines = compress(lines, map(not_, map(quiet_keys.__contains__, keys)))
+        for e, nl, key in lines:
+            known = memo.get(key)
             if known is not None:
                 got, rest, alone = known
                 if alone is not None:
                     sat = quiet(alone)
                     if sat is not None and sat[0] == now:
+                        quiet_keys.add(key)
                         continue  # a flood in cooldown: this line changes nothing
             s = nl + 1
             c = e if e - s <= cap else s + cap  # lines are cut at the cap
@@ -337,6 +352,7 @@ class Matcher:
                 if alone is not None:
                     sat = quiet(alone)
                     if sat is not None and sat[0] == now:
+                        quiet_keys.add(key)
                         continue
             if line is None:
                 line = decode(bytes(buf[s:c]), stats)
