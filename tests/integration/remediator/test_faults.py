@@ -655,17 +655,11 @@ def test_a_yaml_alias_bomb_in_the_settings_is_refused(tmp_path):
 def test_a_read_only_state_while_reading_the_journal_loses_and_repeats_no_entry(
     tmp_path, service_factory
 ):
-    from tests.integration.remediator.test_journal import FAKE, entry
+    from tests.integration.remediator.test_journal import entry, fake_journal
 
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    feed = tmp_path / "journal.jsonl"
-    feed.write_text("")
-    fake = bindir / "journalctl"
-    fake.write_text(FAKE.format(python=sys.executable, feed=str(feed)))
-    fake.chmod(0o755)
+    feed, env = fake_journal(tmp_path)
     r = token_rule(SYNC_JOURNAL, match=TOKEN_4XX, cooldown=0, resolve=SYNC_OK)
-    svc = service_factory([r], env={"PATH": f"{bindir}:{os.environ['PATH']}"})
+    svc = service_factory([r], env=env)
     state = Path(svc.settings.remediator.state_db)
     svc.start()
     time.sleep(0.5)
@@ -699,15 +693,9 @@ def test_kill_9_while_reading_a_journal_backlog_loses_and_repeats_no_entry(
     # a SIGKILL anywhere in a backlog leaves the state of some whole batch, and the next start
     # reads again after that batch's cursor. Every cycle (three failures, then "sync ok") must
     # make exactly one incident, opened and resolved, however often the reader is killed.
-    from tests.integration.remediator.test_journal import FAKE, entry
+    from tests.integration.remediator.test_journal import entry, fake_journal
 
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    feed = tmp_path / "journal.jsonl"
-    feed.write_text("")
-    fake = bindir / "journalctl"
-    fake.write_text(FAKE.format(python=sys.executable, feed=str(feed)))
-    fake.chmod(0o755)
+    feed, env = fake_journal(tmp_path)
     r = token_rule(SYNC_JOURNAL, match=TOKEN_4XX, cooldown=0, resolve=SYNC_OK)
     # Lines a second rule counts and never fires on: work inside each batch's transaction,
     # so that the kills also land between a batch's first line and its commit.
@@ -719,7 +707,7 @@ def test_kill_9_while_reading_a_journal_backlog_loses_and_repeats_no_entry(
         "threshold": 1000000,
         "within": "90m",
     }
-    svc = service_factory([r, noise], env={"PATH": f"{bindir}:{os.environ['PATH']}"})
+    svc = service_factory([r, noise], env=env)
     svc.start()
     time.sleep(0.5)  # following: the backlog below is after its first start
     cycles = 600

@@ -85,17 +85,24 @@ def entry(i: int, msg: str, unit: str = "port-sheet-sync.service") -> str:
     )
 
 
-def test_journal_rule_fires_resumes_after_its_cursor_and_never_refires(
-    tmp_path: Path, service_factory
-):
+def fake_journal(tmp_path: Path, first: str = "") -> tuple[Path, dict[str, str]]:
+    """The fake journalctl on a PATH of its own: its feed (holding ``first``) and the env."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     fake = bindir / "journalctl"
     feed = tmp_path / "journal.jsonl"
     fake.write_text(FAKE.format(python=sys.executable, feed=str(feed)))
     fake.chmod(0o755)
-    feed.write_text(entry(0, "[port-sheet] token error: HTTP Error 400: Bad Request"))
-    env = {"PATH": f"{bindir}:{os.environ['PATH']}"}
+    feed.write_text(first)
+    return feed, {"PATH": f"{bindir}:{os.environ['PATH']}"}
+
+
+def test_journal_rule_fires_resumes_after_its_cursor_and_never_refires(
+    tmp_path: Path, service_factory
+):
+    feed, env = fake_journal(
+        tmp_path, entry(0, "[port-sheet] token error: HTTP Error 400: Bad Request")
+    )
     rule = token_rule(SYNC_JOURNAL, match=TOKEN_4XX, cooldown="6h")
     svc = service_factory([rule], env=env).start()
     time.sleep(0.5)
@@ -181,14 +188,7 @@ def test_a_journalctl_alive_but_stuck_is_found_and_replaced(tmp_path: Path, serv
     # journalctl running but handing over nothing while the journal fills: the process looks
     # healthy, detection is blind -- the failure this agent exists to end. The source asks the
     # journal for its newest entry; twice behind with nothing read is a fault and a new child.
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    fake = bindir / "journalctl"
-    feed = tmp_path / "journal.jsonl"
-    fake.write_text(FAKE.format(python=sys.executable, feed=str(feed)))
-    fake.chmod(0o755)
-    feed.write_text("")
-    env = {"PATH": f"{bindir}:{os.environ['PATH']}"}
+    feed, env = fake_journal(tmp_path)
     rule = token_rule(SYNC_JOURNAL, match=TOKEN_4XX, cooldown="6h")
     svc = service_factory([rule], env=env, remediator={"journal_stall_check": "1s"}).start()
     time.sleep(0.5)
