@@ -97,19 +97,22 @@ class Prefilter:
         self.planned = False
         # One pass of everything until a sample says otherwise.
         self.passes: list[re2._Regexp] = [_compile(self.alternatives)] if self.count else []
-        # Per pass: the literals of a pass of literals (its twin in ``re`` is built from them
-        # once the pass is dense), the twin, the seconds per byte of a scan by RE2 and by the
-        # twin (timed when it is built), and the hits per byte in the last buffer.
-        self.groups: list[list[bytes] | None] = [None] * len(self.passes)
-        self.twins: list[re.Pattern[bytes] | None] = [None] * len(self.passes)
-        self._per_byte: list[tuple[float, float]] = [(0.0, 0.0)] * len(self.passes)
-        self._density: list[float] = [0.0] * len(self.passes)
+        self._new_passes([None] * len(self.passes))
         self.set: re2.Set | None = None
         if self.count > 1:
             self.set = re2.Set.SearchSet(_OPTIONS)
             for alt in self.alternatives:
                 self.set.Add(b"(?m)(?:" + alt + b")")
             self.set.Compile()
+
+    def _new_passes(self, groups: list[list[bytes] | None]) -> None:
+        """Per pass: the literals of a pass of literals (its twin in ``re`` is built from them
+        once the pass is dense), the twin, the seconds per byte of a scan by RE2 and by the
+        twin (timed when it is built), and the hits per byte in the last buffer."""
+        self.groups = groups
+        self.twins: list[re.Pattern[bytes] | None] = [None] * len(groups)
+        self._per_byte: list[tuple[float, float]] = [(0.0, 0.0)] * len(groups)
+        self._density: list[float] = [0.0] * len(groups)
 
     def plan(self, sample: bytes | bytearray) -> str:
         """Choose the passes for logs like ``sample``; returns a description of the plan.
@@ -195,16 +198,13 @@ class Prefilter:
         name, (best, groups) = min(plans.items(), key=lambda kv: kv[1][0])
         if not lits or best >= dfa:
             if not rest and lits:  # one pass of the literals themselves: it may have a twin
-                self.groups = [list(dict.fromkeys(x for x in self.literals if x))]
+                self._new_passes([list(dict.fromkeys(x for x in self.literals if x))])
             return f"one DFA pass over {self.count} alternatives"
         literal_groups = [list(dict.fromkeys(g)) for g in groups.values()]
         self.passes = [_compile([re.escape(x) for x in g]) for g in literal_groups]
-        self.groups = [*literal_groups, *([None] if rest else [])]
         if rest:
             self.passes.append(_compile(rest))
-        self.twins = [None] * len(self.passes)
-        self._per_byte = [(0.0, 0.0)] * len(self.passes)
-        self._density = [0.0] * len(self.passes)
+        self._new_passes([*literal_groups, *([None] if rest else [])])
         keys = ", ".join(repr(k.decode("utf-8", "replace")) for k in groups)
         return f"{len(self.passes)} passes, {name} ({keys}{' + DFA' if rest else ''})"
 
@@ -231,23 +231,24 @@ class Prefilter:
         buffer had; this buffer's hits are the next one's estimate. A pass gets its twin once
         a buffer is dense enough that the twin may be cheaper (a sparse log never pays for
         building and timing it)."""
+        rx, twin = self.passes[p], self.twins[p]
         if not self.groups[p] or self.engine == "re2":
-            return self._ends(self.passes[p], buf, end)
-        twin = self.twins[p]
-        if twin is None and self.engine == "auto":
-            out = self._ends(self.passes[p], buf, end)
-            if len(out) >= DENSE * end:
-                self.twin(p, buf[: min(end, PLAN_SAMPLE)])
-                self._density[p] = len(out) / max(end, 1)
-            return out
-        twin = self.twin(p, buf[: min(end, PLAN_SAMPLE)])
-        assert twin is not None
+            return self._ends(rx, buf, end)
+        if twin is None:
+            if self.engine == "auto":
+                out = self._ends(rx, buf, end)
+                if len(out) >= DENSE * end:  # dense: timed on this buffer, taken from the next
+                    self.twin(p, buf[: min(end, PLAN_SAMPLE)])
+                    self._density[p] = len(out) / max(end, 1)
+                return out
+            twin = self.twin(p, buf[: min(end, PLAN_SAMPLE)])
+            assert twin is not None
         re2_per_byte, twin_per_byte = self._per_byte[p]
         hits = self._density[p]
         if self.engine == "auto" and (
             re2_per_byte + hits * RE2_HIT_S <= twin_per_byte + hits * TWIN_HIT_S
         ):
-            out = self._ends(self.passes[p], buf, end)
+            out = self._ends(rx, buf, end)
         else:
             out = self._twin_ends(twin, buf, end)
         self._density[p] = len(out) / max(end, 1)
@@ -278,9 +279,19 @@ class Prefilter:
         for e in self.ends(buf, end):
             s = rfind(b"\n", 0, e) + 1
             line = bytes(buf[s : min(e, s + cap)] if cap else buf[s:e])
-            if self.set is None and cap and e - s > cap and self.passes[0].search(line) is None:
-                continue  # the hit lay beyond the cut
+            if self.beyond_cut(line, e - s):
+                continue
             yield s, line
+
+    def beyond_cut(self, line: bytes, length: int) -> bool:
+        """A line cut from ``length`` bytes whose only hit lay beyond the cut (one pass, no
+        ``Set`` to ask later)."""
+        return (
+            self.set is None
+            and bool(self.max_line)
+            and length > self.max_line
+            and self.passes[0].search(line) is None
+        )
 
     def lines(self, buf: bytes | bytearray, end: int) -> Iterator[tuple[int, bytes, list[int]]]:
         """``(start, line, alternatives)`` of each line in ``buf[:end]`` that holds one."""

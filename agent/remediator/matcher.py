@@ -304,25 +304,16 @@ class Matcher:
         if quiet_keys:
             lines = compress(lines, map(not_, map(quiet_keys.__contains__, keys)))
         for e, nl, key in lines:
-            known = memo.get(key)
-            if known is not None:
-                got, rest, alone = known
-                if alone is not None:
-                    sat = quiet(alone)
-                    if sat is not None and sat[0] == now:
-                        quiet_keys.add(key)
-                        continue  # a flood in cooldown: this line changes nothing
             s = nl + 1
             c = e if e - s <= cap else s + cap  # lines are cut at the cap
             line: str | None = None
+            known = memo.get(key)
             if known is None:
                 raw = bytes(buf[s:c])
                 if pf_set is not None:
                     alts = pf_set.Match(raw)
-                elif c < e and pf.passes[0].search(raw) is None:
-                    alts = []  # the only alternative's hit lay beyond the cut
                 else:
-                    alts = [0]
+                    alts = [] if pf.beyond_cut(raw, e - s) else [0]
                 if not alts:
                     continue
                 if len(alts) == 1:
@@ -335,7 +326,7 @@ class Matcher:
                 line = decode(raw, stats)
                 if resolvable is None:  # no one to ask: what the line is to every rule
                     got = self._classify(line, sorted(concerned), classify, may_match)
-                    rest = frozenset()
+                    rest: frozenset[int] = frozenset()
                 else:
                     # The rules the line can only resolve are asked at each use, and only
                     # those with something to resolve (a "sync ok" line concerns every rule
@@ -345,15 +336,17 @@ class Matcher:
                 # A line that is one counted match and nothing else is skipped whenever its
                 # group is saturated: the key of that group.
                 alone = got[0][3] if len(got) == 1 and got[0][1] == "counted" and not rest else None
+                known = (got, rest, alone)
                 if len(key) <= MEMO_KEY_MAX:
                     if len(memo) >= MEMO_ENTRIES:
                         memo.clear()
-                    memo[key] = (got, rest, alone)
-                if alone is not None:
-                    sat = quiet(alone)
-                    if sat is not None and sat[0] == now:
-                        quiet_keys.add(key)
-                        continue
+                    memo[key] = known
+            got, rest, alone = known
+            if alone is not None:
+                sat = quiet(alone)
+                if sat is not None and sat[0] == now:
+                    quiet_keys.add(key)
+                    continue  # a flood in cooldown: this line changes nothing
             if line is None:
                 line = decode(bytes(buf[s:c]), stats)
             if rest and resolvable is not None:

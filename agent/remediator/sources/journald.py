@@ -80,6 +80,10 @@ def entries_to_look_at(
     return [entries[i] for i in sorted(look)]
 
 
+def _child_env() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+
+
 def _machine_id(path: str = "/etc/machine-id") -> str | None:
     """This machine's id (32 hex digits), or None where there is none."""
     try:
@@ -144,7 +148,6 @@ class JournalSource:
     _unread: str | None = None  # last_cursor when the previous check found newer entries
 
     def command(self) -> list[str]:
-        exe = shutil.which(self.journalctl) or self.journalctl
         # --follow implies "this boot" unless --merge, and journalctl takes "this boot" from
         # /proc/sys/kernel/random/boot_id: in a unit with ProtectKernelTunables= or
         # ProtectControlGroups= systemd mounts a fresh /proc, which in a container (nspawn
@@ -153,7 +156,7 @@ class JournalSource:
         # the saved cursor is in the previous boot and its last entries must not be skipped --
         # and the machine-id match keeps other machines' journals (journal-remote, linked
         # container journals) out.
-        cmd = [exe, "--follow", *self._filters()]
+        cmd = [*self._filters(), "--follow"]
         cmd.append("--output-fields=" + ",".join(journal.FIELDS_READ))
         cursor = self.state.cursor(self.key)
         if cursor:
@@ -170,7 +173,9 @@ class JournalSource:
         return cmd
 
     def _filters(self) -> list[str]:
-        cmd = ["--merge", "--output=json", "--no-pager", "--quiet"]
+        """journalctl and the arguments that pick the rules' entries (follower and check)."""
+        exe = shutil.which(self.journalctl) or self.journalctl
+        cmd = [exe, "--merge", "--output=json", "--no-pager", "--quiet"]
         machine = _machine_id()
         if machine:
             cmd.append(f"_MACHINE_ID={machine}")
@@ -196,8 +201,7 @@ class JournalSource:
 
     def newest(self) -> tuple[str, float] | None:
         """The cursor and time (seconds) of the newest entry of the units in the journal."""
-        exe = shutil.which(self.journalctl) or self.journalctl
-        cmd = [exe, *self._filters(), "--lines=1", "--output-fields=__CURSOR"]
+        cmd = [*self._filters(), "--lines=1", "--output-fields=__CURSOR"]
         try:
             out = subprocess.run(
                 cmd,
@@ -205,7 +209,7 @@ class JournalSource:
                 stdin=subprocess.DEVNULL,
                 timeout=30,
                 check=False,
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+                env=_child_env(),
             ).stdout
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("journal: cannot ask the journal for its newest entry: %s", exc)
@@ -322,7 +326,7 @@ class JournalSource:
                     stderr=subprocess.PIPE,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
-                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+                    env=_child_env(),
                 )
             except OSError as exc:
                 self._fault(f"cannot start {cmd[0]}: {exc}; retrying in {backoff:g}s")
