@@ -295,8 +295,10 @@ class Matcher:
             ]
         # The keys of lines found to change nothing at this time (a flood in cooldown) are
         # passed over by a C loop too (``compress``): saturation lasts for the whole read
-        # (the engine's batch, one ``now``), so they stay known for the rest of it.
-        if saturated is None or self._quiet_at != (id(saturated), now):
+        # (the engine's batch, one ``now``), so they stay known for the rest of it. A new
+        # batch empties ``saturated`` (a person's reset may have emptied the windows since):
+        # what was known then is forgotten, even at the same ``now``.
+        if not saturated or self._quiet_at != (id(saturated), now):
             self._quiet.clear()
             self._quiet_at = (id(saturated), now) if saturated is not None else None
         quiet_keys = self._quiet
